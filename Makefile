@@ -1,0 +1,39 @@
+# The meter firmware: `make sim` runs it on the desktop, `make test` runs every test.
+# Every target builds or refreshes .venv from the pinned requirement files first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test sim build deploy bench lint typecheck clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/host.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, this is " + sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/host.txt
+	@touch $@
+
+test: venv
+	$(PY) -m tools.check
+
+sim: venv
+	$(PY) -m tools.sim device
+
+build: venv
+	$(PY) -m tools.build
+
+deploy: build
+	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2)
+	$(PY) -m tools.deploy --port $(PORT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/pyright --pythonpath $(PY) --typeshedpath "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+
+clean:
+	rm -rf build

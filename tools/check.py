@@ -1,0 +1,72 @@
+"""Run every test and check; `make test` calls this. Exits non-zero if any step fails.
+
+Steps: ruff; pyright over the device files against micropython-esp32-stubs; mpy-cross
+-march=xtensawin over every device file; pytest under CPython (all of tests/); the same firmware
+test modules (tests/unit) under the real MicroPython unix port. A summary closes the run.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+
+from tools import mp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def _run(name, cmd, env=None):
+    t0 = time.monotonic()
+    print("\n=== %s: %s" % (name, " ".join(cmd)), flush=True)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(p.stdout)
+    return p.returncode, p.stdout, time.monotonic() - t0
+
+
+def main():
+    results = []
+
+    rc, _, dt = _run("ruff", [os.path.join(BIN, "ruff"), "check", "."])
+    results.append(("ruff", rc, "clean" if rc == 0 else "problems found", dt))
+
+    stubs = sysconfig.get_paths()["purelib"]
+    rc, out, dt = _run("pyright", [os.path.join(BIN, "pyright"), "--pythonpath", sys.executable,
+                                   "--typeshedpath", stubs])
+    m = re.search(r"(\d+) errors?", out)
+    results.append(("pyright (ESP32 stubs)", rc, "%s errors" % (m.group(1) if m else "?"), dt))
+
+    rc, out, dt = _run("mpy-cross", [sys.executable, "-m", "tools.build", "--check"])
+    m = re.search(r"(\d+) files compiled", out)
+    results.append(("mpy-cross -march=xtensawin", rc, "%s files compiled" % (m.group(1) if m else "0"), dt))
+
+    rc, out, dt = _run("pytest (CPython)", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+    m = re.search(r"(\d+) passed", out)
+    passed_cpy = int(m.group(1)) if m else 0
+    results.append(("pytest (CPython)", rc, _tail(out), dt))
+
+    mpy = [os.path.join(BIN, "micropython"), "tests/mprun.py", "-q", "tests/unit"]
+    rc, out, dt = _run("MicroPython unix port", mpy, env=mp.env([os.path.join(ROOT, "tests")]))
+    m = re.search(r"(\d+) passed", out)
+    passed_mpy = int(m.group(1)) if m else 0
+    results.append(("tests under MicroPython", rc, _tail(out), dt))
+
+    print("\n=== summary")
+    failed = [r for r in results if r[1] != 0]
+    for name, rc, what, dt in results:
+        print("  %-28s %-4s %s  (%.1f s)" % (name, "ok" if rc == 0 else "FAIL", what, dt))
+    print("tests passed: %d under CPython, %d under MicroPython" % (passed_cpy, passed_mpy))
+    # The closing line, in the plain form CI reads: every passed test on both runtimes, failed steps.
+    print("all: %d passed, %d failed" % (passed_cpy + passed_mpy, len(failed)))
+    return 1 if failed else 0
+
+
+def _tail(out):
+    lines = [x for x in out.strip().splitlines() if x.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+# network — a simulated ESP32 `network` module: WLAN (station and access point) and LAN.
+#
+# Same names, constants and call shapes as MicroPython's ESP32 port. What the radio sees and how a
+# connection attempt ends (joined, wrong password, not found, no DHCP lease) is scripted in
+# simworld.world (networks, connect_delay_us, lan_link). WLAN objects are per-interface singletons,
+# as on the board.
+
+from simworld import world
+
+STA_IF = 0
+AP_IF = 1
+
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_BEACON_TIMEOUT = 200
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+STAT_ASSOC_FAIL = 203
+STAT_CONNECT_FAIL = 203
+STAT_HANDSHAKE_TIMEOUT = 204
+
+AUTH_OPEN = 0
+AUTH_WEP = 1
+AUTH_WPA_PSK = 2
+AUTH_WPA2_PSK = 3
+AUTH_WPA_WPA2_PSK = 4
+AUTH_WPA3_PSK = 6
+AUTH_WPA2_WPA3_PSK = 7
+
+PHY_LAN8720 = 1
+PHY_IP101 = 2
+PHY_RTL8201 = 3
+PHY_DP83848 = 4
+PHY_KSZ8041 = 5
+
+ETH_INITIALIZED = 0
+ETH_STARTED = 1
+ETH_STOPPED = 2
+ETH_CONNECTED = 3
+ETH_DISCONNECTED = 4
+ETH_GOT_IP = 5
+
+_hostname = "esp32"
+
+
+def hostname(name=None):
+    global _hostname
+    if name is None:
+        return _hostname
+    _hostname = name
+
+
+def _addr4(value):
+    if isinstance(value, tuple):
+        return value
+    ip, _, prefix = value.partition("/")
+    bits = int(prefix or 24)
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return ip, ".".join(str(mask >> s & 255) for s in (24, 16, 8, 0))
+
+
+class WLAN:
+    IF_STA = STA_IF
+    IF_AP = AP_IF
+    SEC_OPEN = AUTH_OPEN
+    SEC_WEP = AUTH_WEP
+    SEC_WPA = AUTH_WPA_PSK
+    SEC_WPA2 = AUTH_WPA2_PSK
+    SEC_WPA_WPA2 = AUTH_WPA_WPA2_PSK
+    SEC_WPA3 = AUTH_WPA3_PSK
+    SEC_WPA2_WPA3 = AUTH_WPA2_WPA3_PSK
+    PM_NONE = 0
+    PM_PERFORMANCE = 1
+    PM_POWERSAVE = 2
+
+    def __new__(cls, interface_id=STA_IF):
+        if interface_id not in (STA_IF, AP_IF):
+            raise ValueError("invalid WLAN interface identifier")
+        obj = world.wlans.get(interface_id)
+        if obj is None:
+            obj = object.__new__(cls)
+            obj._if = interface_id
+            obj._active = False
+            obj._target = None  # (Network or None, key, started_us) of the current attempt
+            obj._cfg = {"ssid": "ESP_123456" if interface_id == AP_IF else "", "channel": 1,
+                        "security": AUTH_OPEN, "hidden": False, "max_clients": 10,
+                        "reconnects": -1, "txpower": 20, "pm": 1}
+            obj._addr = ("192.168.4.1", "255.255.255.0") if interface_id == AP_IF else ("0.0.0.0", "0.0.0.0")
+            world.wlans[interface_id] = obj
+        return obj
+
+    def __init__(self, interface_id=STA_IF):
+        pass
+
+    def active(self, is_active=None):
+        if is_active is None:
+            return self._active
+        self._active = bool(is_active)
+        if not self._active:
+            self._target = None
+
+    def _require_active(self):
+        if not self._active:
+            raise OSError("Wifi Not Started")
+
+    def connect(self, ssid=None, key=None, *, bssid=None):
+        if self._if != STA_IF:
+            raise OSError("AP can't connect")
+        self._require_active()
+        ssid = ssid.encode() if isinstance(ssid, str) else ssid
+        if ssid is None or not 1 <= len(ssid) <= 32:
+            raise ValueError("invalid SSID")
+        if key is not None and len(key) > 64:
+            raise ValueError("invalid key")
+        self._target = (world.find_network(ssid), key or None, world.now_us())
+
+    def disconnect(self):
+        self._target = None
+
+    def status(self, param=None):
+        if param == "rssi":
+            if self.status() != STAT_GOT_IP:
+                raise OSError("not connected")
+            return self._target[0].rssi
+        if param == "stations":
+            return []
+        if self._if == AP_IF or self._target is None:
+            return STAT_IDLE
+        net, key, started = self._target
+        if world.now_us() - started < world.connect_delay_us:
+            return STAT_CONNECTING
+        if net is None:
+            return STAT_NO_AP_FOUND
+        if net.password is not None and key != net.password:
+            return STAT_WRONG_PASSWORD
+        if not net.dhcp:
+            return STAT_CONNECTING  # associated, but no lease: the ESP32 keeps reporting CONNECTING
+        return STAT_GOT_IP
+
+    def isconnected(self):
+        if self._if == AP_IF:
+            return self._active and bool(self.status("stations"))
+        return self.status() == STAT_GOT_IP
+
+    def scan(self):
+        if self._if != STA_IF:
+            raise OSError("AP can't scan")
+        self._require_active()
+        world.advance_us(2_000_000)  # a blocking scan takes about two seconds
+        out = []
+        for n in world.visible_networks():
+            sec = AUTH_OPEN if n.password is None else AUTH_WPA2_PSK
+            out.append((b"" if n.hidden else n.ssid, n.bssid, n.channel, n.rssi, sec, n.hidden))
+        return out
+
+    def config(self, *args, **kwargs):
+        if args:
+            if len(args) != 1 or kwargs:
+                raise TypeError("either one positional or keyword args")
+            name = args[0]
+            if name == "mac":
+                return b"\x24\x0a\xc4\x12\x34" + (b"\x56" if self._if == STA_IF else b"\x57")
+            if name == "key":
+                raise ValueError("unknown config param")  # the ESP32 never reads a key back
+            if name == "ssid" and self._if == STA_IF and self.isconnected():
+                return self._target[0].ssid.decode()
+            if name not in self._cfg:
+                raise ValueError("unknown config param")
+            return self._cfg[name]
+        for name, value in kwargs.items():
+            if name == "authmode":
+                name = "security"
+            if name == "key":
+                if self._if == AP_IF and value and not 8 <= len(value) <= 64:
+                    raise ValueError("invalid key")
+                self._key = value
+                continue
+            if name not in self._cfg:
+                raise ValueError("unknown config param")
+            if name == "ssid" and not 1 <= len(value.encode() if isinstance(value, str) else value) <= 32:
+                raise ValueError("invalid SSID")
+            self._cfg[name] = value
+
+    def ipconfig(self, *args, **kwargs):
+        if args:
+            if args[0] == "addr4":
+                if self._if == STA_IF:
+                    return (self._target[0].ip, "255.255.255.0") if self.isconnected() else ("0.0.0.0", "0.0.0.0")
+                return self._addr
+            if args[0] == "dhcp4":
+                return self._if == STA_IF
+            raise ValueError("unexpected key")
+        if "addr4" in kwargs:
+            self._addr = _addr4(kwargs["addr4"])
+
+    def ifconfig(self, cfg=None):
+        if cfg is None:
+            ip, mask = self.ipconfig("addr4")
+            return (ip, mask, ip if self._if == AP_IF else "10.0.0.1", "10.0.0.1")
+        self._addr = (cfg[0], cfg[1])
+
+
+class LAN:
+    def __init__(self, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0,
+                 ref_clk=None, ref_clk_mode=None):
+        if phy_type is None or mdc is None or mdio is None:
+            raise ValueError("mdc, mdio and phy_type must be specified")
+        if not 0 <= phy_addr <= 31:
+            raise ValueError("invalid phy address")
+        self._active = False
+        world.lan = self
+
+    def active(self, state=None):
+        if state is None:
+            return self._active
+        self._active = bool(state)
+
+    def status(self):
+        if not self._active:
+            return ETH_STOPPED
+        return ETH_GOT_IP if world.lan_link else ETH_DISCONNECTED
+
+    def isconnected(self):
+        return self._active and world.lan_link
+
+    def config(self, name=None, **kwargs):
+        if name == "mac":
+            return b"\x24\x0a\xc4\x12\x34\x58"
+        if name is not None:
+            raise ValueError("unknown config param")
+
+    def ipconfig(self, *args, **kwargs):
+        if args and args[0] == "addr4":
+            return (world.lan_ip, "255.255.255.0") if self.isconnected() else ("0.0.0.0", "0.0.0.0")
+        if args:
+            raise ValueError("unexpected key")
+
+    def ifconfig(self, cfg=None):
+        ip, mask = self.ipconfig("addr4")
+        return (ip, mask, "10.0.1.1", "10.0.1.1")

@@ -1,0 +1,277 @@
+# simworld — the simulated world around a simulated ESP32: clock, analogue inputs, pins, radio.
+#
+# The simulated `machine`, `network` and `time` modules in this folder read and change this state.
+# Tests and the simulator script it (mains waveforms, button presses, WiFi networks); the firmware
+# never imports this module, so it cannot tell the simulation from the board.
+#
+# Time is virtual by default: it advances only when the firmware spends it (an ADC conversion, a
+# sleep) or when the driver calls advance_us(). set_realtime() ties it to the host clock instead,
+# for running the whole device interactively. Ticks wrap at 2**30 as on the ESP32, and the clock
+# starts shortly before a wrap so that wrap bugs show up in the first seconds of every run.
+
+import sys
+
+_CPYTHON = sys.implementation.name != "micropython"
+
+if _CPYTHON:
+    import time as _host_time
+
+    def _host_us():
+        return _host_time.monotonic_ns() // 1000
+
+    def _host_sleep_us(us):
+        _host_time.sleep(us / 1e6)
+
+    def _schedule(fn, arg):
+        fn(arg)
+else:
+    import micropython
+
+    _p, sys.path = sys.path, []  # reach the built-in time module, not our shadow
+    try:
+        import time as _host_time
+    finally:
+        sys.path = _p
+    _host_us = _host_time.ticks_us  # 2**62 period on the unix port: never wraps in practice
+    _host_sleep_us = _host_time.sleep_us
+    _schedule = micropython.schedule
+
+TICKS_PERIOD = 1 << 30  # ESP32: ticks_ms/ticks_us wrap here
+START_US = TICKS_PERIOD - 5_000_000  # ticks_us wraps 5 s into every run
+ADC_READ_US = 35  # one oneshot conversion on the ESP32 (~28.5 kS/s in a viper loop)
+
+
+class SimReset(Exception):
+    """machine.reset() or a watchdog timeout: the simulated board restarts."""
+
+    def __init__(self, cause):
+        super().__init__(cause)
+        self.cause = cause
+
+
+class ConstantSource:
+    """An analogue input that reads the same raw 12-bit code forever (e.g. an unconnected input)."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def raw_at(self, t_us):
+        return self.code
+
+
+class PeriodicSource:
+    """A periodic waveform from one-period tables of 12-bit codes, plus cycled noise.
+
+    raw_at() uses integer arithmetic only, so reading it allocates nothing: the firmware's
+    acquisition path can run under micropython.heap_lock() against it.
+    """
+
+    def __init__(self, table, period_ns, noise=None):
+        self.table = table  # array of raw codes over one period, equally spaced in time
+        self.n = len(table)
+        self.period_ns = period_ns
+        self.noise = noise  # array('h') of noise codes, cycled one entry per read (or None)
+        self._k = 0
+
+    def raw_at(self, t_us):
+        x = self.table[(t_us * 1000 % self.period_ns) * self.n // self.period_ns]
+        if self.noise is not None:
+            x += self.noise[self._k]
+            self._k += 1
+            if self._k == len(self.noise):
+                self._k = 0
+        return 0 if x < 0 else 4095 if x > 4095 else x
+
+
+class Network:
+    """A WiFi network the simulated radio can see and (maybe) join."""
+
+    def __init__(self, ssid, password=None, rssi=-60, channel=6, bssid=b"\x02\x00\x00\x00\x00\x01",
+                 hidden=False, dhcp=True, ip="10.0.0.50"):
+        self.ssid = ssid if isinstance(ssid, bytes) else ssid.encode()
+        self.password = password  # None: open network
+        self.rssi = rssi
+        self.channel = channel
+        self.bssid = bssid
+        self.hidden = hidden
+        self.dhcp = dhcp  # False: associates but never gets an address
+        self.ip = ip
+
+
+class World:
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.realtime = False
+        self._pumping = False
+        self._now_us = START_US
+        self._rt_offset = 0
+        self.adc_read_us = ADC_READ_US
+        self.sources = {}  # GPIO number -> source with raw_at(t_us)
+        self.pin_levels = {}  # GPIO number -> level driven from outside (button) or by firmware
+        self.pin_irqs = {}  # GPIO number -> Pin with an irq handler
+        self.timers = []  # running machine.Timer objects
+        self.wdt = None
+        self.reset_cause = 1  # PWRON_RESET
+        self.networks = []  # Network objects in range
+        self.connect_delay_us = 1_500_000  # association + DHCP time
+        self.lan_link = False  # Ethernet cable plugged and PHY link up
+        self.lan_ip = "10.0.1.60"
+        self.wlans = {}  # interface id -> WLAN object (singletons, as on the ESP32)
+        self.lan = None
+        self.wall_base_s = 946684800  # the RTC after power-up: 2000-01-01, i.e. not set
+        self.wall_base_us = self._now_us
+
+    # Clock
+    def set_realtime(self, on=True):
+        now = self.now_us()
+        self.realtime = on
+        self._rt_offset = now - _host_us() if on else 0
+        self._now_us = now
+
+    def now_us(self):
+        if self.realtime:
+            return _host_us() + self._rt_offset
+        return self._now_us
+
+    async def pump(self):
+        """Real-time mode: an asyncio task that fires due timers and checks the watchdog."""
+        import asyncio
+
+        while self.realtime:
+            self.poll()
+            await asyncio.sleep_ms(1)
+
+    def ensure_pump(self):
+        if self.realtime and not self._pumping:
+            import asyncio
+
+            self._pumping = True
+            asyncio.create_task(self.pump())
+
+    def advance_us(self, us):
+        """Let `us` microseconds of simulated time pass, firing timers and the watchdog on the way."""
+        if self.realtime:
+            _host_sleep_us(us)
+        else:
+            end = self._now_us + us
+            while True:
+                due = self._next_timer_due(end)
+                if due is None:
+                    break
+                self._now_us = due[0]
+                due[1]._fire()
+            self._now_us = end
+        self._check_wdt()
+
+    def spend_us(self, us):
+        """Time the firmware itself spends (an ADC conversion): no timers fire in between."""
+        if not self.realtime:
+            self._now_us += us
+
+    def _next_timer_due(self, end):
+        best = None
+        for t in self.timers:
+            if t._due_us <= end and (best is None or t._due_us < best[0]):
+                best = (t._due_us, t)
+        return best
+
+    def poll(self):
+        """Fire whatever is due now (real-time mode): timers and the watchdog."""
+        now = self.now_us()
+        for t in list(self.timers):
+            if t._due_us <= now:
+                t._fire()
+        self._check_wdt()
+
+    def _check_wdt(self):
+        w = self.wdt
+        if w is not None and self.now_us() - w._fed_us > w._timeout_ms * 1000:
+            self.wdt = None
+            self.timers = []
+            self.reset_cause = 3  # WDT_RESET
+            raise SimReset("watchdog timeout")
+
+    def wall_time_us(self):
+        return self.wall_base_s * 1_000_000 + self.now_us() - self.wall_base_us
+
+    def set_wall_time(self, epoch_s):
+        self.wall_base_s = epoch_s
+        self.wall_base_us = self.now_us()
+
+    # Analogue front end
+    def read_adc(self, gpio):
+        src = self.sources.get(gpio)
+        code = 0 if src is None else src.raw_at(self.now_us())
+        self.spend_us(self.adc_read_us)
+        return code
+
+    # Pins
+    def press(self, gpio, level=0):
+        """Drive an input pin from outside (a button to GND reads 0) and fire its irq if armed."""
+        old = self.pin_levels.get(gpio, 1)
+        self.pin_levels[gpio] = level
+        pin = self.pin_irqs.get(gpio)
+        if pin is not None and old != level:
+            pin._edge(level)
+
+    def release(self, gpio):
+        self.press(gpio, 1)
+
+    # Radio
+    def visible_networks(self):
+        return [n for n in self.networks]
+
+    def find_network(self, ssid):
+        for n in self.networks:
+            if n.ssid == ssid:
+                return n
+        return None
+
+
+def epoch_from_civil(y, mo, d, h=0, mi=0, s=0):
+    """Seconds since 1970-01-01 UTC for a calendar date (proleptic Gregorian)."""
+    y -= mo <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + h * 3600 + mi * 60 + s
+
+
+def civil_from_epoch(t):
+    """(year, month, day, weekday 0=Monday, hour, minute, second) for seconds since 1970 UTC."""
+    days, rem = divmod(t, 86400)
+    wd = (days + 3) % 7
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    mo = mp + (3 if mp < 10 else -9)
+    y = yoe + era * 400 + (mo <= 2)
+    return (y, mo, d, wd, rem // 3600, rem // 60 % 60, rem % 60)
+
+
+world = World()
+
+
+def schedule(fn, arg):
+    """Run a soft callback the way the ESP32 does: via micropython.schedule, never inline."""
+    _schedule(fn, arg)
+
+if _CPYTHON:
+    # CPython's time is built in and cannot be shadowed by a file: give it the board's ticks here.
+    _MASK = TICKS_PERIOD - 1
+    _HALF = TICKS_PERIOD // 2
+    _host_time.ticks_us = lambda: world.now_us() & _MASK
+    _host_time.ticks_ms = lambda: (world.now_us() // 1000) & _MASK
+    _host_time.ticks_cpu = _host_time.ticks_us
+    _host_time.ticks_add = lambda t, d: (t + d) & _MASK
+    _host_time.ticks_diff = lambda a, b: ((a - b + _HALF) & _MASK) - _HALF
+    _host_time.sleep_us = lambda us: world.advance_us(us)
+    _host_time.sleep_ms = lambda ms: world.advance_us(ms * 1000)
