@@ -21,9 +21,9 @@ from firmware.schema import (
     WIFI_PASSPHRASE,
     WIFI_SSID,
     CaCert,
+    Calibration,
     ConfigError,
     Diagnostic,
-    Rule,
     bool_list,
     boolean,
     check_section,
@@ -31,7 +31,6 @@ from firmware.schema import (
     copy,
     gpio,
     integer,
-    number,
     permutation,
 )
 
@@ -40,42 +39,6 @@ PATH = "config.json"
 MAX_BYTES = 16384
 
 LAN_PINS = [4, 5, 13, 14, 15, 16, 17, 18, 23]  # free of RMII, UART0, LED, button, ADC and strapping duty
-CAL_RULES = {
-    "divider_ratio": number(1, 10000),
-    "ct_ratio": number(1, 100000),
-    "burden_ohm": number(0.1, 10000),
-    "adc_gain": number(0.5, 2.0),
-    "adc_offset": integer(0, 4095),
-    "phase_lead_deg": number(-20, 20),
-}
-
-
-class Calibration(Rule):
-    """meter.calibration: {} or {"voltage": [3 objects], "current": [3 objects]} of per-channel overrides."""
-
-    def __init__(self):
-        Rule.__init__(self, 'must be {} or {"voltage": [3 objects], "current": [3 objects]}, one object per '
-                            "phase holding any of the channel keys", None)
-
-    def __call__(self, field, value):
-        if not isinstance(value, dict):
-            raise ConfigError(field, self.rule)
-        for kind in sorted(value):
-            if kind not in profiles.CHANNEL_KEYS:
-                raise ConfigError("%s.%s" % (field, kind), 'unknown channel kind (known: "current", "voltage")')
-            chans = value[kind]
-            if type(chans) is not list or len(chans) != 3:
-                raise ConfigError("%s.%s" % (field, kind), "must be a list of 3 objects (L1, L2, L3)")
-            for k, chan in enumerate(chans):
-                where = "%s.%s[%d]" % (field, kind, k)
-                if not isinstance(chan, dict):
-                    raise ConfigError(where, "must be an object of channel keys")
-                for key in sorted(chan):
-                    if key not in profiles.CHANNEL_KEYS[kind]:
-                        raise ConfigError("%s.%s" % (where, key), "unknown %s channel key (known: %s)"
-                                          % (kind, ", ".join(profiles.CHANNEL_KEYS[kind])))
-                    CAL_RULES[key]("%s.%s" % (where, key), chan[key])
-        return value
 
 
 SCHEMA = {

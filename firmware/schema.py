@@ -1,4 +1,5 @@
-# schema — the rules one setting must follow, each with the plain sentence shown when it is broken.
+# schema — the rules one setting must follow (WiFi, URL, certificate, calibration...), each with the
+# plain sentence shown when it is broken.
 #
 # A Rule is called as rule(field, value): it returns the (normalised) value or raises ConfigError
 # naming the field and the rule, e.g. "wifi.ssid: must be 1-32 bytes of UTF-8". Rules never put the
@@ -7,6 +8,8 @@
 # MicroPython's bool is not an int subclass and CPython's is).
 
 import binascii
+
+from firmware import profiles
 
 
 class ConfigError(ValueError):
@@ -193,6 +196,44 @@ def der_length(der):
     else:
         return None
     return len(der) if head + body == len(der) else None
+
+
+CAL_RULES = {
+    "divider_ratio": number(1, 10000),
+    "ct_ratio": number(1, 100000),
+    "burden_ohm": number(0.1, 10000),
+    "adc_gain": number(0.5, 2.0),
+    "adc_offset": integer(0, 4095),
+    "phase_lead_deg": number(-20, 20),
+}
+
+
+class Calibration(Rule):
+    """meter.calibration: {} or {"voltage": [3 objects], "current": [3 objects]} of per-channel overrides."""
+
+    def __init__(self):
+        Rule.__init__(self, 'must be {} or {"voltage": [3 objects], "current": [3 objects]}, one object per '
+                            "phase holding any of the channel keys", None)
+
+    def __call__(self, field, value):
+        if not isinstance(value, dict):
+            raise ConfigError(field, self.rule)
+        for kind in sorted(value):
+            if kind not in profiles.CHANNEL_KEYS:
+                raise ConfigError("%s.%s" % (field, kind), 'unknown channel kind (known: "current", "voltage")')
+            chans = value[kind]
+            if type(chans) is not list or len(chans) != 3:
+                raise ConfigError("%s.%s" % (field, kind), "must be a list of 3 objects (L1, L2, L3)")
+            for k, chan in enumerate(chans):
+                where = "%s.%s[%d]" % (field, kind, k)
+                if not isinstance(chan, dict):
+                    raise ConfigError(where, "must be an object of channel keys")
+                for key in sorted(chan):
+                    if key not in profiles.CHANNEL_KEYS[kind]:
+                        raise ConfigError("%s.%s" % (where, key), "unknown %s channel key (known: %s)"
+                                          % (kind, ", ".join(profiles.CHANNEL_KEYS[kind])))
+                    CAL_RULES[key]("%s.%s" % (where, key), chan[key])
+        return value
 
 
 def copy(value):

@@ -1,7 +1,7 @@
 # Settings: the rules an installer meets, defaults, versioned files and migration.
 import json
 
-from firmware import config, profiles
+from firmware import config, profiles, schema
 from firmware.config import ConfigError, ConfigStore
 from support import raises, tmpdir
 
@@ -117,10 +117,10 @@ def test_calibration_is_shaped_like_the_profiles_and_builds_channels():
 def test_every_channel_key_of_the_profiles_has_a_rule():
     for kind in profiles.CHANNEL_KEYS:
         for key in profiles.CHANNEL_KEYS[kind]:
-            assert key in config.CAL_RULES, key
+            assert key in schema.CAL_RULES, key
             for model in profiles.MODELS:  # the documented defaults pass their own rules
                 default = profiles.defaults(model)[kind][0][key]
-                config.CAL_RULES[key]("x", default)
+                schema.CAL_RULES[key]("x", default)
 
 
 def test_lan_upload_ap_and_energy_rules():
