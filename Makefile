@@ -26,8 +26,8 @@ build: venv
 	$(PY) -m tools.build
 
 deploy: build
-	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2)
-	$(PY) -m tools.deploy --port $(PORT)
+	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]]"; exit 2)
+	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,18 @@
 """Copy build/device onto a board over USB with mpremote and set the board's clock.
 
     python -m tools.deploy --port /dev/ttyUSB0      (or: make deploy PORT=/dev/ttyUSB0)
+    python -m tools.deploy --port /dev/ttyUSB0 --identity out/identity-MD7K3Q9XPA.json
+                                                    (or: make deploy PORT=... IDENTITY=...)
 
 Replaces /firmware and /lib on the board, copies boot.py and main.py, sets the RTC from this
 computer (`mpremote rtc --set`), then resets the board. Data the device wrote (config, energy
 counters, identity) lives outside those folders and is left alone.
+
+With --identity (a file from `python -m tools.provision`) the device's identity goes to
+/identity.json, copied to a temporary name and renamed, so a cut cable cannot leave half a file.
+The board is asked first which identity it has: the same one is not copied again; a board without
+one (or with a damaged one) gets it; a board that already has a *different* identity is refused,
+because its label would no longer match, unless --force-identity (FORCE_IDENTITY=1) is given.
 """
 
 import argparse
@@ -13,17 +21,83 @@ import subprocess
 import sys
 
 from tools.build import DEVICE
+from tools.mp import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "lib"))  # firmware.identity uses lib/hmacsha256, as on the board
+
+from firmware import identity  # noqa: E402
+
+BOARD_IDENTITY = "identity.json"  # relative: the board's working directory is /
+
+# Run on the board: prints one line "IDENTITY none", "IDENTITY damaged" or "IDENTITY <serial> <check>".
+# Only the serial and the checksum leave the board, never a secret.
+PROBE = (
+    "import json\n"
+    "try:\n"
+    "    f = open('%s')\n"
+    "except OSError:\n"
+    "    print('IDENTITY none')\n"
+    "else:\n"
+    "    try:\n"
+    "        d = json.loads(f.read())\n"
+    "        print('IDENTITY %%s %%s' %% (d['serial'], d['check']))\n"
+    "    except Exception:\n"
+    "        print('IDENTITY damaged')\n"
+    "    f.close()\n" % BOARD_IDENTITY
+)
 
 
-def plan(port):
+def mpremote():
+    return os.environ.get("MPREMOTE") or os.path.join(os.path.dirname(sys.executable), "mpremote")
+
+
+def board_identity(port):
+    """What the board holds: None (no identity), "damaged", or (serial, check)."""
+    r = subprocess.run([mpremote(), "connect", port, "exec", PROBE], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["IDENTITY"]:
+            if parts[1:] == ["none"]:
+                return None
+            if len(parts) == 3:
+                return (parts[1], parts[2])
+            return "damaged"
+    raise SystemExit("could not ask the board at %s for its identity (mpremote said: %s)"
+                     % (port, (r.stderr or r.stdout).strip() or "nothing"))
+
+
+def decide(local, on_board, force=False):
+    """("copy" | "skip" | "refuse", message) for identity `local` and the board's state."""
+    check = identity.checksum(local.serial, local.ap_password, local.pin,
+                              "".join("%02x" % b for b in local.upload_key))
+    if on_board is None:
+        return "copy", "the board has no identity yet: installing %s" % local.serial
+    if on_board == "damaged":
+        return "copy", "the board's identity file is damaged: replacing it with %s" % local.serial
+    serial, board_check = on_board
+    if board_check == check:
+        return "skip", "the board already has identity %s: not copied again" % local.serial
+    if force:
+        return "copy", "replacing the board's identity %s with %s (forced)" % (serial, local.serial)
+    return "refuse", (
+        "the board already has identity %s, and %s is a different one (%s): not replaced, since the "
+        "label on the device would no longer match and the cloud pairing would break. If this board "
+        "really is to become %s, deploy again with FORCE_IDENTITY=1 (--force-identity)."
+        % (serial, "this file", local.serial, local.serial))
+
+
+def plan(port, identity_file=None):
     """The mpremote command line: one connection, several chained actions."""
-    mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
-    cmd = [mpremote, "connect", port]
+    cmd = [mpremote(), "connect", port]
     for folder in ("firmware", "lib"):
         # `rm -r` fails harmlessly-but-loudly on a fresh board; exec a guarded rmtree instead.
         cmd += ["exec", _rmtree_snippet(folder), "+"]
     cmd += ["fs", "cp", "-r", os.path.join(DEVICE, "firmware"), os.path.join(DEVICE, "lib"), ":", "+"]
     cmd += ["fs", "cp", os.path.join(DEVICE, "boot.py"), os.path.join(DEVICE, "main.py"), ":", "+"]
+    if identity_file is not None:
+        tmp = BOARD_IDENTITY + ".tmp"
+        cmd += ["fs", "cp", identity_file, ":" + tmp, "+"]
+        cmd += ["exec", "import os\nos.rename('%s', '%s')\n" % (tmp, BOARD_IDENTITY), "+"]
     cmd += ["rtc", "--set", "+", "reset"]
     return cmd
 
@@ -49,11 +123,33 @@ def _rmtree_snippet(folder):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    ap.add_argument("--identity", help="identity file from `python -m tools.provision` to put on the board")
+    ap.add_argument("--force-identity", action="store_true",
+                    help="replace a different identity already on the board")
     ap.add_argument("--dry-run", action="store_true", help="print the mpremote command instead of running it")
     args = ap.parse_args(argv)
     if not os.path.isdir(DEVICE):
         raise SystemExit("build/device is missing: run `make build` first")
-    cmd = plan(args.port)
+    copy_identity = None
+    if args.identity:
+        try:
+            with open(args.identity) as f:
+                local = identity.parse(f.read())
+        except OSError as e:
+            raise SystemExit("%s: cannot be read (%s)" % (args.identity, e.strerror))
+        except ValueError as e:
+            raise SystemExit("%s is not a valid identity file: %s" % (args.identity, e))
+        if args.dry_run:
+            print("(would first ask the board for its identity, then copy %s if allowed)" % args.identity)
+            copy_identity = args.identity
+        else:
+            action, message = decide(local, board_identity(args.port), args.force_identity)
+            print("identity: " + message)
+            if action == "refuse":
+                return 3
+            if action == "copy":
+                copy_identity = args.identity
+    cmd = plan(args.port, copy_identity)
     if args.dry_run:
         print(" ".join(repr(c) if "\n" in c else c for c in cmd))
         return 0

@@ -1,0 +1,314 @@
+# config — the device's settings: one schema-validated, versioned JSON file that survives power cuts.
+#
+# config.json holds {"version": 1, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
+# "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (the README's
+# "Configuration" table is the same list). A key left out of the file takes its default, so a newer
+# firmware can add settings; an unknown or invalid key is rejected with "section.key: rule".
+#
+# Saving writes config.json atomically (lib/atomicfile), then the same bytes to config.json.bak.
+# load() never raises and never writes: a missing, truncated, damaged, invalid or too-new config.json
+# falls back to the backup, then to the defaults, sets needs_setup (the setup access point must come
+# up) and records a Diagnostic (code + plain message). Identity and energy counters live in other
+# files and are never touched here. Older files are brought up to date by MIGRATIONS at load time.
+
+import json
+
+import atomicfile
+
+from firmware import profiles
+from firmware.schema import (
+    URL,
+    WIFI_PASSPHRASE,
+    WIFI_SSID,
+    CaCert,
+    Calibration,
+    ConfigError,
+    Diagnostic,
+    bool_list,
+    boolean,
+    check_section,
+    choice,
+    copy,
+    gpio,
+    integer,
+    permutation,
+)
+
+VERSION = 1
+PATH = "config.json"
+MAX_BYTES = 16384
+
+LAN_PINS = [4, 5, 13, 14, 15, 16, 17, 18, 23]  # free of RMII, UART0, LED, button, ADC and strapping duty
+
+
+SCHEMA = {
+    "wifi": {
+        "ssid": ("", WIFI_SSID),
+        "password": ("", WIFI_PASSPHRASE),
+    },
+    "lan": {
+        "enabled": (False, boolean()),
+        "phy": ("LAN8720", choice("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")),
+        "phy_addr": (1, integer(0, 31)),
+        "mdc": (23, gpio(LAN_PINS)),
+        "mdio": (18, gpio(LAN_PINS)),
+        "power": (16, gpio(LAN_PINS, nullable=True)),
+    },
+    "meter": {
+        "model": ("home", choice("home", "public")),
+        "wiring": ("auto", choice("auto", "three-phase", "single-phase")),
+        "nominal_hz": (0, choice(0, 50, 60)),
+        "generation": (False, boolean()),
+        "ct_reversed": ([False, False, False], bool_list(3)),
+        "ct_phase": ([1, 2, 3], permutation(3)),
+        "calibration": ({}, Calibration()),
+        "window_ms": (1000, integer(250, 60000)),
+        "burst_period_ms": (100, integer(20, 1000)),
+        "burst_cycles": (2, integer(1, 10)),
+    },
+    "upload": {
+        "url": ("", URL),
+        "ca_cert": ("", CaCert()),
+        "live_interval_ms": (1000, integer(500, 60000)),
+        "record_interval_s": (60, integer(10, 3600)),
+    },
+    "ap": {
+        "mode": ("auto", choice("auto", "always", "off")),
+        "fallback_s": (120, integer(30, 3600)),
+        "channel": (6, integer(1, 13)),
+    },
+    "energy": {
+        "save_max_interval_s": (300, integer(60, 3600)),
+        "save_max_unsaved_wh": (10, integer(1, 1000)),
+        "save_min_interval_s": (10, integer(10, 3600)),
+    },
+}
+SECTIONS = ("wifi", "lan", "meter", "upload", "ap", "energy")
+SECRETS = (("wifi", "password"),)  # never shown: summary() and repr() blank them
+
+
+def defaults():
+    """The complete default settings document."""
+    return validate({})
+
+
+def validate(doc):
+    """The complete, normalised settings document for doc, or ConfigError naming the first bad field.
+
+    doc may leave out sections and keys (they take their defaults); "version" may be absent or current.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError("config", "must be an object of settings sections")
+    for name in sorted(doc):
+        if name != "version" and name not in SCHEMA:
+            raise ConfigError(name, "unknown section (known: %s)" % ", ".join(SECTIONS))
+    if "version" in doc and doc["version"] != VERSION:
+        raise ConfigError("version", "must be %d" % VERSION)
+    out = {}
+    out["version"] = VERSION
+    for name in SECTIONS:
+        out[name] = check_section(name, SCHEMA[name], doc.get(name, {}))
+    _check_across(out)
+    return out
+
+
+def _check_across(doc):
+    lan = doc["lan"]
+    if lan["mdio"] == lan["mdc"]:
+        raise ConfigError("lan.mdio", "must differ from lan.mdc")
+    if lan["power"] is not None and lan["power"] in (lan["mdc"], lan["mdio"]):
+        raise ConfigError("lan.power", "must differ from lan.mdc and lan.mdio")
+    en = doc["energy"]
+    if en["save_min_interval_s"] > en["save_max_interval_s"]:
+        raise ConfigError("energy.save_min_interval_s", "must not exceed energy.save_max_interval_s")
+    meter = doc["meter"]
+    try:
+        profiles.channels(meter["model"], meter["calibration"])
+    except (ValueError, TypeError, ZeroDivisionError):
+        raise ConfigError("meter.calibration", "does not build a calibrated channel for this model")
+
+
+def merge(base, changes):
+    """base (a full document) with changes {section: {key: value}} applied, validated."""
+    if not isinstance(changes, dict):
+        raise ConfigError("config", "changes must be an object of settings sections")
+    doc = {}
+    for name in base:  # sections are copied one level deep: only their keys change below
+        doc[name] = dict(base[name]) if isinstance(base[name], dict) else base[name]
+    for name in sorted(changes):
+        if name == "version":
+            continue
+        if name not in SCHEMA:
+            raise ConfigError(name, "unknown section (known: %s)" % ", ".join(SECTIONS))
+        if not isinstance(changes[name], dict):
+            raise ConfigError(name, "must be an object of settings")
+        for key in changes[name]:
+            doc.setdefault(name, {})[key] = copy(changes[name][key])
+    return validate(doc)
+
+
+# Migrations: MIGRATIONS[n] turns a version-n document into version n + 1.
+def _v0_to_v1(doc):
+    """Version 0 (the pre-release layout) was flat: {"wifi_ssid", "wifi_password", "model",
+    "upload_url", "ct_reversed"}. Version 1 groups settings into sections."""
+    doc = dict(doc)
+    out = {}
+    out.update({"version": 1, "wifi": {}, "meter": {}, "upload": {}})
+    for old, section, key in (("wifi_ssid", "wifi", "ssid"), ("wifi_password", "wifi", "password"),
+                              ("model", "meter", "model"), ("ct_reversed", "meter", "ct_reversed"),
+                              ("upload_url", "upload", "url")):
+        if old in doc:
+            out[section][key] = doc.pop(old)
+    for key in doc:  # anything else was never a v0 setting: keep it, so validation names it
+        out[key] = doc[key]
+    return out
+
+
+MIGRATIONS = {0: _v0_to_v1}
+
+
+def migrate(doc):
+    """(document at VERSION, the version it was stored as). Raises ConfigError if it cannot be."""
+    if not isinstance(doc, dict):
+        raise ConfigError("config", "must be an object of settings sections")
+    version = doc.get("version", 0)
+    if type(version) is not int or version < 0:
+        raise ConfigError("version", "must be a whole number")
+    if version > VERSION:
+        raise ConfigError("version", "is %d, from newer firmware (this firmware reads up to %d)"
+                          % (version, VERSION))
+    start = version
+    while version < VERSION:
+        doc = MIGRATIONS[version](doc)
+        version += 1
+    return doc, start
+
+
+def summary(doc):
+    """The settings as the setup page may show them: secrets blanked, the certificate as its size."""
+    out = {}
+    for name in doc:
+        out[name] = copy(doc[name])
+    for section, key in SECRETS:
+        out[section][key + "_set"] = bool(out[section][key])
+        out[section][key] = ""
+    cert = out["upload"]["ca_cert"]
+    out["upload"]["ca_cert"] = ""
+    out["upload"]["ca_cert_bytes"] = len(cert) * 3 // 4 - cert[-2:].count("=") if cert else 0
+    return out
+
+
+class Config:
+    """Validated settings. config["meter"] is the meter's section; repr() never shows secrets."""
+
+    def __init__(self, doc):
+        self._doc = doc
+
+    def __getitem__(self, section):
+        return self._doc[section]
+
+    def document(self):
+        """A copy of the complete document, secrets included: for saving and merging only."""
+        return copy(self._doc)
+
+    def summary(self):
+        return summary(self._doc)
+
+    def network_configured(self):
+        return self._doc["wifi"]["ssid"] != "" or self._doc["lan"]["enabled"]
+
+    def __repr__(self):
+        return "Config(%s)" % json.dumps(self.summary())
+
+    def __str__(self):
+        return self.__repr__()
+
+
+# Diagnostic codes of load()
+NEW = "CONFIG_NEW"  # nothing saved yet (first boot, or after a reset that removed the files): defaults
+MIGRATED = "CONFIG_MIGRATED"  # stored by an older firmware, converted in memory (the file is unchanged)
+RESTORED = "CONFIG_RESTORED"  # config.json unusable: the last good copy (config.json.bak) is in use
+RESET = "CONFIG_RESET"  # config.json and its copy both unusable: defaults are in use
+
+
+class ConfigStore:
+    """The settings file on flash. load() never raises; save()/update() raise ConfigError and then write nothing."""
+
+    def __init__(self, path=PATH, log=print):
+        self.path = path
+        self.backup = path + ".bak"
+        self.log = log
+        self.config = None
+        self.diagnostic = None  # Diagnostic of the last load(), or None when config.json was fine
+        self.needs_setup = True  # the setup access point must come up
+
+    def load(self):
+        cfg, problem, was = self._read(self.path)
+        diag = None
+        if cfg is not None:
+            if was != VERSION:
+                diag = Diagnostic(MIGRATED, "%s is from settings version %d: converted to version %d"
+                                  % (self.path, was, VERSION))
+        else:
+            cfg, b_problem, _ = self._read(self.backup)
+            if cfg is not None:
+                diag = Diagnostic(RESTORED, "%s %s: using the last good copy" % (self.path, problem))
+            elif problem == _MISSING and b_problem == _MISSING:
+                diag = Diagnostic(NEW, "no settings saved yet: using defaults")
+            else:
+                diag = Diagnostic(RESET, "%s %s, and its copy %s: using defaults" % (self.path, problem, b_problem))
+            if cfg is None:
+                cfg = Config(defaults())
+        self.config = cfg
+        self.diagnostic = diag
+        self.needs_setup = (diag is not None and diag.code in (RESTORED, RESET)) or not cfg.network_configured()
+        self.log("config: %s" % (diag if diag is not None else "loaded " + self.path))
+        return cfg
+
+    def _read(self, path):
+        """(Config or None, why not, stored version). Never raises."""
+        try:
+            try:
+                data = atomicfile.read(path, MAX_BYTES)
+            except ValueError:
+                return None, "is larger than %d bytes" % MAX_BYTES, None
+            if data is None:
+                return None, _MISSING, None
+            try:
+                doc = json.loads(data.decode())
+            except Exception:
+                return None, "is not valid JSON (truncated or damaged)", None
+            doc, was = migrate(doc)
+            return Config(validate(doc)), None, was
+        except ConfigError as e:
+            return None, "is invalid (%s)" % e, None
+        except OSError as e:
+            return None, "cannot be read (I/O error %s)" % (e.args[0] if e.args else "?"), None
+        except Exception as e:  # MemoryError and the unforeseen: the meter must keep measuring
+            return None, "cannot be loaded (%s)" % type(e).__name__, None
+
+    def save(self, doc):
+        """Validate doc (a complete or partial document) and store it. Returns the new Config."""
+        doc = validate(doc)
+        data = json.dumps(doc)
+        atomicfile.replace(self.path, data)
+        atomicfile.replace(self.backup, data)
+        self.config = Config(doc)
+        self.diagnostic = None
+        self.needs_setup = not self.config.network_configured()
+        self.log("config: saved %s" % self.path)
+        return self.config
+
+    def update(self, changes):
+        """Apply {section: {key: value}} to the current settings and save. ConfigError names a bad field."""
+        base = self.config.document() if self.config is not None else defaults()
+        return self.save(merge(base, changes))
+
+    def factory_reset(self):
+        """Back to defaults: WiFi, LAN, meter, upload, AP and energy-save settings. Identity and energy
+        counters are other files and stay as they are."""
+        self.log("config: factory reset")
+        return self.save(defaults())
+
+
+_MISSING = "is missing"

@@ -1,0 +1,182 @@
+# energy_store — the energy counters on flash, with bounded loss and a bounded number of writes.
+#
+# EnergyStore keeps two alternating slots, energy.a and energy.b, each one 80-byte record:
+#   magic "MEn1" | sequence (u32) | import_mwh[3] | export_mwh[3] | net_import_mwh | net_export_mwh
+#   (int64 each, little-endian) | first 8 bytes of the SHA-256 of everything before.
+# save() writes the slot NOT holding the newest record, so a power cut in the middle of a save can
+# only damage that save: load() takes the newest record whose checksum holds. Counters never go
+# backwards: load() takes each counter's largest value over the valid slots, and save() never stores
+# a value lower than the one already stored. 80 bytes fit littlefs's inline-file limit (128 bytes
+# with MicroPython's 32-byte prog size), so a save is one small metadata commit: see BENCHMARKS.md,
+# "Flash wear".
+#
+# EnergyPersister decides when to save: once max_unsaved_wh has accumulated or max_interval_ms has
+# passed with unsaved energy (default 10 Wh or 5 minutes, whichever first), but never sooner than
+# min_interval_ms after the previous write (default 10 s: at most 8640 writes a day), and never when
+# nothing changed. Call maybe_save(snapshot, now_ms) with every reading.
+
+import hashlib
+import struct
+import time
+
+import atomicfile
+
+from firmware.schema import Diagnostic
+
+MAGIC = b"MEn1"
+_FMT = "<4sI8q"
+_BODY_BYTES = struct.calcsize(_FMT)
+_HASH_BYTES = 8
+RECORD_BYTES = _BODY_BYTES + _HASH_BYTES
+_INT64_MAX = (1 << 63) - 1
+
+NEW = "ENERGY_NEW"  # no counters saved yet: counting from zero
+SLOT_DAMAGED = "ENERGY_SLOT_DAMAGED"  # one slot damaged (a save cut short): the other one is in use
+LOST = "ENERGY_LOST"  # no valid slot although files exist: counting from zero
+
+
+def _values(snapshot):
+    """The snapshot's 8 counters in record order; ValueError if it is not a well-formed snapshot."""
+    try:
+        vals = list(snapshot["import_mwh"]) + list(snapshot["export_mwh"])
+        if len(vals) != 6:
+            raise ValueError
+        vals += [snapshot["net_import_mwh"], snapshot["net_export_mwh"]]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("energy snapshot must hold import_mwh[3], export_mwh[3], net_import_mwh, net_export_mwh")
+    for v in vals:
+        if type(v) is not int or not 0 <= v <= _INT64_MAX:
+            raise ValueError("energy counters must be whole milliwatt-hours from 0 to 2**63-1")
+    return vals
+
+
+def _snapshot(vals):
+    return {"import_mwh": vals[0:3], "export_mwh": vals[3:6], "net_import_mwh": vals[6], "net_export_mwh": vals[7]}
+
+
+def pack(seq, snapshot):
+    body = struct.pack(_FMT, MAGIC, seq, *_values(snapshot))
+    return body + hashlib.sha256(body).digest()[:_HASH_BYTES]
+
+
+def unpack(data):
+    """(sequence, counters list) of a record, or None if it is not an intact record."""
+    if data is None or len(data) != RECORD_BYTES:
+        return None
+    body = data[:_BODY_BYTES]
+    if data[_BODY_BYTES:] != hashlib.sha256(body).digest()[:_HASH_BYTES]:
+        return None
+    fields = struct.unpack(_FMT, body)
+    if fields[0] != MAGIC or min(fields[2:]) < 0:
+        return None
+    return fields[1], list(fields[2:])
+
+
+class EnergyStore:
+    """Energy counters in two alternating checksummed slot files, path.a and path.b."""
+
+    def __init__(self, path="energy"):
+        self.slots = (path + ".a", path + ".b")
+        self.seq = 0
+        self.last = None  # the counters as stored (a snapshot), or None before anything was stored
+        self.diagnostic = None
+        self._next = 0  # index of the slot the next save writes
+
+    def load(self):
+        """The saved counters (a snapshot), or None if there are none. Never raises."""
+        found, damaged = [], []
+        for k, path in enumerate(self.slots):
+            try:
+                data = atomicfile.read(path, RECORD_BYTES)
+                if data is None:
+                    continue
+            except Exception:  # unreadable or oversized: as good as damaged
+                data = b""
+            rec = unpack(data)
+            if rec is None:
+                damaged.append(path)
+            else:
+                found.append((rec[0], k, rec[1]))
+        if not found:
+            self.seq, self.last, self._next = 0, None, 0
+            self.diagnostic = (Diagnostic(LOST, "saved energy counters (%s) are damaged: counting from zero"
+                                          % ", ".join(damaged)) if damaged else
+                               Diagnostic(NEW, "no energy counters saved yet: counting from zero"))
+            return None
+        found.sort()
+        seq, k, vals = found[-1]
+        for other in found[:-1]:  # counters only grow: never let an older slot lower one
+            vals = [max(vals[i], other[2][i]) for i in range(8)]
+        self.seq, self._next = seq, 1 - k
+        self.last = _snapshot(vals)
+        self.diagnostic = (Diagnostic(SLOT_DAMAGED, "%s was damaged (a save cut short): using %s"
+                                      % (damaged[0], self.slots[k])) if damaged else None)
+        return _snapshot(list(vals))
+
+    def save(self, snapshot):
+        """Store the counters (never lower than already stored). OSError if the flash write fails."""
+        vals = _values(snapshot)
+        if self.last is not None:
+            old = _values(self.last)
+            vals = [max(vals[i], old[i]) for i in range(8)]
+        stored = _snapshot(vals)
+        atomicfile.overwrite(self.slots[self._next], pack(self.seq + 1, stored))
+        self.seq += 1
+        self._next = 1 - self._next
+        self.last = stored
+
+
+class EnergyPersister:
+    """When to save: bounded loss (Wh or time, whichever first) and at most one write per min_interval_ms."""
+
+    def __init__(self, store, max_interval_ms=300000, max_unsaved_wh=10, min_interval_ms=10000):
+        self.store = store
+        self.max_interval_ms = max_interval_ms
+        self.max_unsaved_mwh = max_unsaved_wh * 1000
+        self.min_interval_ms = min_interval_ms
+        self.error = None  # why the last save failed, or None
+        self.writes = 0
+        self._since_ms = None  # when the unsaved energy started to accumulate
+        self._write_ms = None  # the last write attempt, until min_interval_ms has passed
+
+    @classmethod
+    def from_config(cls, store, energy):
+        """From the config's "energy" section."""
+        return cls(store, energy["save_max_interval_s"] * 1000, energy["save_max_unsaved_wh"],
+                   energy["save_min_interval_s"] * 1000)
+
+    def unsaved_mwh(self, snapshot):
+        """Energy through the meter since the last save: every phase's import and export together."""
+        now = _values(snapshot)[:6]
+        then = _values(self.store.last)[:6] if self.store.last is not None else [0] * 6
+        return sum(max(0, now[i] - then[i]) for i in range(6))
+
+    def due(self, snapshot, now_ms):
+        unsaved = self.unsaved_mwh(snapshot)
+        if unsaved == 0:
+            self._since_ms = now_ms  # nothing to lose yet: the loss window starts now
+            return False
+        if self._since_ms is None:
+            self._since_ms = now_ms
+        if self._write_ms is not None:
+            if time.ticks_diff(now_ms, self._write_ms) < self.min_interval_ms:
+                return False
+            self._write_ms = None  # forgotten once passed, so an old tick value can never wrap
+        return unsaved >= self.max_unsaved_mwh or time.ticks_diff(now_ms, self._since_ms) >= self.max_interval_ms
+
+    def save(self, snapshot, now_ms):
+        """Save now (also for an orderly shutdown). True if stored; a flash error is kept in .error."""
+        self._write_ms = now_ms
+        try:
+            self.store.save(snapshot)
+        except OSError as e:
+            self.error = "cannot save energy counters (I/O error %s)" % (e.args[0] if e.args else "?")
+            return False
+        self.error = None
+        self.writes += 1
+        self._since_ms = now_ms
+        return True
+
+    def maybe_save(self, snapshot, now_ms):
+        """Call with every reading: saves only when due(). True if it saved."""
+        return self.due(snapshot, now_ms) and self.save(snapshot, now_ms)

@@ -1,0 +1,57 @@
+# factory — factory reset: the BOOT button held at power-up, or the setup page's confirmed action.
+#
+# A reset clears WiFi and every other setting (config.json back to defaults) and keeps the device's
+# identity and its energy counters, which live in other files and are not touched.
+#
+# At power-up the composition root calls check_button(board.button, store, board.led) before it
+# starts measuring: if the button is down it waits up to HOLD_MS, blinking the LED, and resets only
+# if the button stays down the whole time; releasing it earlier cancels. It reads time only through
+# the `clock` argument (the time module by default), so tests drive it with the simulated board.
+
+import time
+
+HOLD_MS = 10000
+POLL_MS = 50
+BLINK_MS = 250
+
+
+def button_held(pin, hold_ms=HOLD_MS, clock=time, led=None):
+    """True if pin reads 0 (pressed) now and keeps reading 0 for hold_ms; False as soon as it is released."""
+    if pin.value() != 0:
+        return False
+    start = clock.ticks_ms()
+    while True:
+        held_ms = clock.ticks_diff(clock.ticks_ms(), start)
+        if held_ms >= hold_ms:
+            if led is not None:
+                led.value(1)  # steady: the reset happens, the button can be released
+            return True
+        if led is not None:
+            led.value((held_ms // BLINK_MS) & 1)
+        clock.sleep_ms(POLL_MS)
+        if pin.value() != 0:
+            if led is not None:
+                led.value(0)
+            return False
+
+
+def factory_reset(store, log=print):
+    """Clear WiFi and settings (config.json to defaults); keep identity and energy counters.
+
+    The setup page calls this after the installer confirmed. Returns the new (default) Config.
+    """
+    log("factory reset: WiFi and settings cleared; identity and energy counters kept")
+    return store.factory_reset()
+
+
+def check_button(pin, store, led=None, hold_ms=HOLD_MS, clock=time, log=print):
+    """At power-up: factory reset if the BOOT button is held for hold_ms. True if it reset."""
+    if pin.value() != 0:
+        return False
+    log("factory reset: keep BOOT pressed for %d s to clear WiFi and settings, release to cancel"
+        % (hold_ms // 1000))
+    if not button_held(pin, hold_ms, clock, led):
+        log("factory reset: cancelled (BOOT released early)")
+        return False
+    factory_reset(store, log)
+    return True

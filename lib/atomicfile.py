@@ -1,0 +1,90 @@
+# atomicfile — power-safe small files: a reader sees the old content or the new, never a mix.
+#
+# replace(path, data)   write `path.tmp`, flush, close, then rename it over `path`. littlefs (the
+#                       ESP32's filesystem) commits a rename atomically and POSIX rename replaces its
+#                       target atomically, so a power cut at any instant leaves the complete old file
+#                       or the complete new one (at worst plus a stale .tmp, which the next replace()
+#                       overwrites and read() never looks at).
+# overwrite(path, data) write in place with no rename: one metadata commit instead of two, for callers
+#                       that keep their own redundancy (alternating slots with a checksum).
+# read(path, max_bytes) the content as bytes, or None if there is no such file.
+#
+# Every file access goes through this module's `open` and `os`, so a test can cut the power at any
+# byte by substituting them (tests/unit/powercut.py).
+
+import os
+
+TMP_SUFFIX = ".tmp"
+_ENOENT = 2
+
+
+def read(path, max_bytes=None):
+    """The file's bytes, or None if it does not exist. Other I/O errors raise OSError.
+
+    With max_bytes, a longer file raises ValueError instead of filling the heap.
+    """
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        if e.args and e.args[0] == _ENOENT:
+            return None
+        raise
+    try:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    finally:
+        f.close()
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError("%s is larger than %d bytes" % (path, max_bytes))
+    return data
+
+
+def replace(path, data):
+    """Atomically make `path` hold exactly `data` (bytes or str)."""
+    tmp = path + TMP_SUFFIX
+    try:
+        _write(tmp, data)
+        _sync()
+        os.rename(tmp, path)
+    except OSError:
+        remove(tmp)  # a failed write (flash full...) leaves the old file and no debris
+        raise
+
+
+def overwrite(path, data):
+    """Write `data` into `path` in place. A power cut can leave it truncated: callers must detect that."""
+    _write(path, data)
+    _sync()
+
+
+def remove(path):
+    """Delete `path`; a missing file is not an error."""
+    try:
+        os.remove(path)
+    except OSError as e:
+        if not (e.args and e.args[0] == _ENOENT):
+            raise
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _write(path, data):
+    if isinstance(data, str):
+        data = data.encode()
+    f = open(path, "wb")
+    try:
+        f.write(data)
+        f.flush()
+    finally:
+        f.close()
+
+
+def _sync():
+    sync = getattr(os, "sync", None)  # flushes FAT; littlefs has already committed on close
+    if sync is not None:
+        sync()

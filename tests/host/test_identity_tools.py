@@ -1,0 +1,196 @@
+# Provisioning, deploying an identity, and the simulator's flash folder, as the people using them see it.
+import hashlib
+import hmac
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from firmware import config, identity
+from tools import deploy, mp, provision
+
+ROOT = mp.ROOT
+
+
+def run_provision(*args):
+    return subprocess.run([sys.executable, "-m", "tools.provision", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_provision_prints_the_label_and_writes_a_valid_identity(tmp_path):
+    r = run_provision("--out", str(tmp_path), "--serial", "MD7K3Q9XPA")
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "identity-MD7K3Q9XPA.json"
+    ident = identity.parse(path.read_text())
+    assert "Setup WiFi network:  Measurement Device_MD7K3Q9XPA" in r.stdout
+    assert "Setup WiFi password: %s" % ident.ap_password in r.stdout
+    assert "Cloud pairing PIN:   %s" % ident.pin in r.stdout
+    assert "IDENTITY=%s" % path in r.stdout
+    assert ident.upload_key.hex() not in r.stdout  # the upload key is not on the label
+    assert "fleet.key" in r.stdout  # a new fleet key was made, and the user is told to keep it
+    fleet = bytes.fromhex((tmp_path / "fleet.key").read_text().strip())
+    assert stat.S_IMODE(os.stat(tmp_path / "fleet.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # The documented derivation, recomputed with CPython's own hmac: what the cloud will do.
+    mac = lambda ctx: hmac.new(fleet, ctx, hashlib.sha256).digest()  # noqa: E731
+    assert ident.pin == "%08d" % (int.from_bytes(mac(b"open-meter/pin/v1\x00MD7K3Q9XPA")[:8], "big") % 10**8)
+    assert ident.upload_key == mac(b"open-meter/upload/v1\x00MD7K3Q9XPA\x00" + ident.pin.encode())
+    bits = int.from_bytes(mac(b"open-meter/ap/v1\x00MD7K3Q9XPA")[:10], "big")
+    assert ident.ap_password == "".join(identity.AP_ALPHABET[(bits >> (5 * (15 - i))) & 31] for i in range(16))
+
+
+def test_provision_makes_up_serials_and_is_repeatable(tmp_path):
+    serials = set()
+    for _ in range(3):
+        ident, path = provision.provision(str(tmp_path), log=lambda line: None)
+        assert re.fullmatch("MD[2-9A-HJKMNP-Z]{8}", ident.serial), ident.serial
+        serials.add(ident.serial)
+    assert len(serials) == 3
+    # Same serial, same fleet key: the very same identity (a wiped board's label stays valid).
+    again, path2 = provision.provision(str(tmp_path), ident.serial, log=lambda line: None)
+    assert path2 == path and again.ap_password == ident.ap_password and again.upload_key == ident.upload_key
+
+
+def test_provision_refuses_to_overwrite_a_different_identity(tmp_path):
+    assert run_provision("--out", str(tmp_path), "--serial", "ABC-1").returncode == 0
+    before = (tmp_path / "identity-ABC-1.json").read_text()
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(32))
+    r = run_provision("--out", str(tmp_path), "--serial", "ABC-1", "--fleet-key", str(other))
+    assert r.returncode != 0 and "different identity" in r.stderr and "not overwritten" in r.stderr
+    assert (tmp_path / "identity-ABC-1.json").read_text() == before
+    r = run_provision("--out", str(tmp_path), "--serial", "way-too-long-serial")
+    assert r.returncode != 0 and "serial: must be 1-13 characters" in r.stderr
+
+
+FAKE_MPREMOTE = textwrap.dedent("""\
+    #!%s
+    # A stand-in for mpremote: the board's filesystem is the folder $FAKE_BOARD. Snippets that deal
+    # with the identity run for real under MicroPython there; every call is logged.
+    import os, shutil, subprocess, sys
+    board = os.environ["FAKE_BOARD"]
+    with open(os.path.join(board, "..", "calls.log"), "a") as log:
+        log.write(repr(sys.argv[1:]) + "\\n")
+    args = sys.argv[3:]
+    while args:
+        cut = args.index("+") if "+" in args else len(args)
+        step, args = args[:cut], args[cut + 1:]
+        if step[0] == "exec" and "identity" in step[1]:
+            subprocess.run([%r, "-c", step[1]], cwd=board, check=True)
+        elif step[0] == "fs" and step[1] == "cp" and step[-1].startswith(":") and len(step) == 4:
+            shutil.copyfile(step[2], os.path.join(board, step[-1][1:]))
+    """)
+
+
+@pytest.fixture
+def fake_board(tmp_path, monkeypatch):
+    board = tmp_path / "board"
+    board.mkdir()
+    fake = tmp_path / "mpremote"
+    fake.write_text(FAKE_MPREMOTE % (sys.executable, os.path.join(os.path.dirname(sys.executable), "micropython")))
+    fake.chmod(0o755)
+    monkeypatch.setenv("MPREMOTE", str(fake))
+    monkeypatch.setenv("FAKE_BOARD", str(board))
+    device = tmp_path / "device"
+    device.mkdir()
+    monkeypatch.setattr(deploy, "DEVICE", str(device))
+    return board
+
+
+def test_deploy_installs_an_identity_once_and_refuses_to_replace_another(tmp_path, fake_board, capsys):
+    a, path_a = provision.provision(str(tmp_path / "out"), "MDAAAA1", log=lambda line: None)
+    b, path_b = provision.provision(str(tmp_path / "out"), "MDBBBB2", log=lambda line: None)
+    assert deploy.board_identity("/dev/fake") is None
+    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
+    on_board = fake_board / "identity.json"
+    assert identity.parse(on_board.read_text()).serial == "MDAAAA1"
+    assert not (fake_board / "identity.json.tmp").exists()  # copied under a temporary name, then renamed
+    assert "installing MDAAAA1" in capsys.readouterr().out
+    # Deploying the same identity again: nothing to copy.
+    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
+    assert "already has identity MDAAAA1" in capsys.readouterr().out
+    # A different identity: refused, board unchanged, and the installer is told why and how.
+    before = on_board.read_text()
+    calls = (tmp_path / "calls.log").read_text().count("\n")
+    assert deploy.main(["--port", "/dev/fake", "--identity", path_b]) == 3
+    out = capsys.readouterr().out
+    assert "already has identity MDAAAA1" in out and "FORCE_IDENTITY=1" in out and "label" in out
+    assert on_board.read_text() == before
+    assert (tmp_path / "calls.log").read_text().count("\n") == calls + 1  # only the question was asked
+    for secret in (a.pin, a.ap_password, a.upload_key.hex(), b.pin, b.ap_password):
+        assert secret not in out
+    # Forced: replaced.
+    assert deploy.main(["--port", "/dev/fake", "--identity", path_b, "--force-identity"]) == 0
+    assert identity.parse(on_board.read_text()).serial == "MDBBBB2"
+    # A damaged file on the board is replaced without force.
+    on_board.write_text(before[:40])
+    assert deploy.board_identity("/dev/fake") == "damaged"
+    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
+    assert identity.parse(on_board.read_text()).serial == "MDAAAA1"
+
+
+def test_deploy_rejects_a_bad_identity_file_before_touching_the_board(tmp_path, fake_board):
+    bad = tmp_path / "identity-bad.json"
+    bad.write_text('{"format": "open-meter-identity", "version": 1, "serial": "X"}')
+    with pytest.raises(SystemExit, match="not a valid identity file: ap_password"):
+        deploy.main(["--port", "/dev/fake", "--identity", str(bad)])
+    assert not (tmp_path / "calls.log").exists()
+
+
+def test_deploy_dry_run_shows_the_identity_copy(tmp_path, fake_board, capsys):
+    _, path = provision.provision(str(tmp_path / "out"), "MDCCCC3", log=lambda line: None)
+    assert deploy.main(["--port", "/dev/fake", "--identity", path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would first ask the board" in out and ":identity.json.tmp" in out and "os.rename" in out
+    assert "identity" not in " ".join(deploy.plan("/dev/x"))  # without IDENTITY= the board's is left alone
+
+
+def test_sim_runs_the_firmware_inside_the_state_dir(tmp_path):
+    state = tmp_path / "flash"
+    r = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--duration", "0.2", "--state-dir", str(state)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "sim: device filesystem in %s\n" % state in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--duration", "0.2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    temp = re.search(r"sim: device filesystem in (\S+)", r.stdout).group(1)
+    assert temp != str(state) and not os.path.exists(temp)  # a fresh temporary folder, cleaned up
+
+
+def test_stores_persist_in_a_folder_between_micropython_runs(tmp_path):
+    # Two separate MicroPython processes working in the same folder, as two runs of the simulator:
+    # relative file names, as the firmware uses them on the board.
+    first = ("from firmware.config import ConfigStore\nfrom firmware.energy_store import EnergyStore\n"
+             "s = ConfigStore(); s.load(); s.update({'wifi': {'ssid': 'Shed'}})\n"
+             "EnergyStore().save({'import_mwh': [5, 6, 7], 'export_mwh': [0, 0, 1], 'net_import_mwh': 18,"
+             " 'net_export_mwh': 0})\n")
+    second = ("from firmware.config import ConfigStore\nfrom firmware.energy_store import EnergyStore\n"
+              "print(ConfigStore(log=lambda l: None).load()['wifi']['ssid'], EnergyStore().load()['import_mwh'])\n")
+    for code in (first, second):
+        r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "micropython"), "-c", code],
+                           cwd=tmp_path, env=mp.env(), capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "Shed [5, 6, 7]"
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "config.json.bak", "energy.a"]
+
+
+def test_readme_documents_every_config_key_with_its_default():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`") and "." in cells[0]:
+            rows[cells[0].strip("`")] = cells[1]
+    defaults = config.defaults()
+    for name in config.SECTIONS:
+        for key in config.SCHEMA[name]:
+            field = "%s.%s" % (name, key)
+            assert field in rows, "README lacks " + field
+            assert json.dumps(defaults[name][key]) in rows[field].replace("`", ""), (field, rows[field])
+    assert len(rows) == sum(len(config.SCHEMA[n]) for n in config.SECTIONS)
