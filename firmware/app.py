@@ -5,8 +5,10 @@
 import asyncio
 import time
 
-from firmware import VERSION
+from firmware import VERSION, config, factory, identity
 from firmware.board import Board
+from firmware.energy import Energy
+from firmware.energy_store import EnergyPersister, EnergyStore
 from firmware.meter import Meter
 
 
@@ -49,8 +51,37 @@ async def _heartbeat(board, period_ms):
         await asyncio.sleep_ms(period_ms)
 
 
-async def _run(board, meter, on_readings, run_ms):
-    tasks = [asyncio.create_task(meter.run(on_readings)), asyncio.create_task(_heartbeat(board, 500))]
+class Device:
+    """Everything the firmware builds at power-up, in the order it needs it."""
+
+    def __init__(self, board=None, meter_overrides=None, log=print):
+        self.board = board or Board()
+        self.store = config.ConfigStore(log=log)
+        factory.check_button(self.board.button, self.store, self.board.led, log=log)  # BOOT held: reset
+        self.config = self.store.load()
+        self.identity = identity.load(log=log)  # without one it says why, measures, and won't upload
+        self.energy = Energy()
+        self.energy_store = EnergyStore()
+        self.energy.restore(self.energy_store.load())
+        self.persister = EnergyPersister.from_config(self.energy_store, self.config["energy"])
+        settings = dict(self.config["meter"])
+        settings.update(meter_overrides or {})
+        self.meter = Meter(self.board, settings, self.energy)
+        self.console = Console()
+
+    def on_readings(self, readings):
+        self.console(readings)
+        if self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms()) is False and self.persister.error:
+            print("meter: " + self.persister.error)
+
+    def shutdown(self):
+        self.meter.stop()
+        self.persister.save(self.energy.snapshot(), time.ticks_ms())  # an orderly stop loses nothing
+
+
+async def _run(device, run_ms):
+    tasks = [asyncio.create_task(device.meter.run(device.on_readings)),
+             asyncio.create_task(_heartbeat(device.board, 500))]
     if run_ms is None:
         await tasks[0]
     else:
@@ -59,19 +90,18 @@ async def _run(board, meter, on_readings, run_ms):
         t.cancel()
 
 
-def main(board=None, settings=None, run_ms=None, print_every=1):
+def main(board=None, run_ms=None, meter_overrides=None):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
-    board = board or Board()
-    meter = Meter(board, settings)
+    device = Device(board, meter_overrides)
     t0 = time.ticks_ms()
     try:
-        asyncio.run(_run(board, meter, Console(print_every), run_ms))
+        asyncio.run(_run(device, run_ms))
     except KeyboardInterrupt:
         pass
     finally:
-        meter.stop()
+        device.shutdown()
         asyncio.new_event_loop()
-        board.led.value(0)
+        device.board.led.value(0)
     print("meter: stopped after %d s" % (time.ticks_diff(time.ticks_ms(), t0) // 1000))
-    return meter
+    return device
