@@ -6,8 +6,10 @@
 #
 # Time is virtual by default: it advances only when the firmware spends it (an ADC conversion, a
 # sleep) or when the driver calls advance_us(). set_realtime() ties it to the host clock instead,
-# for running the whole device interactively. Ticks wrap at 2**30 as on the ESP32, and the clock
-# starts shortly before a wrap so that wrap bugs show up in the first seconds of every run.
+# for running the whole device interactively (ADC conversions still cost their 35 us, so the
+# clock may run a little ahead of the host's and then wait for it). Ticks wrap at 2**30 as on
+# the ESP32, and the clock starts shortly before a wrap so that wrap bugs show up in the first
+# seconds of every run.
 
 import sys
 
@@ -132,7 +134,11 @@ class World:
 
     def now_us(self):
         if self.realtime:
-            return _host_us() + self._rt_offset
+            # Follow the host clock, but never run backwards: time the firmware spent in simulated
+            # ADC conversions (faster on the host than on the board) puts the clock ahead for a while.
+            h = _host_us() + self._rt_offset
+            if h > self._now_us:
+                self._now_us = h
         return self._now_us
 
     async def pump(self):
@@ -167,8 +173,7 @@ class World:
 
     def spend_us(self, us):
         """Time the firmware itself spends (an ADC conversion): no timers fire in between."""
-        if not self.realtime:
-            self._now_us += us
+        self._now_us += us
 
     def _next_timer_due(self, end):
         best = None

@@ -1,0 +1,398 @@
+# meter — the measurement chain: timer -> burst -> kernels -> metering -> windows, energy, diagnostics.
+#
+# A machine.Timer ticks every burst_period_ms; each tick measures the next CT: one burst of whole
+# cycles of (voltage of the phase it is mapped to, its current). Every window_ms the bursts of the
+# window are averaged per phase into readings, energy is integrated and the wiring is judged.
+#
+# A phase whose own voltage is missing (single-phase wiring, or a fault) is measured against the
+# reference phase's voltage shifted by 120° or 240°: the kernel multiplies the reference voltage by
+# the current a third of a cycle earlier or later (samples beyond the whole-cycle window are there
+# for exactly this, so nothing wraps).
+#
+# _reduce() (acquisition + integer kernels) allocates nothing; the float metering after it does.
+
+import math
+import time
+from array import array
+
+from firmware import diagnostics, dsp, metering, profiles
+from firmware.energy import Energy
+from firmware.sampler import OK, Sampler
+
+METER_DEFAULTS = {
+    "model": "home",
+    "wiring": "auto",  # auto | three-phase | single-phase
+    "nominal_hz": 0,  # 0: whichever of 50/60 is nearer
+    "generation": False,  # solar/wind on site: export is normal, not a reversed CT
+    "ct_reversed": [False, False, False],
+    "ct_phase": [1, 2, 3],  # the phase whose conductor each CT clamps
+    "calibration": {},  # per-channel overrides of the model's defaults (profiles.py)
+    "window_ms": 1000,
+    "burst_period_ms": 100,
+    "burst_cycles": 2,
+}
+
+MIN_READ_US = 18  # fastest ADC conversion we size buffers for (measured 20-35 us on the ESP32)
+MIN_HZ = 45
+MAX_PAIRS_PER_CYCLE = 1_000_000 // (2 * MIN_READ_US * MIN_HZ) + 1  # 618
+WAIT_READS = 3 * 1_000_000 // (MIN_HZ * MIN_READ_US) // 2  # ~1.5 cycles at the fastest reads
+PROBE_EVERY = 8  # bursts between re-checks of a phase whose own voltage is missing
+Q10 = 1024
+
+
+class Meter:
+    def __init__(self, board, settings=None, energy=None):
+        s = dict(METER_DEFAULTS)
+        s.update(settings or {})
+        self.settings = s
+        self.v_cal, self.i_cal = profiles.channels(s["model"], s["calibration"])
+        self.ct_range_a = profiles.ct_range_a(s["model"])
+        self.cycles = s["burst_cycles"]
+        capacity = self.cycles * MAX_PAIRS_PER_CYCLE + MAX_PAIRS_PER_CYCLE // 2 + 8
+        self.sampler = Sampler([a[0] for a in board.adc_pairs], [a[1] for a in board.adc_pairs], capacity)
+        nblocks = dsp.blocks_for(capacity, 256)  # every bias in calibration gives >= 256 (profiles)
+        self._sums = array("i", bytes(4 * dsp.SUMS * nblocks))
+        self._crossbuf = array("i", bytes(4 * 4 * nblocks))  # 4 shifted products, nblocks each
+        mv = memoryview(self._crossbuf)
+        self._cross_views = [mv[k * nblocks:(k + 1) * nblocks] for k in range(4)]  # made once
+        self._nblocks = nblocks
+        self._block = [[dsp.block_pairs(v.bias, i.bias) for i in self.i_cal] for v in self.v_cal]
+        self._res = array("i", bytes(4 * 8))  # integer results of _reduce, see there
+        self.energy = energy or Energy()
+        self._board = board
+        self._timer = None
+        self._flag = None
+        self._pending = False
+        self._tick_cb = self._tick  # bound once: the timer callback must not allocate
+        self._next_ct = 0
+        self._v_own = [self._own_allowed(p) for p in range(3)]  # does phase p's own input have voltage?
+        self._probe = [0, 0, 0]
+        self._pairs_per_cycle_q10 = MAX_PAIRS_PER_CYCLE * Q10
+        self._last = [self._blank(p) for p in range(3)]
+        self._acc = [self._zero() for _ in range(3)]
+        self._freq_sum = 0.0
+        self._freq_n = 0
+        self._frequency_hz = 0.0
+        self._win_start = time.ticks_ms()
+        self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
+        self.readings = None
+
+    # --- timing ---------------------------------------------------------------------------
+    def start(self, flag=None):
+        """Start the timer. flag: an asyncio.ThreadSafeFlag to wake the measurement task (or None)."""
+        self._flag = flag
+        self._win_start = time.ticks_ms()
+        self._timer = self._board.timer(self.settings["burst_period_ms"], self._tick_cb)
+
+    def stop(self):
+        if self._timer is not None:
+            self._timer.deinit()
+            self._timer = None
+
+    def _tick(self, _timer):
+        self._pending = True
+        if self._flag is not None:
+            self._flag.set()
+
+    def poll(self):
+        """Measure if the timer asked for it; return readings when a window closes, else None."""
+        if self._pending:
+            self._pending = False
+            self.measure_next()
+        if time.ticks_diff(time.ticks_ms(), self._win_start) >= self.settings["window_ms"]:
+            return self.close_window()
+        return None
+
+    async def run(self, on_readings):
+        import asyncio
+
+        flag = asyncio.ThreadSafeFlag()
+        self.start(flag)
+        try:
+            while True:
+                await flag.wait()
+                r = self.poll()
+                if r is not None:
+                    on_readings(r)
+        finally:
+            self.stop()
+
+    # --- one burst ------------------------------------------------------------------------
+    def measure_next(self):
+        c = self._next_ct
+        self._next_ct = (c + 1) % 3
+        p = self.settings["ct_phase"][c] - 1
+        if self._own_allowed(p):
+            if not self._v_own[p]:
+                self._probe[p] = (self._probe[p] + 1) % PROBE_EVERY  # re-check now and then
+            if self._v_own[p] or self._probe[p] == 0:
+                if self._reduce(p, c, 0) == OK:
+                    self._v_own[p] = True
+                    self._process(p, c, 0)
+                    return
+                self._v_own[p] = False
+        ref = self._reference_phase(p)
+        if ref is not None:
+            delay = (p - ref) % 3  # thirds of a cycle phase p lags the reference
+            if self._reduce(ref, c, delay) == OK:
+                self._process(p, c, delay)
+                return
+        self._free_run(p, c)
+
+    def _own_allowed(self, p):
+        return not (p > 0 and self.settings["wiring"] == "single-phase")
+
+    def _reference_phase(self, p):
+        for r in range(3):
+            if r != p and self._v_own[r] and self._own_allowed(r):
+                return r
+        return None
+
+    def _shift_q10(self, delay, quadrature):
+        """Shift (in 1/1024 pairs) of the current against the voltage for a derived phase."""
+        n = self._pairs_per_cycle_q10
+        s = (n // 3) if delay == 1 else (-(n // 3) if delay == 2 else 0)
+        if quadrature:
+            s += n // 4
+            if s > n // 2:
+                s -= n
+        return s
+
+    def _reduce(self, vp, c, delay):
+        """Acquire a burst (voltage of phase vp, CT c) and reduce it to integer sums. No allocation.
+
+        _res: [0] window pairs, [1] first-crossing fraction (q10), [2] last-crossing fraction (q10),
+        [3] blocks, [4..7] blocks per shifted product (P at delay: lo, hi; Q: lo, hi).
+        """
+        vcal = self.v_cal[vp]
+        ical = self.i_cal[c]
+        n_ppc = self._pairs_per_cycle_q10 >> 10
+        extra = (n_ppc >> 1) + 4 if delay else (n_ppc >> 2) + 4
+        sm = self.sampler
+        status = sm.acquire(vp, c, vcal.bias, self.cycles, extra, WAIT_READS)
+        if status != OK:
+            return status
+        b = sm.burst
+        buf = sm.buf
+        n = b.cycle_pairs
+        res = self._res
+        res[0] = n
+        res[1] = _fraction_q10(b.v_before, buf[0], vcal.bias)
+        res[2] = _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
+        # This burst's own cycle length sets the shifts (the estimate only sized the extra pairs).
+        self._pairs_per_cycle_q10 = ((n << 10) - 512 + res[2] - (res[1] >> 1)) // self.cycles
+        block = self._block[vp][c]
+        res[3] = dsp.pair_sums(buf, n, vcal.bias, ical.bias, block, self._sums)
+        views = self._cross_views
+        if delay:
+            s = self._shift_q10(delay, False)
+            res[4] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[0])
+            res[5] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[1])
+        s = self._shift_q10(delay, True)
+        res[6] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[2])
+        res[7] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[3])
+        return OK
+
+    @staticmethod
+    def _cross(buf, shift, n, bias_v, bias_i, block, out):
+        """Σ dv[k]·di[k + shift] over the window; shift < 0 moves the voltage instead."""
+        if shift < 0:
+            return dsp.cross_sum(buf, -shift, 0, n, bias_v, bias_i, block, out)
+        return dsp.cross_sum(buf, 0, shift, n, bias_v, bias_i, block, out)
+
+    def _free_run(self, p, c):
+        """No voltage anywhere to align on: still measure the current."""
+        ical = self.i_cal[c]
+        pairs = self.cycles * (self._pairs_per_cycle_q10 >> 10)
+        sm = self.sampler
+        sm.acquire_free(p, c, pairs)
+        block = dsp.block_pairs(MID, ical.bias)
+        blocks = dsp.pair_sums(sm.buf, pairs, MID, ical.bias, block, self._sums)
+        sv, si, svv, sii, svi = _totals(self._sums, blocks)
+        vrms, irms, _, _ = metering.phase_values(pairs, sv, si, svv, sii, 0, 0, self.v_cal[p].units_per_code,
+                                                 self.i_cal[c].units_per_code, 1, 0.0)
+        self._add(p, c, vrms, irms, 0.0, 0.0, 0.0, ical.bias + si / pairs, False)
+
+    # --- metering ---------------------------------------------------------------------------
+    def _process(self, p, c, delay):
+        res = self._res
+        n = res[0]
+        sv, si, svv, sii, svi = _totals(self._sums, res[3])
+        cr = self._crossbuf
+        nb = self._nblocks
+
+        def product(k, shift_q10):
+            c0 = _sum_blocks(cr, k * nb, res[4 + k])
+            c1 = _sum_blocks(cr, (k + 1) * nb, res[5 + k])
+            frac = (shift_q10 & 1023) / Q10
+            return metering.interpolate(c0, c1, frac) / n - (sv / n) * (si / n)
+
+        p_codes = metering.mean_removed(svi, sv, si, n) if not delay else product(0, self._shift_q10(delay, False))
+        q_codes = product(2, self._shift_q10(delay, True))
+        vp = (p + 3 - delay) % 3  # the phase whose voltage input was read
+        vcal = self.v_cal[vp]
+        ical = self.i_cal[c]
+        b = self.sampler.burst
+        pair_s = b.pair_q10_us / Q10 / 1e6
+        # The first crossing lies between the last wait-loop read and pair 0: half a pair apart.
+        window_pairs = n - 0.5 + (res[2] - res[1] / 2) / Q10
+        f = metering.frequency_hz(self.cycles, window_pairs, pair_s)
+        skew_deg = 360.0 * f * pair_s / 2  # I is read one conversion (half a pair) after V
+        correction = ical.phase_lead_deg - vcal.phase_lead_deg + skew_deg
+        sign = -1 if self.settings["ct_reversed"][c] else 1
+        vrms, irms, pw, qvar = metering.phase_values(n, sv, si, svv, sii, p_codes, q_codes, vcal.units_per_code,
+                                                     ical.units_per_code, sign, correction)
+        self._add(p, c, vrms, irms, pw, qvar, f, ical.bias + si / n, delay == 0)
+
+    def _add(self, p, c, vrms, irms, pw, qvar, f, ct_mean_code, own):
+        a = self._acc[p]
+        a["v2"] += vrms * vrms
+        a["i2"] += irms * irms
+        a["p"] += pw
+        a["q"] += qvar
+        a["n"] += 1
+        a["ct"] = c
+        a["ct_code"] = ct_mean_code
+        a["own"] = own
+        if f > 0:
+            self._freq_sum += f
+            self._freq_n += 1
+
+    # --- windows ----------------------------------------------------------------------------
+    @staticmethod
+    def _zero():
+        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": 2048, "own": True}
+
+    def _blank(self, p):
+        return {"vrms": 0.0, "irms": 0.0, "real_power_w": 0.0, "reactive_power_var": 0.0,
+                "voltage_own": True, "ct": self.settings["ct_phase"].index(p + 1), "ct_mean_code": 2048}
+
+    def close_window(self):
+        now = time.ticks_ms()
+        dt_ms = time.ticks_diff(now, self._win_start)
+        self._win_start = now
+        for p in range(3):
+            a = self._acc[p]
+            if a["n"]:
+                last = self._last[p]
+                last["vrms"] = math.sqrt(a["v2"] / a["n"])
+                last["irms"] = math.sqrt(a["i2"] / a["n"])
+                last["real_power_w"] = a["p"] / a["n"]
+                last["reactive_power_var"] = a["q"] / a["n"]
+                last["voltage_own"] = a["own"] or self._v_own[p]
+                last["ct"] = a["ct"]
+                last["ct_mean_code"] = a["ct_code"]
+            self._acc[p] = self._zero()
+        if self._freq_n:
+            self._frequency_hz = self._freq_sum / self._freq_n
+        freq = self._frequency_hz
+        self._freq_sum = 0.0
+        self._freq_n = 0
+        self.energy.add([self._last[p]["real_power_w"] for p in range(3)], dt_ms)
+        single = self._single_phase()
+        diags = diagnostics.evaluate(self._last, freq, self.settings, self.ct_range_a, single)
+        self.readings = self._readings(now, freq, single, diags)
+        self._account(dt_ms, freq)
+        return self.readings
+
+    def _single_phase(self):
+        if self.settings["wiring"] == "single-phase":
+            return True
+        if self.settings["wiring"] == "three-phase":
+            return False
+        return self._last[0]["voltage_own"] and not self._last[1]["voltage_own"] and not self._last[2]["voltage_own"]
+
+    def _readings(self, now, freq, single, diags):
+        e = self.energy.wh()
+        phases = []
+        total_w = 0.0
+        for p in range(3):
+            ph = self._last[p]
+            s, pf = metering.apparent_and_pf(ph["vrms"], ph["irms"], ph["real_power_w"])
+            w = ph["real_power_w"]
+            total_w += w
+            phases.append({
+                "phase": p + 1, "vrms": ph["vrms"], "irms": ph["irms"], "real_power_w": w,
+                "apparent_power_va": s, "reactive_power_var": ph["reactive_power_var"], "power_factor": pf,
+                "direction": _direction(w, ph["irms"]), "voltage_derived": not ph["voltage_own"],
+                "import_wh": e["import_wh"][p], "export_wh": e["export_wh"][p],
+            })
+        return {
+            "t_ms": now, "frequency_hz": freq, "wiring": "single-phase" if single else "three-phase",
+            "phases": phases,
+            "total": {"real_power_w": total_w, "import_wh": e["import_wh_total"], "export_wh": e["export_wh_total"],
+                      "net_import_wh": e["net_import_wh"], "net_export_wh": e["net_export_wh"]},
+            "diagnostics": diags,
+        }
+
+    def _account(self, dt_ms, freq):
+        run = self._run
+        run["ms"] += dt_ms
+        run["f"] += freq * dt_ms
+        for p in range(3):
+            ph = self._last[p]
+            a = run["phases"][p]
+            a["v2"] += ph["vrms"] ** 2 * dt_ms
+            a["i2"] += ph["irms"] ** 2 * dt_ms
+            a["p"] += ph["real_power_w"] * dt_ms
+            a["q"] += ph["reactive_power_var"] * dt_ms
+
+    def report(self):
+        """Averages over the whole run (time-weighted) and the energy counters now."""
+        r = self.readings
+        run = self._run
+        ms = run["ms"] or 1
+        e = self.energy.wh()
+        phases = []
+        total_w = 0.0
+        for p in range(3):
+            a = run["phases"][p]
+            vrms = math.sqrt(a["v2"] / ms)
+            irms = math.sqrt(a["i2"] / ms)
+            w = a["p"] / ms
+            total_w += w
+            s, pf = metering.apparent_and_pf(vrms, irms, w)
+            phases.append({"vrms": vrms, "irms": irms, "real_power_w": w, "apparent_power_va": s,
+                           "reactive_power_var": a["q"] / ms, "power_factor": pf,
+                           "import_wh": e["import_wh"][p], "export_wh": e["export_wh"][p]})
+        return {
+            "frequency_hz": run["f"] / ms,
+            "wiring": r["wiring"] if r else "three-phase",
+            "phases": phases,
+            "total": {"real_power_w": total_w, "import_wh": e["import_wh_total"], "export_wh": e["export_wh_total"],
+                      "net_import_wh": e["net_import_wh"], "net_export_wh": e["net_export_wh"]},
+            "diagnostics": [{"code": d["code"], "phase": d["phase"], "message": d["message"]}
+                            for d in (r["diagnostics"] if r else [])],
+        }
+
+
+MID = profiles.MID_SCALE
+
+
+def _direction(real_power_w, irms):
+    if irms < 0.05 or abs(real_power_w) < 1.0:
+        return "idle"
+    return "import" if real_power_w > 0 else "export"
+
+
+def _fraction_q10(before, after, bias):
+    """Where between two samples the voltage rose through the bias, in 1/1024 of a pair."""
+    if after <= before:
+        return 0
+    f = (bias - before) * 1024 // (after - before)
+    return 0 if f < 0 else 1023 if f > 1023 else f
+
+
+def _totals(sums, blocks):
+    t = [0, 0, 0, 0, 0]
+    for b in range(blocks):
+        for j in range(5):
+            t[j] += sums[5 * b + j]
+    return t
+
+
+def _sum_blocks(arr, start, blocks):
+    s = 0
+    for b in range(blocks):
+        s += arr[start + b]
+    return s

@@ -1,0 +1,183 @@
+# sampler — one burst of V/I sample pairs covering whole mains cycles, from a voltage zero crossing.
+#
+# ESP32 timer callbacks are soft (scheduled, ~10 ms jitter under WiFi), so a timer only says "now";
+# the samples themselves come from a tight viper loop that reads the voltage ADC and then the current
+# ADC, pair after pair. A burst waits for a rising zero crossing of the voltage, samples until the
+# `cycles`-th rising crossing after it (so the window spans whole cycles), then takes `extra` more
+# pairs so metering can shift current against voltage (quadrature, derived phases) without wrapping.
+#
+# Everything here is allocation-free once built: buffers are made in __init__, the ADC read methods
+# are bound once, and the loop only touches viper ints and arrays (a test holds micropython.heap_lock()
+# around a burst on the unix port).
+
+import time
+from array import array
+
+import micropython
+from micropython import const
+
+# Indices into the parameter/result array shared with the viper loop.
+P_CAPACITY = const(0)  # pairs the buffer holds
+P_CYCLES = const(1)  # whole cycles wanted
+P_BIAS = const(2)  # voltage code at zero (the channel's bias)
+P_HYST = const(3)  # hysteresis below the bias that arms the crossing detector
+P_EXTRA = const(4)  # pairs to take after the last crossing
+P_WAIT_READS = const(5)  # give up waiting for the first crossing after this many reads
+R_STATUS = const(6)  # 0 ok, 1 no crossing (no voltage), 2 buffer full before the last crossing
+R_CYCLE_PAIRS = const(7)  # pairs from the first crossing to the last (the whole-cycle window)
+R_PAIRS = const(8)  # pairs stored in all
+R_WAIT_READS = const(9)  # reads spent waiting for the first crossing
+R_V_BEFORE = const(10)  # the voltage code just before the first crossing
+N_PARAMS = const(11)
+
+OK = const(0)
+NO_CROSSING = const(1)
+BUFFER_FULL = const(2)
+
+
+@micropython.viper
+def _burst(read_v, read_i, buf, prm) -> int:
+    p = ptr32(prm)
+    b = ptr16(buf)
+    bias = p[P_BIAS]
+    low = bias - p[P_HYST]
+    # Wait for the voltage to rise through its bias after having been clearly below it.
+    armed = 0
+    waited = 0
+    limit = p[P_WAIT_READS]
+    prev = 0
+    v = 0
+    while True:
+        v = int(read_v()) >> 4
+        waited += 1
+        if v < low:
+            armed = 1
+        elif armed and v >= bias:
+            break
+        if waited >= limit:
+            p[R_STATUS] = NO_CROSSING
+            p[R_WAIT_READS] = waited
+            p[R_PAIRS] = 0
+            return NO_CROSSING
+        prev = v
+    p[R_V_BEFORE] = prev
+    p[R_WAIT_READS] = waited
+    # The crossing sample is pair 0; its current follows at once.
+    cap2 = p[P_CAPACITY] << 1
+    b[0] = v
+    b[1] = int(read_i()) >> 4
+    k = 2
+    crossings = 0
+    want = p[P_CYCLES]
+    armed = 0
+    while k < cap2:
+        v = int(read_v()) >> 4
+        b[k] = v
+        b[k + 1] = int(read_i()) >> 4
+        if v < low:
+            armed = 1
+        elif armed and v >= bias:
+            armed = 0
+            crossings += 1
+            if crossings == want:
+                break
+        k += 2
+    if crossings < want:
+        p[R_STATUS] = BUFFER_FULL
+        p[R_PAIRS] = k >> 1
+        return BUFFER_FULL
+    p[R_CYCLE_PAIRS] = k >> 1
+    end = k + 2 + (p[P_EXTRA] << 1)
+    if end > cap2:
+        end = cap2
+    k += 2
+    while k < end:
+        b[k] = int(read_v()) >> 4
+        b[k + 1] = int(read_i()) >> 4
+        k += 2
+    p[R_PAIRS] = k >> 1
+    p[R_STATUS] = OK
+    return OK
+
+
+@micropython.viper
+def _free_run(read_v, read_i, buf, n: int) -> int:
+    """n pairs with no zero-crossing alignment (a phase whose voltage is missing)."""
+    b = ptr16(buf)
+    k = 0
+    end = n << 1
+    while k < end:
+        b[k] = int(read_v()) >> 4
+        b[k + 1] = int(read_i()) >> 4
+        k += 2
+    return n
+
+
+class Burst:
+    """Where the last burst's samples are and how long they took."""
+
+    def __init__(self):
+        self.status = NO_CROSSING
+        self.cycles = 0
+        self.cycle_pairs = 0  # pairs in the whole-cycle window, starting at buf[0]
+        self.pairs = 0  # pairs stored (window + extra)
+        self.pair_q10_us = 0  # measured time per V/I pair, in 1/1024 us (an int: no float on this path)
+        self.elapsed_us = 0
+        self.v_before = 0  # voltage code just before the first crossing (for interpolation)
+
+
+class Sampler:
+    """Takes bursts from (voltage ADC, current ADC) pairs into one preallocated buffer.
+
+    adcs: the board's ADC objects (machine.ADC); readers are their read_u16 methods, bound once.
+    """
+
+    def __init__(self, v_adcs, i_adcs, capacity_pairs, hysteresis_codes=24):
+        self._read_v = tuple(a.read_u16 for a in v_adcs)
+        self._read_i = tuple(a.read_u16 for a in i_adcs)
+        self.capacity = capacity_pairs
+        self.buf = array("H", bytes(4 * capacity_pairs))
+        self._prm = array("i", bytes(4 * N_PARAMS))
+        self._prm[P_CAPACITY] = capacity_pairs
+        self._prm[P_HYST] = hysteresis_codes
+        self.burst = Burst()
+
+    def acquire(self, v_ch, i_ch, bias, cycles, extra_pairs, wait_reads):
+        """One burst: voltage from ADC v_ch, current from ADC i_ch. Allocation-free. Returns status."""
+        prm = self._prm
+        prm[P_CYCLES] = cycles
+        prm[P_BIAS] = bias
+        prm[P_EXTRA] = extra_pairs
+        prm[P_WAIT_READS] = wait_reads
+        t0 = time.ticks_us()
+        status = _burst(self._read_v[v_ch], self._read_i[i_ch], self.buf, prm)
+        elapsed = time.ticks_diff(time.ticks_us(), t0)
+        b = self.burst
+        b.status = status
+        b.cycles = cycles
+        b.elapsed_us = elapsed
+        if status == OK:
+            b.cycle_pairs = prm[R_CYCLE_PAIRS]
+            b.pairs = prm[R_PAIRS]
+            b.v_before = prm[R_V_BEFORE]
+            # Reads cost the same whether waiting or storing: pair time from all reads of the burst.
+            reads = prm[R_WAIT_READS] + 2 * prm[R_PAIRS] - 1
+            b.pair_q10_us = elapsed * 2048 // reads
+        else:
+            b.cycle_pairs = 0
+            b.pairs = 0
+        return status
+
+    def acquire_free(self, v_ch, i_ch, pairs):
+        """pairs pairs with no alignment; for a phase with no voltage to align on."""
+        pairs = min(pairs, self.capacity)
+        t0 = time.ticks_us()
+        _free_run(self._read_v[v_ch], self._read_i[i_ch], self.buf, pairs)
+        elapsed = time.ticks_diff(time.ticks_us(), t0)
+        b = self.burst
+        b.status = NO_CROSSING
+        b.cycle_pairs = pairs
+        b.pairs = pairs
+        b.elapsed_us = elapsed
+        b.pair_q10_us = elapsed * 1024 // pairs
+        return pairs
