@@ -12,8 +12,6 @@ from tools import mp
 ROOT = mp.ROOT
 SCENARIOS = os.path.join(ROOT, "tools", "sim", "scenarios")
 BALANCED = os.path.join(SCENARIOS, "three-phase-balanced.json")
-HAS_METER = os.path.exists(os.path.join(ROOT, "firmware", "meter.py"))
-needs_meter = pytest.mark.skipif(not HAS_METER, reason="firmware/meter.py has not landed on this branch yet")
 
 REPORT_KEYS = {"frequency_hz", "wiring", "phases", "total", "diagnostics"}
 PHASE_KEYS = {"vrms", "irms", "real_power_w", "apparent_power_va", "reactive_power_var", "power_factor",
@@ -44,7 +42,6 @@ def _truth(path, duration_s):
         return truth.expected(json.load(f), duration_s)
 
 
-@needs_meter
 def test_run_prints_one_json_report_and_60_simulated_s_take_far_less_wall_time():
     t0 = time.monotonic()
     r = _sim("run", "--scenario", BALANCED, "--duration", "60", "--report", "json")
@@ -64,7 +61,6 @@ def test_run_prints_one_json_report_and_60_simulated_s_take_far_less_wall_time()
         assert got["export_wh"] == pytest.approx(0.0, abs=0.05)
 
 
-@needs_meter
 def test_cpython_runtime_runs_the_same_chain():
     r = _sim("run", "--scenario", os.path.join(SCENARIOS, "solar-export.json"), "--duration", "10",
              "--runtime", "cpython")
@@ -76,7 +72,22 @@ def test_cpython_runtime_runs_the_same_chain():
     assert report["total"]["real_power_w"] < 0  # export
 
 
-@needs_meter
+@pytest.mark.parametrize("name", ["reversed-ct", "swapped-cts", "wiring-faults", "single-phase"])
+def test_wiring_mistakes_show_as_diagnostics_and_readings_match_the_truth_as_wired(name):
+    path = os.path.join(SCENARIOS, name + ".json")
+    r = _sim("run", "--scenario", path, "--duration", "10")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    want = _truth(path, 10.0)
+    got_faults = {(d["code"], d["phase"]) for d in report["diagnostics"]}
+    assert got_faults == {(f["fault"], f["phase"]) for f in want["wiring_faults"]}
+    assert report["wiring"] == want["wiring"]
+    for got, exp in zip(report["phases"], want["as_wired"]["phases"], strict=True):
+        assert got["vrms"] == pytest.approx(exp["vrms"], rel=0.01, abs=1.0)
+        assert got["irms"] == pytest.approx(exp["irms"], rel=0.02, abs=0.1)
+        assert got["real_power_w"] == pytest.approx(exp["real_power_w"], rel=0.02, abs=5.0)
+
+
 def test_state_dir_is_created_and_holds_the_firmware_files(tmp_path):
     state = tmp_path / "flash"
     r = _sim("run", "--scenario", BALANCED, "--duration", "5", "--state-dir", str(state), "--report", "text")

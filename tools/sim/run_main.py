@@ -56,7 +56,11 @@ def run(scenario, duration_s):
         world.advance_us(STEP_US if left > STEP_US else left)
         if meter.poll() is not None:
             windows += 1
-    sys.stderr.write("sim: %d measurement windows closed\n" % windows)
+    # Close the window the run ended in, so the energy counters cover the whole duration (a board
+    # keeps counting; here the run stops, and a partial window would otherwise be lost).
+    meter.close_window()
+    meter.stop()
+    sys.stderr.write("sim: %d measurement windows closed, then the last partial one\n" % windows)
     return meter.report()
 
 

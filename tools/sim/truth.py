@@ -13,7 +13,7 @@ from the sampled tables, so a bug in the table generator cannot hide a bug in th
 Per phase: vrms, irms (RMS including harmonics), real_power_w = Σ_h V_h·I_h·cos(angle between them)
 over matching harmonic orders, apparent_power_va = vrms·irms, reactive_power_var = fundamental only,
 V1·I1·sin(angle by which I1 lags V1) (+ inductive/lagging, − capacitive/leading), power_factor =
-real/apparent (None when apparent is 0), import_wh / export_wh = P·t/3600 for P > 0 / P < 0.
+real/apparent (0.0 when apparent is 0, as the meter reports it), import_wh / export_wh = P·t/3600 for P > 0 / P < 0.
 Signs: + import (the site draws power), − export.
 
 Totals: real_power_w = Σ phases; import_wh / export_wh = Σ of the phases' import / export (each
@@ -22,9 +22,10 @@ phase metered on its own); net_import_wh / net_export_wh = from the sum of the t
 
 "phases" is physics: conductor p's own voltage (even when single-phase wiring leaves the meter
 without it) and current, with the CT on the right conductor the right way round. "as_wired" is what
-meter input p gets as installed: the voltage the meter has for phase p (measured; derived from L1
-delayed by (p−1)/3 of a period in single-phase wiring; 0 when that input is missing) against CT p
-(the current of the conductor it clamps, negated when reversed, 0 when unplugged). Neither includes
+meter input p gets as installed: the voltage the meter has for phase p (its own input; or, when
+that carries nothing — single-phase wiring, a missing wire — another phase's voltage delayed by the
+thirds of a period between them, see meter_voltages()) against CT p (the current of the conductor
+it clamps, negated when reversed, 0 when unplugged). Neither includes
 the CT's phase lead, the ADC's noise or quantisation: the meter is expected to remove those.
 """
 
@@ -65,7 +66,7 @@ def _reading(v, i, duration_s):
         "real_power_w": p,
         "apparent_power_va": s,
         "reactive_power_var": q,
-        "power_factor": p / s if s > 0 else None,
+        "power_factor": p / s if s > 0 else 0.0,
         "import_wh": max(p, 0.0) * hours,
         "export_wh": max(-p, 0.0) * hours,
     }
@@ -93,21 +94,43 @@ def _delayed(ph, periods):
 
 
 def wiring_faults(scenario):
-    """[{"phase", "fault"}]: ct_reversed, ct_on_wrong_phase, ct_unplugged, voltage_missing, single_phase."""
+    """[{"phase", "fault"}] for what the installation gets wrong, named as the meter's diagnostics are.
+
+    ct_unplugged, ct_reversed, ct_wrong_phase (with "clamps": the conductor it is really on),
+    voltage_missing (a voltage input with nothing on it in three-phase wiring).
+    """
     s = mains.load_scenario(scenario)
     out = []
     for p, ph in enumerate(s["phases"], 1):
+        if not ph["voltage_connected"] and (s["wiring"] == "three-phase" or p == 1):
+            out.append({"phase": p, "fault": "voltage_missing"})
         if not ph["ct_connected"]:
             out.append({"phase": p, "fault": "ct_unplugged"})
-        else:
-            if ph["ct_reversed"]:
-                out.append({"phase": p, "fault": "ct_reversed"})
-            if ph["ct_phase"] != p:
-                out.append({"phase": p, "fault": "ct_on_wrong_phase", "clamps": ph["ct_phase"]})
-        if s["wiring"] == "single-phase" and p > 1:
-            out.append({"phase": p, "fault": "single_phase"})
-        elif not ph["voltage_connected"]:
-            out.append({"phase": p, "fault": "voltage_missing"})
+            continue
+        if ph["ct_reversed"]:
+            out.append({"phase": p, "fault": "ct_reversed"})
+        if ph["ct_phase"] != p:
+            out.append({"phase": p, "fault": "ct_wrong_phase", "clamps": ph["ct_phase"]})
+    return out
+
+
+def meter_voltages(scenario):
+    """The voltage waveform the meter has for each phase: its own input, or one derived from another.
+
+    A phase whose own input carries no voltage (single-phase wiring, or a missing wire) gets the
+    voltage of the first phase that has its own, delayed by the thirds of a period between them
+    (L2 = L1 delayed 1/3, L3 = L1 delayed 2/3, L1 = L2 delayed 2/3, ...): what DESIGN.md asks for.
+    """
+    s = mains.load_scenario(scenario)
+    own = [ph["voltage_connected"] and (s["wiring"] == "three-phase" or p == 0) for p, ph in enumerate(s["phases"])]
+    volts = [_phasors(mains.voltage_components(s, p)) for p in (1, 2, 3)]
+    out = []
+    for p in range(3):
+        if own[p]:
+            out.append(volts[p])
+            continue
+        ref = next((r for r in range(3) if r != p and own[r]), None)
+        out.append({} if ref is None else _delayed(volts[ref], ((p - ref) % 3) / 3.0))
     return out
 
 
@@ -120,11 +143,7 @@ def expected(scenario, duration_s=0.0):
     phases = [_reading(volts[k], amps[k], duration_s) for k in range(3)]
 
     wired = []
-    for k, ph in enumerate(s["phases"]):
-        if s["wiring"] == "single-phase":
-            v = _delayed(volts[0], k / 3.0) if s["phases"][0]["voltage_connected"] else {}
-        else:
-            v = volts[k] if ph["voltage_connected"] else {}
+    for ph, v in zip(s["phases"], meter_voltages(s), strict=True):
         if ph["ct_connected"]:
             i = _scaled(amps[ph["ct_phase"] - 1], -1.0 if ph["ct_reversed"] else 1.0)
         else:
