@@ -20,20 +20,30 @@ def _scenario(**top):
     return mains.load_scenario(s)
 
 
+def _code(entry):
+    """A table entry (1/SUB codes, + SUB/2 for rounding) as the exact code it stands for."""
+    return (entry - mains.SUB // 2) / mains.SUB
+
+
 def _component(tab, bias, units_per_code, order=1):
     """(RMS, phase deg) of one harmonic order in a one-period table: x = A·sin(h·2πk/n + phase)."""
     n = len(tab)
     w = 2.0 * math.pi * order / n
     s = c = 0.0
     for k in range(n):
-        x = (tab[k] - bias) * units_per_code
+        x = (_code(tab[k]) - bias) * units_per_code
         s += x * math.sin(w * k)
         c += x * math.cos(w * k)
     return math.sqrt(s * s + c * c) * 2.0 / n / math.sqrt(2.0), math.degrees(math.atan2(c, s))
 
 
 def _rms(tab, bias, units_per_code):
-    return math.sqrt(sum(((x - bias) * units_per_code) ** 2 for x in tab) / len(tab))
+    return math.sqrt(sum(((_code(x) - bias) * units_per_code) ** 2 for x in tab) / len(tab))
+
+
+def _span(tab):
+    """Peak-to-peak codes of a table."""
+    return _code(max(tab)) - _code(min(tab))
 
 
 def _angle(a, b):
@@ -61,7 +71,7 @@ def test_public_model_scales_current_for_its_400_a_cts():
     srcs = mains.connect(world, s)
     _, ich = _channels("public")
     assert abs(_rms(srcs[35].table, ich[0].bias, ich[0].units_per_code) - 300.0) < 0.3
-    assert max(srcs[35].table) < 4095 and srcs[35].clipped == 0  # 300 A fits the Public front end
+    assert _code(max(srcs[35].table)) < 4000 and srcs[35].clipped == 0  # 300 A fits the Public front end
 
 
 def test_current_lags_voltage_by_phase_deg_less_the_ct_lead():
@@ -128,7 +138,7 @@ def test_single_phase_wiring_leaves_l2_l3_voltage_flat():
         sd = math.sqrt(sum((x - mean) ** 2 for x in reads) / len(reads))
         assert abs(mean - 2048) < 0.2 and 1.2 < sd < 1.8, (gpio, mean, sd)  # bias + noise, no AC
     for gpio in I_GPIO:  # the CTs still measure their conductors
-        assert max(srcs[gpio].table) - min(srcs[gpio].table) > 300
+        assert _span(srcs[gpio].table) > 300
 
 
 def test_missing_voltage_and_unplugged_ct():
@@ -140,7 +150,7 @@ def test_missing_voltage_and_unplugged_ct():
     assert 2040 < min(v2) and max(v2) < 2056  # bias + noise only
     i3 = [srcs[33].raw_at(t0 + 41 * k) for k in range(3000)]
     assert min(i3) == 0 and max(i3) < 8 and sum(i3) / len(i3) < 1.0  # grounded input, noise clipped at 0
-    assert max(srcs[35].table) - min(srcs[35].table) > 300
+    assert _span(srcs[35].table) > 300
 
 
 def test_reversed_ct_negates_the_current():
@@ -149,7 +159,8 @@ def test_reversed_ct_negates_the_current():
                           {"irms": 25.0, "phase_deg": 20.0, "ct_phase": 2}])
     srcs = mains.connect(world, s)
     straight, reversed_ = srcs[33].table, srcs[32].table  # CT3 clamps L2 the right way round
-    assert max(abs((straight[k] - 2048) + (reversed_[k] - 2048)) for k in range(len(straight))) <= 1
+    assert _span(straight) > 300
+    assert max(abs(_code(straight[k]) - 2048 + _code(reversed_[k]) - 2048) for k in range(len(straight))) <= 0.07
 
 
 def test_ct_phase_routes_the_clamped_conductor():
@@ -167,7 +178,9 @@ def test_ct_phase_routes_the_clamped_conductor():
 def test_clipping_beyond_the_front_end_range_is_counted():
     s = _scenario(phases=[{"irms": 150.0}, {"irms": 90.0}])  # Home CTs clip at ~125 A
     srcs = mains.connect(world, s)
-    assert srcs[35].clipped > 0 and min(srcs[35].table) == 0 and max(srcs[35].table) == 4095
+    t0 = world.now_us()
+    reads = [srcs[35].raw_at(t0 + k) for k in range(0, 20000, 3)]
+    assert srcs[35].clipped > 0 and min(reads) == 0 and max(reads) == 4095
     assert srcs[32].clipped == 0
 
 
@@ -176,10 +189,28 @@ def test_noise_has_its_sigma_and_follows_the_seed():
     b = mains.connect(world, _scenario(noise_lsb=2.0, seed=7, phases=[{"vrms": 0.0}]))[36].noise
     c = mains.connect(world, _scenario(noise_lsb=2.0, seed=8, phases=[{"vrms": 0.0}]))[36].noise
     assert len(a) == mains.NOISE_LEN and list(a) == list(b) and list(a) != list(c)
-    mean = sum(a) / len(a)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in a) / len(a))
-    assert abs(mean) < 0.1 and 1.9 < sd < 2.2, (mean, sd)
+    mean = sum(a) / len(a) / mains.SUB
+    sd = math.sqrt(sum((x / mains.SUB - mean) ** 2 for x in a) / len(a))
+    assert abs(mean) < 0.1 and 1.9 < sd < 2.1, (mean, sd)
     assert mains.connect(world, _scenario(noise_lsb=0.0))[36].noise is None
+
+
+def test_noise_dithers_a_signal_smaller_than_a_code():
+    # An input 0.375 codes above its bias: rounding alone always reads the bias; with noise, the
+    # average of the ADC's reads finds the offset, as a real converter's does.
+    srcs = mains.connect(world, _scenario(noise_lsb=1.0, phases=[{"voltage_connected": False}]))
+    src = srcs[36]
+    assert len(src.table) == 1  # an input with no AC on it
+    t0 = world.now_us()
+    reads = [src.raw_at(t0 + k) for k in range(20000)]
+    at_bias = sum(reads) / len(reads)
+    assert abs(at_bias - 2048.0) < 0.06  # rounding a noisy input leaves < 1/32 code of DC (the meter removes DC)
+    src.table[0] += 6  # 6/16 of a code
+    src._k = 0  # the same noise again
+    reads = [src.raw_at(t0 + k) for k in range(20000)]
+    assert abs(sum(reads) / len(reads) - at_bias - 0.375) < 0.02
+    src.noise = None
+    assert src.raw_at(t0) == 2048
 
 
 def test_connect_sets_the_adc_conversion_time():

@@ -1,14 +1,17 @@
 # mains — synthetic three-phase mains on the simulated ESP32's ADC pins (MicroPython and CPython).
 #
 # load_scenario(dict) checks a scenario (see docs/SIMULATOR.md) and fills in its defaults;
-# connect(world, scenario) puts one PeriodicSource per ADC pin into simworld: one period of 12-bit
-# codes at 1 µs resolution plus a prime-length table of Gaussian noise, so that reading a pin stays
-# integer-only and allocation-free while the firmware samples it.
+# connect(world, scenario) puts one MainsSource (like simworld.PeriodicSource) per ADC pin into the world:
+# one period of the input at 1 µs resolution plus a prime-length table of Gaussian noise, so that
+# reading a pin stays integer-only and allocation-free while the firmware samples it.
 #
 # The analogue front end is the reference one from firmware/profiles.py:
-#     code = bias + value / units_per_code, rounded, clipped to 0..4095
+#     code = bias + value / units_per_code + noise, rounded, clipped to 0..4095
 # and a channel with a phase lead of L degrees (at the fundamental) sees its signal L/360 of a
 # period early: a time advance, which the firmware's default phase correction undoes exactly.
+# The tables hold sixteenths of a code and the ADC rounds only after the noise is added, as a real
+# converter does: the noise dithers the quantisation, so a current of a few codes is not biased by
+# rounding (rounding first skews power at 1 A on the Public model by several percent).
 #
 # Table generation uses integer sine/cosine tables and fixed-point coefficients, so it is fast
 # under MicroPython (no float boxing in the per-sample loops) and gives the same codes, to the last
@@ -22,6 +25,7 @@ from firmware import profiles
 
 ADC_GPIOS = ((36, 35), (39, 32), (34, 33))  # (V, I) per phase: firmware/board.py PINS["adc_pairs"]
 CODE_MAX = 4095
+SUB = 16  # table and noise entries are in 1/SUB of a code
 NOISE_LEN = 10007  # prime: the noise never lines up with a table period or a burst
 _SIN_ONE = 1 << 20  # fixed-point scale of the sine/cosine tables
 _COEF_ONE = 1 << 16  # fixed-point scale of the component amplitudes (in codes)
@@ -263,7 +267,11 @@ def _trig_tables(n):
 
 
 def table(bias, comps, n, trig):
-    """One period of codes: bias + Σ a·sin(2π·order·k/n + phase), rounded and clipped; (table, clipped)."""
+    """One period of the input: (table, clipped).
+
+    Entries are SUB·(bias + Σ a·sin(2π·order·k/n + phase)) + SUB/2, rounded (the SUB/2 makes the
+    reader's floor division a rounding); clipped counts entries beyond the ADC's range.
+    """
     sin_t, cos_t = trig
     coefs = []
     for order, amp, ang in comps:
@@ -271,8 +279,10 @@ def table(bias, comps, n, trig):
         b = int(round(amp * math.sin(ang) * _COEF_ONE))
         if a or b:
             coefs.append((order % n, a, b))
-    one = _SIN_ONE * _COEF_ONE
+    one = _SIN_ONE * _COEF_ONE // SUB
     half = one >> 1
+    base = SUB * bias + SUB // 2
+    top = SUB * (CODE_MAX + 1) - 1
     out = array("H", bytearray(2 * n))
     clipped = 0
     for k in range(n):
@@ -280,15 +290,50 @@ def table(bias, comps, n, trig):
         for order, a, b in coefs:
             j = order * k % n
             acc += a * sin_t[j] + b * cos_t[j]
-        x = bias + acc // one
+        x = base + acc // one
         if x < 0:
             x = 0
             clipped += 1
-        elif x > CODE_MAX:
-            x = CODE_MAX
+        elif x > top:
+            x = top
             clipped += 1
         out[k] = x
     return out, clipped
+
+
+def flat(code):
+    """A one-entry table for an input that carries no AC: it sits at `code`."""
+    return array("H", [SUB * min(max(code, 0), CODE_MAX) + SUB // 2])
+
+
+class MainsSource:
+    """simworld.PeriodicSource with its table and noise in 1/SUB codes: the ADC rounds signal + noise.
+
+    Same attributes and the same integer-only, allocation-free raw_at(); mains.py does not import
+    simworld, so host tools can load scenarios without the simulated board's clock.
+    """
+
+    def __init__(self, table, period_ns, noise=None):
+        self.table = table  # one period, equally spaced in time, in 1/SUB codes (+ SUB/2)
+        self.n = len(table)
+        self.period_ns = period_ns
+        self.noise = noise  # array('h') in 1/SUB codes, cycled one entry per read (or None)
+        self._k = 0
+        self.clipped = 0
+
+    def raw_at(self, t_us):
+        x = self.table[(t_us * 1000 % self.period_ns) * self.n // self.period_ns]
+        if self.noise is not None:
+            x += self.noise[self._k]
+            self._k += 1
+            if self._k == len(self.noise):
+                self._k = 0
+        x //= SUB
+        return 0 if x < 0 else CODE_MAX if x > CODE_MAX else x
+
+    def codes(self):
+        """One period as codes before noise and rounding (floats): what the tables say exactly."""
+        return [(x - SUB // 2) / SUB for x in self.table]
 
 
 class _XorShift:
@@ -308,11 +353,12 @@ class _XorShift:
 
 
 def noise(sigma, rng, n=NOISE_LEN):
-    """n Gaussian noise codes (σ = sigma, rounded to whole codes) by Box-Muller."""
+    """n Gaussian noise values (σ = sigma codes) in 1/SUB codes, by Box-Muller."""
     out = array("h", bytearray(2 * n))
+    sigma = sigma * SUB
     k = 0
     while k < n:
-        r = sigma * math.sqrt(-2.0 * math.log(rng.uniform()))
+        r = min(sigma * math.sqrt(-2.0 * math.log(rng.uniform())), 32767.0)
         t = 2.0 * math.pi * rng.uniform()
         out[k] = int(round(r * math.cos(t)))
         if k + 1 < n:
@@ -322,9 +368,7 @@ def noise(sigma, rng, n=NOISE_LEN):
 
 
 def sources(scenario):
-    """{gpio: PeriodicSource} for the six ADC inputs. Each source has .clipped: table codes at a rail."""
-    import simworld
-
+    """{gpio: MainsSource} for the six ADC inputs. Each source has .clipped: table entries at a rail."""
     pns = period_ns(scenario)
     n = int(round(pns / 1000.0))
     trig = None
@@ -335,13 +379,13 @@ def sources(scenario):
         for gpio in (v_gpio, i_gpio):
             bias, c = comps[gpio]
             if c is None:
-                tab, clipped = array("H", [min(max(bias, 0), CODE_MAX)]), 0
+                tab, clipped = flat(bias), 0
             else:
                 if trig is None:
                     trig = _trig_tables(n)
                 tab, clipped = table(bias, c, n, trig)
             nz = noise(scenario["noise_lsb"], rng) if scenario["noise_lsb"] > 0 else None
-            src = simworld.PeriodicSource(tab, pns, nz)
+            src = MainsSource(tab, pns, nz)
             src.clipped = clipped
             out[gpio] = src
     return out
