@@ -238,7 +238,9 @@ class Meter:
         window_pairs = n - 0.5 + (res[2] - res[1] / 2) / Q10
         f = metering.frequency_hz(self.cycles, window_pairs, pair_s)
         skew_deg = 360.0 * f * pair_s / 2  # I is read one conversion (half a pair) after V
-        correction = ical.phase_lead_deg - vcal.phase_lead_deg + skew_deg
+        # A CT leads through its magnetising inductance: the lead falls as 1/f (specified at 50 Hz).
+        per_hz = 50.0 / f if f > 0 else 1.0
+        correction = (ical.phase_lead_deg - vcal.phase_lead_deg) * per_hz + skew_deg
         sign = -1 if self.settings["ct_reversed"][c] else 1
         vrms, irms, pw, qvar = metering.phase_values(n, sv, si, svv, sii, p_codes, q_codes, vcal.units_per_code,
                                                      ical.units_per_code, sign, correction)

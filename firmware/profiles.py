@@ -5,8 +5,9 @@
 #   current: amps_per_code  = ADC_V_PER_CODE * adc_gain * ct_ratio / burden_ohm
 # adc_offset is the code the biased input sits at with no signal (the kernel subtracts it before
 # squaring; any residue is removed exactly per burst). phase_lead_deg is how far that channel's
-# sensor leads the true waveform at 50 Hz (a CT leads its primary current by a degree or two);
-# the sequential V-then-I read skew is measured per burst and corrected on top of it.
+# sensor leads the true waveform at 50 Hz (a CT leads its primary current by a degree or two,
+# through its magnetising inductance, so the lead scales as 50/f); the sequential V-then-I read
+# skew is measured per burst and corrected on top of it.
 #
 # The defaults describe the reference front end in docs/HARDWARE.md; calibrate a real board by
 # adjusting adc_gain (against a reference meter) and phase_lead_deg (at a low power factor).

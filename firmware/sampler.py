@@ -129,7 +129,9 @@ class Burst:
 class Sampler:
     """Takes bursts from (voltage ADC, current ADC) pairs into one preallocated buffer.
 
-    adcs: the board's ADC objects (machine.ADC); readers are their read_u16 methods, bound once.
+    The ADC abstraction is just read_u16(): machine.ADC on the ESP32 (ADC1 pins at ATTN_11DB, see
+    board.py), the simulated machine.ADC on the desktop, or a replay of recorded codes in the bench.
+    The methods are bound once here, so the loop calls them without allocating.
     """
 
     def __init__(self, v_adcs, i_adcs, capacity_pairs, hysteresis_codes=24):
