@@ -7,8 +7,9 @@
 #
 # The analogue front end is the reference one from firmware/profiles.py:
 #     code = bias + value / units_per_code + noise, rounded, clipped to 0..4095
-# and a channel with a phase lead of L degrees (at the fundamental) sees its signal L/360 of a
-# period early: a time advance, which the firmware's default phase correction undoes exactly.
+# and a channel's sensor leads by its phase_lead_deg at 50 Hz, falling as 1/frequency (a CT leads
+# through its magnetising inductance): L·50/F degrees for a component at F Hz, so L·50/f at the
+# fundamental, which the firmware's default correction undoes, and less for each harmonic.
 # The tables hold sixteenths of a code and the ADC rounds only after the noise is added, as a real
 # converter does: the noise dithers the quantisation, so a current of a few codes is not biased by
 # rounding (rounding first skews power at 1 A on the Public model by several percent).
@@ -226,6 +227,15 @@ def current_components(scenario, c):
     return out
 
 
+def lead_deg(phase_lead_deg, order, frequency_hz):
+    """A sensor's lead for harmonic `order` of the mains: specified at 50 Hz, falling as 1/frequency."""
+    return phase_lead_deg * 50.0 / (order * frequency_hz)
+
+
+def _lead(channel, order, scenario):
+    return _rad(lead_deg(channel.phase_lead_deg, order, scenario["frequency_hz"]))
+
+
 def pin_components(scenario):
     """{gpio: (bias, [(order, peak codes, phase rad)] or None for a dead input, flat_code)}.
 
@@ -239,16 +249,15 @@ def pin_components(scenario):
         v_gpio, i_gpio = ADC_GPIOS[k]
         ch = vch[k]
         if ph["voltage_connected"] and (scenario["wiring"] == "three-phase" or p == 1):
-            lead = _rad(ch.phase_lead_deg)
-            comps = [(o, a / ch.units_per_code, ang + o * lead) for o, a, ang in voltage_components(scenario, p)]
+            comps = [(o, a / ch.units_per_code, ang + _lead(ch, o, scenario))
+                     for o, a, ang in voltage_components(scenario, p)]
             out[v_gpio] = (ch.bias, comps)
         else:
             out[v_gpio] = (ch.bias, None)  # no AC reaches this input: it idles at its bias
         ch = ich[k]
         if ph["ct_connected"]:
             sign = -1.0 if ph["ct_reversed"] else 1.0
-            lead = _rad(ch.phase_lead_deg)
-            comps = [(o, sign * a / ch.units_per_code, ang + o * lead)
+            comps = [(o, sign * a / ch.units_per_code, ang + _lead(ch, o, scenario))
                      for o, a, ang in current_components(scenario, ph["ct_phase"])]
             out[i_gpio] = (ch.bias, comps)
         else:

@@ -48,13 +48,16 @@ def run(scenario, duration_s):
     meter = Meter(Board(), settings_for(scenario))
     meter.start()
     end_us = world.now_us() + int(duration_s * 1_000_000)
+    # A burst cannot be cut short, so none starts in the last stretch: then the run ends exactly at
+    # the duration, and the energy counters cover exactly that long.
+    guard_us = (meter.settings.get("burst_cycles", 2) + 3) * 1_000_000 // 45
     windows = 0
     while True:
         left = end_us - world.now_us()
         if left <= 0:
             break
         world.advance_us(STEP_US if left > STEP_US else left)
-        if meter.poll() is not None:
+        if end_us - world.now_us() > guard_us and meter.poll() is not None:
             windows += 1
     # Close the window the run ended in, so the energy counters cover the whole duration (a board
     # keeps counting; here the run stops, and a partial window would otherwise be lost).
