@@ -4,6 +4,7 @@
 # lib/ and tests/; tools/check.py and the Makefile set it). Every `test_*` function of every
 # `test_*.py` module runs in name order; the last line is the count, pytest-style.
 
+import gc
 import os
 import sys
 
@@ -62,6 +63,7 @@ def main(argv):
                     print("FAIL %s::%s" % (fname, name))
                     sys.print_exception(e)
             del sys.modules[modname]
+            gc.collect()
     print("micropython: %d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 1 if failed or not passed else 0
 

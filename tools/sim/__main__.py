@@ -1,13 +1,22 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
-    python -m tools.sim device [--duration SECONDS] [--state-dir DIR]
+    python -m tools.sim device [--scenario FILE.json] [--duration SECONDS] [--state-dir DIR]
                                 the whole device, in real time, until Ctrl-C. The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
                                 folder DIR, kept between runs; without --state-dir a fresh temporary
                                 folder, removed afterwards.
+    python -m tools.sim run --scenario FILE.json --duration SECONDS [--report json|text]
+                            [--runtime micropython|cpython] [--state-dir DIR]
+                                the measurement chain on a scenario's simulated mains, in virtual
+                                time; prints one report
+    python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
+                                what an ideal meter reads on that scenario
+
+Scenario files and the report are described in docs/SIMULATOR.md; examples are in tools/sim/scenarios/.
 """
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +24,7 @@ import sys
 import tempfile
 
 from tools import mp
+from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
 
 
 def cmd_device(args):
@@ -29,6 +39,36 @@ def cmd_device(args):
         return child.wait()
 
 
+def _duration(args):
+    if not 0 < args.duration <= 7 * 86400:
+        raise UsageError("--duration: must be more than 0 and at most 604800 seconds (got %g)" % args.duration)
+    return args.duration
+
+
+def cmd_run(args):
+    load_scenario_file(args.scenario)  # refuse a bad file here, with the parent's clear message
+    duration_s = _duration(args)
+    try:
+        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize)
+    except RuntimeError as e:
+        sys.stderr.write("sim: %s\n" % e)
+        return 1
+    sys.stderr.write("sim: %g simulated s in %.2f wall s under %s\n" % (duration_s, wall_s, args.runtime))
+    if args.report == "json":
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(format_text(report) + "\n")
+    return 0
+
+
+def cmd_truth(args):
+    from tools.sim import truth
+
+    scenario = load_scenario_file(args.scenario)
+    sys.stdout.write(json.dumps(truth.expected(scenario, _duration(args) if args.duration else 0.0)) + "\n")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,8 +79,30 @@ def main(argv=None):
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
                                        "(default: a fresh temporary folder)")
     d.set_defaults(fn=cmd_device)
+
+    r = sub.add_parser("run", help="measure a scenario's simulated mains in virtual time; print the report")
+    r.add_argument("--scenario", required=True, metavar="FILE.json", help="scenario (docs/SIMULATOR.md)")
+    r.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="simulated seconds")
+    r.add_argument("--report", choices=("json", "text"), default="json",
+                   help="json: one JSON object on stdout (default); text: a table")
+    r.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython",
+                   help="run the firmware under the MicroPython unix port (default) or CPython")
+    r.add_argument("--state-dir", metavar="DIR",
+                   help="the board's flash: the firmware's files persist here between runs (default: fresh)")
+    r.add_argument("--heapsize", help="MicroPython heap for the child, e.g. 4M")
+    r.set_defaults(fn=cmd_run)
+
+    t = sub.add_parser("truth", help="print what an ideal meter reads on a scenario (JSON)")
+    t.add_argument("--scenario", required=True, metavar="FILE.json")
+    t.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="for the energy counters")
+    t.set_defaults(fn=cmd_truth)
+
     args = ap.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        sys.stderr.write("sim: %s\n" % e)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,413 @@
+# mains — synthetic three-phase mains on the simulated ESP32's ADC pins (MicroPython and CPython).
+#
+# load_scenario(dict) checks a scenario (see docs/SIMULATOR.md) and fills in its defaults;
+# connect(world, scenario) puts one MainsSource (like simworld.PeriodicSource) per ADC pin into the world:
+# one period of the input at 1 µs resolution plus a prime-length table of Gaussian noise, so that
+# reading a pin stays integer-only and allocation-free while the firmware samples it.
+#
+# The analogue front end is the reference one from firmware/profiles.py:
+#     code = bias + value / units_per_code + noise, rounded, clipped to 0..4095
+# and a channel's sensor leads by its phase_lead_deg at 50 Hz, falling as 1/frequency (a CT leads
+# through its magnetising inductance): L·50/F degrees for a component at F Hz, so L·50/f at the
+# fundamental, which the firmware's default correction undoes, and less for each harmonic.
+# The tables hold sixteenths of a code and the ADC rounds only after the noise is added, as a real
+# converter does: the noise dithers the quantisation, so a current of a few codes is not biased by
+# rounding (rounding first skews power at 1 A on the Public model by several percent).
+#
+# Table generation uses integer sine/cosine tables and fixed-point coefficients, so it is fast
+# under MicroPython (no float boxing in the per-sample loops) and gives the same codes, to the last
+# bit, on both runtimes. Noise comes from our own xorshift generator for the same reason.
+
+import gc
+import math
+from array import array
+
+from firmware import profiles
+
+ADC_GPIOS = ((36, 35), (39, 32), (34, 33))  # (V, I) per phase: firmware/board.py PINS["adc_pairs"]
+CODE_MAX = 4095
+SUB = 16  # table and noise entries are in 1/SUB of a code
+NOISE_LEN = 10007  # prime: the noise never lines up with a table period or a burst
+_SIN_ONE = 1 << 20  # fixed-point scale of the sine/cosine tables
+_COEF_ONE = 1 << 16  # fixed-point scale of the component amplitudes (in codes)
+
+MODELS = ("home", "public")
+WIRINGS = ("three-phase", "single-phase")
+FREQUENCY_RANGE_HZ = (40.0, 70.0)
+VRMS_MAX = 1000.0
+IRMS_MAX = 2000.0
+HARMONIC_ORDER_MAX = 50
+NOISE_LSB_MAX = 100.0
+ADC_READ_US_RANGE = (1, 1000)
+
+DEFAULTS = {
+    "description": "",
+    "model": "home",
+    "frequency_hz": 50.0,
+    "wiring": "three-phase",
+    "noise_lsb": 1.0,
+    "seed": 1,
+    "adc_read_us": 35,
+    "front_end": None,
+    "meter": None,
+    "phases": None,
+}
+PHASE_DEFAULTS = {
+    "vrms": 230.0,
+    "irms": 0.0,
+    "phase_deg": 0.0,
+    "v_harmonics": None,
+    "i_harmonics": None,
+    "ct_reversed": False,
+    "ct_phase": None,  # None: the CT clamps its own phase's conductor
+    "ct_connected": True,
+    "voltage_connected": True,
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be simulated; the message names the key and the rule it breaks."""
+
+
+def _fail(where, rule, value=None, show=True):
+    if show:
+        raise ScenarioError("%s: %s (got %r)" % (where, rule, value))
+    raise ScenarioError("%s: %s" % (where, rule))
+
+
+def _is_number(x):
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and x - x == 0  # finite
+
+
+def _number(where, x, lo, hi):
+    if not _is_number(x) or not lo <= x <= hi:
+        _fail(where, "must be a number from %g to %g" % (lo, hi), x)
+    return float(x)
+
+
+def _integer(where, x, lo, hi):
+    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
+        _fail(where, "must be a whole number from %d to %d" % (lo, hi), x)
+    return x
+
+
+def _flag(where, x):
+    if not isinstance(x, bool):
+        _fail(where, "must be true or false", x)
+    return x
+
+
+def _choice(where, x, choices):
+    if x not in choices:
+        _fail(where, "must be one of %s" % ", ".join('"%s"' % c for c in choices), x)
+    return x
+
+
+def _keys(where, given, known):
+    if not isinstance(given, dict):
+        _fail(where, "must be an object", given)
+    for k in given:
+        if k not in known:
+            _fail(where, "unknown key %r (known keys: %s)" % (k, ", ".join(sorted(known))), show=False)
+    out = dict(known)
+    out.update(given)
+    return out
+
+
+def _harmonics(where, x):
+    if x is None:
+        return []
+    if not isinstance(x, list):
+        _fail(where, "must be a list of [order, amplitude, phase_deg] entries", x)
+    out = []
+    seen = []
+    for k, h in enumerate(x):
+        w = "%s[%d]" % (where, k)
+        if not isinstance(h, list) or len(h) != 3:
+            _fail(w, "must be [order, amplitude relative to the fundamental, phase_deg]", h)
+        order = _integer(w + " order", h[0], 2, HARMONIC_ORDER_MAX)
+        if order in seen:
+            _fail(w + " order", "harmonic %d is given twice" % order, show=False)
+        seen.append(order)
+        out.append([order, _number(w + " amplitude", h[1], 0.0, 1.0), _number(w + " phase_deg", h[2], -360.0, 360.0)])
+    return out
+
+
+def _phase(where, p, x):
+    s = _keys(where, x, PHASE_DEFAULTS)
+    return {
+        "vrms": _number(where + ".vrms", s["vrms"], 0.0, VRMS_MAX),
+        "irms": _number(where + ".irms", s["irms"], 0.0, IRMS_MAX),
+        "phase_deg": _number(where + ".phase_deg", s["phase_deg"], -360.0, 360.0),
+        "v_harmonics": _harmonics(where + ".v_harmonics", s["v_harmonics"]),
+        "i_harmonics": _harmonics(where + ".i_harmonics", s["i_harmonics"]),
+        "ct_reversed": _flag(where + ".ct_reversed", s["ct_reversed"]),
+        "ct_phase": p if s["ct_phase"] is None else _integer(where + ".ct_phase", s["ct_phase"], 1, 3),
+        "ct_connected": _flag(where + ".ct_connected", s["ct_connected"]),
+        "voltage_connected": _flag(where + ".voltage_connected", s["voltage_connected"]),
+    }
+
+
+def load_scenario(given):
+    """A checked copy of a scenario dict with every default filled in; ScenarioError if it is wrong."""
+    s = _keys("scenario", given, DEFAULTS)
+    if not isinstance(s["description"], str):
+        _fail("scenario.description", "must be a string", s["description"])
+    phases = s["phases"]
+    if phases is None:
+        phases = [{}, {}, {}]
+    if not isinstance(phases, list) or not 1 <= len(phases) <= 3:
+        _fail("scenario.phases", "must be a list of 1 to 3 phase objects (L1, L2, L3)", phases)
+    phases = phases + [{"irms": 0.0}] * (3 - len(phases))  # a missing phase carries no current
+    meter = {} if s["meter"] is None else s["meter"]
+    if not isinstance(meter, dict):
+        _fail("scenario.meter", "must be an object of meter settings", meter)
+    out = {
+        "description": s["description"],
+        "model": _choice("scenario.model", s["model"], MODELS),
+        "frequency_hz": _number("scenario.frequency_hz", s["frequency_hz"], FREQUENCY_RANGE_HZ[0],
+                                FREQUENCY_RANGE_HZ[1]),
+        "wiring": _choice("scenario.wiring", s["wiring"], WIRINGS),
+        "noise_lsb": _number("scenario.noise_lsb", s["noise_lsb"], 0.0, NOISE_LSB_MAX),
+        "seed": _integer("scenario.seed", s["seed"], 0, 0x7FFFFFFF),
+        "adc_read_us": _integer("scenario.adc_read_us", s["adc_read_us"], ADC_READ_US_RANGE[0],
+                                ADC_READ_US_RANGE[1]),
+        "front_end": s["front_end"],
+        "meter": dict(meter),
+        "phases": [_phase("scenario.phases[%d]" % k, k + 1, ph) for k, ph in enumerate(phases)],
+    }
+    try:
+        front_end(out)
+    except ScenarioError:
+        raise
+    except Exception as e:
+        _fail("scenario.front_end", "must be shaped like profiles.defaults(model): %s" % e, show=False)
+    return out
+
+
+def front_end(scenario):
+    """(voltage_channels, current_channels) of the simulated hardware: the reference front end."""
+    fe = scenario["front_end"]
+    if fe is not None and not isinstance(fe, dict):
+        _fail("scenario.front_end", "must be an object like {\"voltage\": [...], \"current\": [...]}", fe)
+    return profiles.channels(scenario["model"], fe)
+
+
+def period_ns(scenario):
+    """The mains period in whole nanoseconds (what the tables repeat at)."""
+    return int(round(1e9 / scenario["frequency_hz"]))
+
+
+# --- waveforms -------------------------------------------------------------------------------
+
+
+def _rad(deg):
+    return deg * math.pi / 180.0
+
+
+def voltage_components(scenario, p):
+    """[(order, peak volts, phase rad)] of conductor p's voltage (p = 1..3), at t = 0 of the period."""
+    ph = scenario["phases"][p - 1]
+    peak = math.sqrt(2.0) * ph["vrms"]
+    rot = -120.0 * (p - 1)
+    out = [(1, peak, _rad(rot))]
+    for order, a, deg in ph["v_harmonics"]:
+        out.append((order, peak * a, _rad(order * rot + deg)))
+    return out
+
+
+def current_components(scenario, c):
+    """[(order, peak amps, phase rad)] of conductor c's current (c = 1..3)."""
+    ph = scenario["phases"][c - 1]
+    peak = math.sqrt(2.0) * ph["irms"]
+    rot = -120.0 * (c - 1) - ph["phase_deg"]
+    out = [(1, peak, _rad(rot))]
+    for order, a, deg in ph["i_harmonics"]:
+        out.append((order, peak * a, _rad(order * rot + deg)))
+    return out
+
+
+def lead_deg(phase_lead_deg, order, frequency_hz):
+    """A sensor's lead for harmonic `order` of the mains: specified at 50 Hz, falling as 1/frequency."""
+    return phase_lead_deg * 50.0 / (order * frequency_hz)
+
+
+def _lead(channel, order, scenario):
+    return _rad(lead_deg(channel.phase_lead_deg, order, scenario["frequency_hz"]))
+
+
+def pin_components(scenario):
+    """{gpio: (bias, [(order, peak codes, phase rad)] or None for a dead input, flat_code)}.
+
+    Describes what each of the six ADC inputs carries, in codes, after the front end.
+    """
+    vch, ich = front_end(scenario)
+    out = {}
+    for k in range(3):
+        p = k + 1
+        ph = scenario["phases"][k]
+        v_gpio, i_gpio = ADC_GPIOS[k]
+        ch = vch[k]
+        if ph["voltage_connected"] and (scenario["wiring"] == "three-phase" or p == 1):
+            comps = [(o, a / ch.units_per_code, ang + _lead(ch, o, scenario))
+                     for o, a, ang in voltage_components(scenario, p)]
+            out[v_gpio] = (ch.bias, comps)
+        else:
+            out[v_gpio] = (ch.bias, None)  # no AC reaches this input: it idles at its bias
+        ch = ich[k]
+        if ph["ct_connected"]:
+            sign = -1.0 if ph["ct_reversed"] else 1.0
+            comps = [(o, sign * a / ch.units_per_code, ang + _lead(ch, o, scenario))
+                     for o, a, ang in current_components(scenario, ph["ct_phase"])]
+            out[i_gpio] = (ch.bias, comps)
+        else:
+            out[i_gpio] = (0, None)  # the jack's switch grounds an unplugged CT input: 0 V
+    return out
+
+
+def _trig_tables(n):
+    s = array("i", bytearray(4 * n))
+    c = array("i", bytearray(4 * n))
+    w = 2.0 * math.pi / n
+    for k in range(n):
+        s[k] = int(round(math.sin(w * k) * _SIN_ONE))
+        c[k] = int(round(math.cos(w * k) * _SIN_ONE))
+    return s, c
+
+
+def table(bias, comps, n, trig):
+    """One period of the input: (table, clipped).
+
+    Entries are SUB·(bias + Σ a·sin(2π·order·k/n + phase)) + SUB/2, rounded (the SUB/2 makes the
+    reader's floor division a rounding); clipped counts entries beyond the ADC's range.
+    """
+    sin_t, cos_t = trig
+    coefs = []
+    for order, amp, ang in comps:
+        a = int(round(amp * math.cos(ang) * _COEF_ONE))  # sin(x + ang) = sin x cos ang + cos x sin ang
+        b = int(round(amp * math.sin(ang) * _COEF_ONE))
+        if a or b:
+            coefs.append((order % n, a, b))
+    one = _SIN_ONE * _COEF_ONE // SUB
+    half = one >> 1
+    base = SUB * bias + SUB // 2
+    top = SUB * (CODE_MAX + 1) - 1
+    out = array("H", bytearray(2 * n))
+    clipped = 0
+    for k in range(n):
+        acc = half
+        for order, a, b in coefs:
+            j = order * k % n
+            acc += a * sin_t[j] + b * cos_t[j]
+        x = base + acc // one
+        if x < 0:
+            x = 0
+            clipped += 1
+        elif x > top:
+            x = top
+            clipped += 1
+        out[k] = x
+    return out, clipped
+
+
+def flat(code):
+    """A one-entry table for an input that carries no AC: it sits at `code`."""
+    return array("H", [SUB * min(max(code, 0), CODE_MAX) + SUB // 2])
+
+
+class MainsSource:
+    """simworld.PeriodicSource with its table and noise in 1/SUB codes: the ADC rounds signal + noise.
+
+    Same attributes and the same integer-only, allocation-free raw_at(); mains.py does not import
+    simworld, so host tools can load scenarios without the simulated board's clock.
+    """
+
+    def __init__(self, table, period_ns, noise=None):
+        self.table = table  # one period, equally spaced in time, in 1/SUB codes (+ SUB/2)
+        self.n = len(table)
+        self.period_ns = period_ns
+        self.noise = noise  # array('h') in 1/SUB codes, cycled one entry per read (or None)
+        self._k = 0
+        self.clipped = 0
+
+    def raw_at(self, t_us):
+        x = self.table[(t_us * 1000 % self.period_ns) * self.n // self.period_ns]
+        if self.noise is not None:
+            x += self.noise[self._k]
+            self._k += 1
+            if self._k == len(self.noise):
+                self._k = 0
+        x //= SUB
+        return 0 if x < 0 else CODE_MAX if x > CODE_MAX else x
+
+    def codes(self):
+        """One period as codes before noise and rounding (floats): what the tables say exactly."""
+        return [(x - SUB // 2) / SUB for x in self.table]
+
+
+class _XorShift:
+    """xorshift32: the same stream on MicroPython and CPython for the same seed."""
+
+    def __init__(self, seed):
+        self.x = (seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF or 1
+
+    def uniform(self):
+        """A float in (0, 1]."""
+        x = self.x
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.x = x
+        return x / 4294967296.0 + 1.0 / 8589934592.0
+
+
+def noise(sigma, rng, n=NOISE_LEN):
+    """n Gaussian noise values (σ = sigma codes) in 1/SUB codes, by Box-Muller."""
+    out = array("h", bytearray(2 * n))
+    sigma = sigma * SUB
+    k = 0
+    while k < n:
+        r = min(sigma * math.sqrt(-2.0 * math.log(rng.uniform())), 32767.0)
+        t = 2.0 * math.pi * rng.uniform()
+        out[k] = int(round(r * math.cos(t)))
+        if k + 1 < n:
+            out[k + 1] = int(round(r * math.sin(t)))
+        k += 2
+    return out
+
+
+def sources(scenario):
+    """{gpio: MainsSource} for the six ADC inputs. Each source has .clipped: table entries at a rail."""
+    pns = period_ns(scenario)
+    n = int(round(pns / 1000.0))
+    trig = None
+    rng = _XorShift(scenario["seed"])
+    out = {}
+    comps = pin_components(scenario)
+    for v_gpio, i_gpio in ADC_GPIOS:
+        for gpio in (v_gpio, i_gpio):
+            bias, c = comps[gpio]
+            if c is None:
+                tab, clipped = flat(bias), 0
+            else:
+                if trig is None:
+                    trig = _trig_tables(n)
+                tab, clipped = table(bias, c, n, trig)
+            nz = noise(scenario["noise_lsb"], rng) if scenario["noise_lsb"] > 0 else None
+            src = MainsSource(tab, pns, nz)
+            src.clipped = clipped
+            out[gpio] = src
+    return out
+
+
+def connect(world, scenario):
+    """Wire the scenario's mains to the simulated board: sources on the six ADC pins, ADC timing."""
+    for pair in ADC_GPIOS:
+        for gpio in pair:
+            world.sources.pop(gpio, None)  # let the old tables go before making new ones
+    gc.collect()
+    srcs = sources(scenario)
+    for gpio in srcs:
+        world.sources[gpio] = srcs[gpio]
+    world.adc_read_us = scenario["adc_read_us"]
+    return srcs

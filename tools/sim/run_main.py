@@ -1,0 +1,80 @@
+# run_main — the child side of `python -m tools.sim run`: the meter's measurement chain on simulated mains.
+#
+#     micropython tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json    (MICROPYPATH from tools/mp.py)
+#     python tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json         (CPython: sets up its own path)
+#
+# Runs in the state directory (the parent sets the working directory), so the firmware's relative
+# files (config, energy counters) persist there between runs as they would on flash. Time is
+# virtual: the loop advances the simulated clock STEP_US at a time, lets the meter's timer fire and
+# polls the meter, until the duration has passed. The report goes to REPORT.json; stdout is free for
+# the firmware's own chatter (the parent passes it on to its stderr).
+
+import sys
+
+if sys.implementation.name != "micropython":
+    import os
+
+    _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path[:0] = [_ROOT, os.path.join(_ROOT, "lib")]
+    from tools import mpshim
+
+    mpshim.install()
+    sys.path.insert(0, os.path.join(_ROOT, "tools", "simboard"))  # after mpshim: simworld patches time
+
+import json  # noqa: E402
+
+import simworld  # noqa: E402
+from tools.sim import mains  # noqa: E402
+
+STEP_US = 1000  # how often the driver polls the meter: an asyncio loop on the board polls about as often
+
+
+def settings_for(scenario):
+    """The meter's settings: the scenario's model, wiring detected, then the scenario's "meter" object."""
+    settings = {"model": scenario["model"], "wiring": "auto"}
+    settings.update(scenario["meter"])
+    return settings
+
+
+def run(scenario, duration_s):
+    world = simworld.world
+    mains.connect(world, scenario)
+    try:
+        from firmware.board import Board
+        from firmware.meter import Meter
+    except ImportError as e:
+        sys.stderr.write("sim: cannot import the meter (firmware/meter.py): %s\n" % e)
+        raise SystemExit(3)
+    meter = Meter(Board(), settings_for(scenario))
+    meter.start()
+    end_us = world.now_us() + int(duration_s * 1_000_000)
+    # A burst cannot be cut short, so none starts in the last stretch: then the run ends exactly at
+    # the duration, and the energy counters cover exactly that long.
+    guard_us = (meter.settings.get("burst_cycles", 2) + 3) * 1_000_000 // 45
+    windows = 0
+    while True:
+        left = end_us - world.now_us()
+        if left <= 0:
+            break
+        world.advance_us(STEP_US if left > STEP_US else left)
+        if end_us - world.now_us() > guard_us and meter.poll() is not None:
+            windows += 1
+    # Close the window the run ended in, so the energy counters cover the whole duration (a board
+    # keeps counting; here the run stops, and a partial window would otherwise be lost).
+    meter.close_window()
+    meter.stop()
+    sys.stderr.write("sim: %d measurement windows closed, then the last partial one\n" % windows)
+    return meter.report()
+
+
+def main(argv):
+    scenario_path, duration_s, report_path = argv[0], float(argv[1]), argv[2]
+    with open(scenario_path) as f:
+        scenario = mains.load_scenario(json.load(f))
+    report = run(scenario, duration_s)
+    with open(report_path, "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,138 @@
+"""runner — run the meter on a scenario in a child process and collect its report (host side, CPython).
+
+`python -m tools.sim run` is a thin layer over simulate(); accuracy tests can call it directly:
+
+    from tools.sim import runner, truth
+    report, wall_s = runner.simulate({"phases": [{"irms": 10.0}]}, 30.0, runtime="micropython")
+    want = truth.expected({"phases": [{"irms": 10.0}]}, 30.0)
+
+The child is tools/sim/run_main.py under the MicroPython unix port (default) or CPython; it runs in
+the state directory, so the firmware's files persist there between runs as on the board's flash.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from tools import mp
+from tools.sim import mains
+
+RUN_MAIN = os.path.join(mp.ROOT, "tools", "sim", "run_main.py")
+
+
+class UsageError(Exception):
+    pass
+
+
+def load_scenario_file(path):
+    """The checked scenario in a JSON file; UsageError naming the file and the problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError("scenario file %s: cannot read it: %s" % (path, e.strerror or e)) from None
+    try:
+        given = json.loads(text)
+    except ValueError as e:
+        raise UsageError("scenario file %s: not valid JSON: %s" % (path, e)) from None
+    try:
+        return mains.load_scenario(given)
+    except mains.ScenarioError as e:
+        raise UsageError("scenario file %s: %s" % (path, e)) from None
+
+
+def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None):
+    """(argv, env) of the child that runs the meter: the MicroPython unix port or CPython."""
+    args = [scenario_path, repr(float(duration_s)), report_path]
+    if runtime == "micropython":
+        return mp.command(RUN_MAIN, *args, heapsize=heapsize), mp.env()
+    return [sys.executable, RUN_MAIN, *args], dict(os.environ)
+
+
+def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None):
+    """Run the meter on a scenario (a file path or a dict) in a child process: (report, wall seconds).
+
+    The report's keys come in the documented order. ScenarioError for a bad scenario dict,
+    RuntimeError if the child fails (its messages are on stderr).
+    """
+    scratch = tempfile.mkdtemp(prefix="meter-sim-")
+    try:
+        if isinstance(scenario, dict):
+            scenario_path = os.path.join(scratch, "scenario.json")
+            with open(scenario_path, "w", encoding="utf-8") as f:
+                json.dump(mains.load_scenario(scenario), f)
+        else:
+            scenario_path = os.path.abspath(scenario)
+        if state_dir is None:
+            state_dir = os.path.join(scratch, "state")
+        os.makedirs(state_dir, exist_ok=True)
+        report_path = os.path.join(scratch, "report.json")
+        cmd, env = child_command(runtime, scenario_path, duration_s, report_path, heapsize)
+        try:
+            chatter = sys.stderr.fileno()
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            chatter = subprocess.PIPE  # stderr is not a file (e.g. captured in a test): relay it
+        t0 = time.monotonic()
+        # The child's stdout is the firmware's chatter: it goes to our stderr, keeping stdout for the report.
+        p = subprocess.run(cmd, env=env, cwd=state_dir, stdout=chatter)
+        wall_s = time.monotonic() - t0
+        if p.stdout:
+            sys.stderr.write(p.stdout.decode("utf-8", "replace"))
+        rc = p.returncode
+        if rc != 0:
+            raise RuntimeError("the simulation failed under %s (exit status %d); see the messages above"
+                               % (runtime, rc))
+        with open(report_path, encoding="utf-8") as f:
+            return ordered_report(json.load(f)), wall_s
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+REPORT_KEYS = ("frequency_hz", "wiring", "phases", "total", "diagnostics")
+PHASE_KEYS = ("vrms", "irms", "real_power_w", "apparent_power_va", "reactive_power_var", "power_factor",
+              "import_wh", "export_wh")
+TOTAL_KEYS = ("real_power_w", "import_wh", "export_wh", "net_import_wh", "net_export_wh")
+
+
+def _ordered(d, keys):
+    """d with `keys` first in the documented order (MicroPython's json does not keep the meter's order)."""
+    if not isinstance(d, dict):
+        return d
+    out = {k: d[k] for k in keys if k in d}
+    out.update((k, v) for k, v in sorted(d.items()) if k not in out)
+    return out
+
+
+def ordered_report(report):
+    out = _ordered(report, REPORT_KEYS)
+    if isinstance(out.get("phases"), list):
+        out["phases"] = [_ordered(ph, PHASE_KEYS) for ph in out["phases"]]
+    if "total" in out:
+        out["total"] = _ordered(out["total"], TOTAL_KEYS)
+    if isinstance(out.get("diagnostics"), list):
+        out["diagnostics"] = [_ordered(d, ("code", "phase", "message")) for d in out["diagnostics"]]
+    return out
+
+
+def format_text(report):
+    """The report as a small table for people."""
+    head = "%-6s %8s %8s %10s %10s %10s %7s %11s %11s"
+    rows = [head % ("phase", "V", "A", "W", "VA", "var", "PF", "import Wh", "export Wh")]
+    for k, ph in enumerate(report.get("phases", []), 1):
+        pf = ph.get("power_factor")
+        rows.append(head % ("L%d" % k, "%.2f" % ph["vrms"], "%.3f" % ph["irms"], "%.1f" % ph["real_power_w"],
+                            "%.1f" % ph["apparent_power_va"], "%.1f" % ph["reactive_power_var"],
+                            "-" if pf is None else "%.3f" % pf, "%.3f" % ph["import_wh"], "%.3f" % ph["export_wh"]))
+    t = report.get("total", {})
+    rows.append(head % ("total", "", "", "%.1f" % t.get("real_power_w", 0.0), "", "", "",
+                        "%.3f" % t.get("import_wh", 0.0), "%.3f" % t.get("export_wh", 0.0)))
+    rows.append("net import %.3f Wh, net export %.3f Wh; %s, %.3f Hz" % (
+        t.get("net_import_wh", 0.0), t.get("net_export_wh", 0.0), report.get("wiring"), report.get("frequency_hz")))
+    for d in report.get("diagnostics", []):
+        rows.append("diagnostic %s (phase %s): %s" % (d.get("code"), d.get("phase"), d.get("message")))
+    return "\n".join(rows)
