@@ -16,7 +16,7 @@ VOLTAGE_MIN_V = 40.0  # below this a phase has no voltage
 CT_UNPLUGGED_CODE = 200  # the jack switch pulls an empty CT input to 0 V: its codes sit near 0
 MIN_CURRENT_FRACTION = 0.01  # angles are judged only above 1 % of the CT range...
 MIN_CURRENT_A = 0.5  # ...and above half an amp
-CHANGE_PENALTY_DEG = 35.0  # the evidence one rewired CT must overcome
+CHANGE_PENALTY_DEG = 45.0  # the evidence one rewired CT must overcome
 FREQ_TOLERANCE = 0.05  # +-5 % of nominal: 47.5-52.5 Hz, 57-63 Hz
 
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))

@@ -15,7 +15,7 @@ def _seen(load_deg, ct_conductor, reversed_=(False, False, False), mapping=IDENT
 
 
 def test_correct_wiring_is_never_fixed_even_at_low_power_factor():
-    for loads in ((0, 0, 0), (30, 30, 30), (60, 60, 60), (-40, 10, 65), (70, 0, -30)):
+    for loads in ((0, 0, 0), (30, 30, 30), (60, 60, 60), (-40, 10, 65), (70, 0, -30), (60, -60, 84)):
         assert diagnostics.best_placement(_seen(loads, [1, 2, 3]), IDENTITY, False) == (IDENTITY, [False] * 3)
 
 
