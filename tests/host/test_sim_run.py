@@ -100,6 +100,19 @@ def test_state_dir_is_created_and_holds_the_firmware_files(tmp_path):
     assert set(os.listdir(ROOT)) == before  # the firmware wrote nothing into the repository
 
 
+def test_energy_counters_persist_in_the_state_dir_across_runs_and_runtimes(tmp_path):
+    state = str(tmp_path / "flash")
+    totals = []
+    for runtime in ("micropython", "micropython", "cpython"):
+        r = _sim("run", "--scenario", BALANCED, "--duration", "5", "--state-dir", state, "--runtime", runtime)
+        assert r.returncode == 0, r.stderr
+        totals.append(json.loads(r.stdout)["total"]["import_wh"])
+    # Each run adds its 5 s on top of what the flash already held, as a rebooted board does.
+    assert totals[0] > 0
+    assert totals[1] == pytest.approx(2 * totals[0], rel=0.002)
+    assert totals[2] == pytest.approx(3 * totals[0], rel=0.002)
+
+
 def test_bad_scenario_files_fail_with_a_clear_message(tmp_path):
     bad_key = tmp_path / "typo.json"
     bad_key.write_text(json.dumps({"phases": [{"irms": 10.0, "ct_revresed": True}]}))

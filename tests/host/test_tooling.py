@@ -1,5 +1,6 @@
 # The harness itself: the build tree, the checks that guard the board, the simulator's start and stop.
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,18 +53,29 @@ def test_micropython_runner_reports_failures(tmp_path):
     assert "micropython: 1 passed, 1 failed, 0 skipped" in r.stdout
 
 
+def _read_until(p, marker, timeout_s):
+    """Lines of p's stdout up to the first containing marker; never blocks past timeout_s."""
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            break
+    return lines
+
+
 def test_sim_device_starts_and_stops_cleanly_on_ctrl_c():
     p = subprocess.Popen([sys.executable, "-m", "tools.sim", "device"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = p.stdout.readline()
-            lines.append(line)
-            if "Hz" in line:  # the first window of readings
-                break
-        assert any("Hz" in x for x in lines), lines
+        lines = _read_until(p, "Hz", 30)  # the first window of readings
+        assert any("L1 2" in x for x in lines), lines  # L1 at ~230 V from the simulated mains
         os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = p.communicate(timeout=20)
     finally:

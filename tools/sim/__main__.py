@@ -26,12 +26,16 @@ import tempfile
 from tools import mp
 from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
 
+DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
+
 
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
         os.makedirs(state_dir, exist_ok=True)
+        load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
+                         os.path.abspath(args.scenario),
                          *([str(int(args.duration * 1000))] if args.duration else []), heapsize=args.heapsize)
         child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
         # Ctrl-C reaches the child too (same process group): let it shut down, then report its status.
@@ -74,6 +78,8 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("device", help="run the whole device in real time until Ctrl-C")
+    d.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="FILE.json",
+                   help="the simulated mains (default: %(default)s)")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "

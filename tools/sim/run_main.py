@@ -22,6 +22,7 @@ if sys.implementation.name != "micropython":
     sys.path.insert(0, os.path.join(_ROOT, "tools", "simboard"))  # after mpshim: simworld patches time
 
 import json  # noqa: E402
+import time  # noqa: E402
 
 import simworld  # noqa: E402
 from tools.sim import mains  # noqa: E402
@@ -41,11 +42,18 @@ def run(scenario, duration_s):
     mains.connect(world, scenario)
     try:
         from firmware.board import Board
+        from firmware.energy import Energy
+        from firmware.energy_store import EnergyPersister, EnergyStore
         from firmware.meter import Meter
     except ImportError as e:
         sys.stderr.write("sim: cannot import the meter (firmware/meter.py): %s\n" % e)
         raise SystemExit(3)
-    meter = Meter(Board(), settings_for(scenario))
+    # Energy counters live in the state directory, as on flash: a later run continues from them.
+    energy = Energy()
+    store = EnergyStore()
+    energy.restore(store.load())
+    persister = EnergyPersister(store)
+    meter = Meter(Board(), settings_for(scenario), energy)
     meter.start()
     end_us = world.now_us() + int(duration_s * 1_000_000)
     # A burst cannot be cut short, so none starts in the last stretch: then the run ends exactly at
@@ -59,10 +67,12 @@ def run(scenario, duration_s):
         world.advance_us(STEP_US if left > STEP_US else left)
         if end_us - world.now_us() > guard_us and meter.poll() is not None:
             windows += 1
+            persister.maybe_save(energy.snapshot(), time.ticks_ms())
     # Close the window the run ended in, so the energy counters cover the whole duration (a board
     # keeps counting; here the run stops, and a partial window would otherwise be lost).
     meter.close_window()
     meter.stop()
+    persister.save(energy.snapshot(), time.ticks_ms())  # an orderly stop
     sys.stderr.write("sim: %d measurement windows closed, then the last partial one\n" % windows)
     return meter.report()
 

@@ -8,8 +8,8 @@
 # sleep) or when the driver calls advance_us(). set_realtime() ties it to the host clock instead,
 # for running the whole device interactively (ADC conversions still cost their 35 us, so the
 # clock may run a little ahead of the host's and then wait for it). Ticks wrap at 2**30 as on
-# the ESP32, and the clock starts shortly before a wrap so that wrap bugs show up in the first
-# seconds of every run.
+# the ESP32, and the virtual clock starts shortly before a wrap so that wrap bugs show up in the
+# first seconds of every run (in real time, the ms ticks follow the host's: see set_realtime).
 
 import sys
 
@@ -129,7 +129,20 @@ class World:
     def set_realtime(self, on=True):
         now = self.now_us()
         self.realtime = on
-        self._rt_offset = now - _host_us() if on else 0
+        self._rt_offset = 0
+        if on:
+            # MicroPython's C asyncio core stamps a task it queues without a time (create_task) with
+            # the port's own ticks_ms(); our ticks_ms() must agree with it modulo the 2**30 wrap, or
+            # that task waits (host - simulated) ms of real time before it runs (the device hangs as
+            # soon as the host has been up longer than the simulated clock's start, ~18 min). So the
+            # offset is a whole number of ms-tick periods, and the clock jumps ahead to it (the RTC
+            # does not: it keeps its time). The us ticks then wrap wherever the host's do.
+            period = 1000 * TICKS_PERIOD
+            host = _host_us()
+            self._rt_offset = -((host - now) // period) * period  # the smallest such offset >= now - host
+            new = host + self._rt_offset
+            self.wall_base_us += new - now
+            now = new
         self._now_us = now
 
     def now_us(self):
@@ -208,7 +221,10 @@ class World:
     # Analogue front end
     def read_adc(self, gpio):
         src = self.sources.get(gpio)
-        code = 0 if src is None else src.raw_at(self.now_us())
+        # The conversion happens at the simulated instant; in real-time mode the host clock is not
+        # consulted here, so a host hiccup mid-burst cannot make samples jump (the burst is a tight
+        # loop on the board too).
+        code = 0 if src is None else src.raw_at(self._now_us)
         self.spend_us(self.adc_read_us)
         return code
 

@@ -69,29 +69,3 @@ def time_ns():
 
 def set_epoch(epoch_s):
     world.set_wall_time(epoch_s)
-
-
-def _asyncio_on_the_simulated_clock():
-    """asyncio's C task queue stamps a task pushed without a key (create_task, a finished await) with
-    the *host's* ticks_ms, while asyncio's sleeps use the ticks above. The two differ by the host's
-    uptime, so once the host has been up longer than the simulated clock's start (~18 minutes)
-    asyncio.run() waits that difference before running anything. Hand asyncio a queue that stamps
-    tasks with the simulated clock: asyncio.core imports this module before it imports _asyncio."""
-    try:
-        import _asyncio
-    except ImportError:
-        return
-
-    class TaskQueue(_asyncio.TaskQueue):
-        def push(self, v, key=None):
-            super().push(v, ticks_ms() if key is None else key)
-
-    class _asyncio_shim:
-        pass
-
-    _asyncio_shim.TaskQueue = TaskQueue
-    _asyncio_shim.Task = _asyncio.Task
-    sys.modules["_asyncio"] = _asyncio_shim
-
-
-_asyncio_on_the_simulated_clock()
