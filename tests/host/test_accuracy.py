@@ -7,100 +7,17 @@
 # 0.5 % over 60 s; every injected wiring fault named on the right phase, none on a correct meter.
 # All cases run up front, two at a time (one per core).
 
-import concurrent.futures
-
 import pytest
 
-from tools.sim import runner, truth
-
-SECONDS = 6.0  # six windows: each phase gets ~20 bursts
-
-
-def _three(vrms=230.0, irms=10.0, phase_deg=0.0, **extra):
-    return [dict({"vrms": vrms, "irms": irms, "phase_deg": phase_deg}, **extra) for _ in range(3)]
-
-
-CASES = {}
-
-
-def case(name, scenario, seconds=SECONDS):
-    scenario.setdefault("noise_lsb", 1.0)
-    CASES[name] = (scenario, seconds)
-
-
-# Power factor and direction: lagging, leading, export (a site with solar), 50 and 60 Hz.
-for hz in (50.0, 60.0):
-    for deg in (0.0, 25.8, -25.8, 60.0, -60.0, 180.0, 150.0, -120.0):
-        case("pf-%g-%ghz" % (deg, hz), {"frequency_hz": hz, "meter": {"generation": abs(deg) > 90},
-                                        "phases": _three(230.0, 40.0, deg)})
-# Current range 1-120 % of each model's CTs, sinusoidal, PF 0.9.
-for model, full in (("home", 100.0), ("public", 400.0)):
-    for pct in (1, 5, 10, 50, 100, 120):
-        case("range-%s-%d" % (model, pct), {"model": model, "phases": _three(230.0, full * pct / 100, 25.8)})
-# Voltage across the input's range (5 % of 390 V up to 390 V).
-for volts in (20.0, 110.0, 230.0, 390.0):
-    case("volts-%g" % volts, {"phases": _three(volts, 20.0, 10.0)})
-# Distorted waveforms: a flat-topped voltage and rectifier-like currents.
-case("distorted", {"phases": _three(230.0, 30.0, 20.0, v_harmonics=[[3, 0.03, 0.0], [5, 0.02, 180.0]],
-                                    i_harmonics=[[3, 0.30, 10.0], [5, 0.15, 40.0], [7, 0.08, 0.0]])})
-case("distorted-60hz-public", {"model": "public", "frequency_hz": 60.0,
-                               "phases": _three(120.0, 200.0, -15.0, v_harmonics=[[5, 0.04, 0.0]],
-                                                i_harmonics=[[3, 0.2, 0.0], [5, 0.1, 90.0]])})
-# Unbalanced three-phase with mixed directions, and frequencies off nominal.
-case("unbalanced", {"meter": {"generation": True}, "phases": [
-    {"vrms": 228.0, "irms": 63.0, "phase_deg": 5.0}, {"vrms": 233.0, "irms": 12.0, "phase_deg": 180.0},
-    {"vrms": 231.0, "irms": 2.0, "phase_deg": -70.0}]})
-for hz in (47.6, 49.5, 50.5, 52.4, 59.2, 61.3):
-    case("freq-%g" % hz, {"frequency_hz": hz, "phases": _three(230.0, 16.0, 20.0)})
-# Single-phase wiring: only L1's voltage reaches the meter; L2/L3 power against L1 shifted.
-case("single-phase", {"wiring": "single-phase", "phases": [
-    {"vrms": 230.0, "irms": 30.0, "phase_deg": 10.0}, {"vrms": 230.0, "irms": 12.0, "phase_deg": 45.0},
-    {"vrms": 230.0, "irms": 50.0, "phase_deg": -20.0}]})
-case("single-phase-60hz-export", {"wiring": "single-phase", "frequency_hz": 60.0, "meter": {"generation": True},
-                                  "phases": _three(120.0, 25.0, 170.0)})
-# Energy over 60 s, import and a bidirectional site.
-case("energy-import", {"phases": _three(230.0, 45.0, 25.8)}, 60.0)
-case("energy-mixed", {"meter": {"generation": True}, "phases": [
-    {"vrms": 230.0, "irms": 20.0, "phase_deg": 0.0}, {"vrms": 230.0, "irms": 30.0, "phase_deg": 180.0},
-    {"vrms": 230.0, "irms": 5.0, "phase_deg": 30.0}]}, 60.0)
-
-# Wiring faults, each on each phase, and in combination.
-FAULTS = {}
-for p in range(3):
-    for fault, keys in (("ct_reversed", {"ct_reversed": True}), ("ct_unplugged", {"ct_connected": False}),
-                        ("voltage_missing", {"voltage_connected": False})):
-        phases = _three(230.0, 20.0, 20.0)
-        phases[p].update(keys)
-        FAULTS["%s-L%d" % (fault, p + 1)] = {"phases": phases}
-for perm in ((2, 1, 3), (1, 3, 2), (3, 2, 1), (2, 3, 1), (3, 1, 2)):
-    phases = _three(230.0, 20.0, 20.0)
-    for c in range(3):
-        phases[c]["ct_phase"] = perm[c]
-    FAULTS["ct_wrong_phase-%d%d%d" % perm] = {"phases": phases}
-FAULTS["reversed-and-swapped"] = {"phases": [
-    {"vrms": 230.0, "irms": 20.0, "phase_deg": 15.0, "ct_phase": 2},
-    {"vrms": 230.0, "irms": 25.0, "phase_deg": 10.0, "ct_phase": 1},
-    {"vrms": 230.0, "irms": 15.0, "phase_deg": 5.0, "ct_reversed": True}]}
-FAULTS["frequency-45hz"] = {"frequency_hz": 45.0, "phases": _three(230.0, 20.0, 20.0)}
-FAULTS["frequency-64hz"] = {"frequency_hz": 64.0, "phases": _three(230.0, 20.0, 20.0)}
-FAULTS["correct-low-pf-mix"] = {"phases": [
-    {"vrms": 230.0, "irms": 20.0, "phase_deg": 60.0}, {"vrms": 230.0, "irms": 20.0, "phase_deg": -60.0},
-    {"vrms": 230.0, "irms": 20.0, "phase_deg": 84.0}]}
-FAULTS["correct-solar-export"] = {"meter": {"generation": True}, "phases": _three(230.0, 20.0, 178.0)}
-FAULTS["correct-single-phase"] = {"wiring": "single-phase", "phases": _three(230.0, 20.0, 20.0)}
-for name, sc in FAULTS.items():
-    case("fault-" + name, sc)
+from tools.sim import truth
+from tools.sim.accuracy import CASES, FAULTS, run_all
 
 _results = {}
 
 
 def _run_all():
-    if _results:
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(runner.simulate, sc, secs) for name, (sc, secs) in CASES.items()}
-        for name, fut in futures.items():
-            _results[name] = fut.result()[0]
+    if not _results:
+        _results.update(run_all())
 
 
 def _get(name):

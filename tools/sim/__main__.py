@@ -9,6 +9,8 @@
                             [--runtime micropython|cpython] [--state-dir DIR]
                                 the measurement chain on a scenario's simulated mains, in virtual
                                 time; prints one report
+    python -m tools.sim accuracy
+                                runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
                                 what an ideal meter reads on that scenario
 
@@ -97,6 +99,9 @@ def main(argv=None):
                    help="the board's flash: the firmware's files persist here between runs (default: fresh)")
     r.add_argument("--heapsize", help="MicroPython heap for the child, e.g. 4M")
     r.set_defaults(fn=cmd_run)
+
+    a = sub.add_parser("accuracy", help="run the accuracy cases and print the worst errors")
+    a.set_defaults(fn=lambda args: __import__("tools.sim.accuracy", fromlist=["main"]).main())
 
     t = sub.add_parser("truth", help="print what an ideal meter reads on a scenario (JSON)")
     t.add_argument("--scenario", required=True, metavar="FILE.json")
