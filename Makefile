@@ -25,6 +25,9 @@ sim: venv
 build: venv
 	$(PY) -m tools.build
 
+bench: venv
+	$(PY) -m tools.bench
+
 deploy: build
 	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]]"; exit 2)
 	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity)
