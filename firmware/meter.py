@@ -17,7 +17,7 @@ from array import array
 
 from firmware import diagnostics, dsp, metering, profiles
 from firmware.energy import Energy
-from firmware.sampler import OK, Sampler
+from firmware.sampler import NO_CROSSING, OK, Sampler
 
 METER_DEFAULTS = {
     "model": "home",
@@ -37,6 +37,7 @@ MIN_HZ = 45
 MAX_PAIRS_PER_CYCLE = 1_000_000 // (2 * MIN_READ_US * MIN_HZ) + 1  # 618
 WAIT_READS = 3 * 1_000_000 // (MIN_HZ * MIN_READ_US) // 2  # ~1.5 cycles at the fastest reads
 PROBE_EVERY = 8  # bursts between re-checks of a phase whose own voltage is missing
+SHORT = 3  # _reduce status: the burst has too few pairs after its window for the shifts
 Q10 = 1024
 
 
@@ -126,16 +127,22 @@ class Meter:
             if not self._v_own[p]:
                 self._probe[p] = (self._probe[p] + 1) % PROBE_EVERY  # re-check now and then
             if self._v_own[p] or self._probe[p] == 0:
-                if self._reduce(p, c, 0) == OK:
+                status = self._reduce(p, c, 0)
+                if status == OK:
                     self._v_own[p] = True
                     self._process(p, c, 0)
                     return
+                if status != NO_CROSSING:
+                    return  # a cycle longer than expected: the next burst is sized for it
                 self._v_own[p] = False
         ref = self._reference_phase(p)
         if ref is not None:
             delay = (p - ref) % 3  # thirds of a cycle phase p lags the reference
-            if self._reduce(ref, c, delay) == OK:
+            status = self._reduce(ref, c, delay)
+            if status == OK:
                 self._process(p, c, delay)
+                return
+            if status != NO_CROSSING:
                 return
         self._free_run(p, c)
 
@@ -180,7 +187,13 @@ class Meter:
         res[1] = _fraction_q10(b.v_before, buf[0], vcal.bias)
         res[2] = _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
         # This burst's own cycle length sets the shifts (the estimate only sized the extra pairs).
-        self._pairs_per_cycle_q10 = ((n << 10) - 512 + res[2] - (res[1] >> 1)) // self.cycles
+        ppc = ((n << 10) - 512 + res[2] - (res[1] >> 1)) // self.cycles
+        self._pairs_per_cycle_q10 = ppc
+        # The largest shift reads |shift| + 1 pairs past the window: a quarter cycle for Q, 5/12 of
+        # a cycle for a derived phase's Q (1/3 + 1/4 - 1).
+        reach = ((5 * ppc // 12) >> 10) + 2 if delay else (ppc >> 12) + 2
+        if b.pairs < n + reach:
+            return SHORT  # too few pairs after the window for the shifts: the estimate was low
         block = self._block[vp][c]
         res[3] = dsp.pair_sums(buf, n, vcal.bias, ical.bias, block, self._sums)
         views = self._cross_views

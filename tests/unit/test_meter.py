@@ -1,0 +1,97 @@
+# The meter as a whole on simulated mains: readings per window, frequency changes, single-phase, fixes.
+from firmware.board import Board
+from firmware.meter import Meter
+from simworld import world
+from tools.sim import mains
+
+
+def _connect(hz=50.0, **top):
+    s = {"frequency_hz": hz, "noise_lsb": 1.0,
+         "phases": [{"vrms": 230.0, "irms": 10.0, "phase_deg": 20.0} for _ in range(3)]}
+    s.update(top)
+    mains.connect(world, mains.load_scenario(s))
+
+
+def _run(meter, seconds):
+    readings = []
+    end = world.now_us() + int(seconds * 1_000_000)
+    while world.now_us() < end:
+        world.advance_us(1000)
+        r = meter.poll()
+        if r is not None:
+            readings.append(r)
+    return readings
+
+
+def test_windows_of_readings_follow_the_mains():
+    _connect(50.0)
+    m = Meter(Board(), {})
+    m.start()
+    rs = _run(m, 3.05)
+    m.stop()
+    assert len(rs) == 3  # one per window_ms
+    last = rs[-1]
+    assert abs(last["frequency_hz"] - 50.0) < 0.02
+    for ph in last["phases"]:
+        assert abs(ph["vrms"] - 230.0) < 1.0 and abs(ph["irms"] - 10.0) < 0.05
+        assert ph["direction"] == "import" and not ph["voltage_derived"]
+    assert last["wiring"] == "three-phase" and last["diagnostics"] == []
+
+
+def test_a_longer_cycle_than_expected_is_not_taken_for_missing_voltage():
+    _connect(61.0)
+    m = Meter(Board(), {})
+    m.start()
+    _run(m, 2.0)  # the meter has learnt ~229 pairs per cycle
+    _connect(45.5)  # the frequency drops: cycles now hold ~314 pairs, more than the extra pairs allow
+    rs = _run(m, 3.0)
+    m.stop()
+    last = rs[-1]
+    assert abs(last["frequency_hz"] - 45.5) < 0.02
+    assert [d["code"] for d in last["diagnostics"]] == ["frequency_out_of_range"]
+    assert all(not ph["voltage_derived"] for ph in last["phases"])
+
+
+def test_single_phase_wiring_is_detected_and_said():
+    _connect(50.0, wiring="single-phase")
+    m = Meter(Board(), {})  # wiring "auto"
+    m.start()
+    rs = _run(m, 4.0)
+    m.stop()
+    last = rs[-1]
+    assert last["wiring"] == "single-phase"
+    assert [ph["voltage_derived"] for ph in last["phases"]] == [False, True, True]
+    for ph in last["phases"]:
+        assert abs(ph["real_power_w"] - 230.0 * 10.0 * 0.9397) < 15.0  # cos 20 degrees
+    assert last["diagnostics"] == []
+
+
+def test_applying_a_diagnostic_fix_corrects_the_readings():
+    s = {"noise_lsb": 1.0, "phases": [{"vrms": 230.0, "irms": 10.0, "phase_deg": 10.0} for _ in range(3)]}
+    s["phases"][1]["ct_reversed"] = True
+    mains.connect(world, mains.load_scenario(s))
+    m = Meter(Board(), {})
+    m.start()
+    last = _run(m, 2.0)[-1]
+    diag = [d for d in last["diagnostics"] if d["code"] == "ct_reversed"]
+    assert len(diag) == 1 and diag[0]["phase"] == 2
+    assert last["phases"][1]["real_power_w"] < 0
+    m.settings.update(diag[0]["fix"])  # what the setup page's one-tap fix does to the running meter
+    last = _run(m, 2.0)[-1]
+    m.stop()
+    assert last["phases"][1]["real_power_w"] > 2000
+    assert last["diagnostics"] == []
+
+
+def test_a_burst_without_enough_pairs_for_its_shifts_is_skipped_not_misread():
+    from firmware.meter import SHORT
+    from firmware.sampler import OK
+
+    _connect(50.0)
+    m = Meter(Board(), {})
+    m._pairs_per_cycle_q10 = 100 << 10  # as if the last burst had seen a far shorter cycle
+    assert m._reduce(0, 0, 0) == SHORT  # a quarter cycle of 286 pairs is past the 29 extra pairs taken
+    assert m._reduce(0, 0, 0) == OK  # the burst itself taught the meter the real cycle length
+    m._pairs_per_cycle_q10 = 100 << 10
+    m.measure_next()
+    assert m._v_own == [True, True, True]  # a short burst says nothing about the voltage
