@@ -122,6 +122,12 @@ def _check_across(doc):
     if en["save_min_interval_s"] > en["save_max_interval_s"]:
         raise ConfigError("energy.save_min_interval_s", "must not exceed energy.save_max_interval_s")
     meter = doc["meter"]
+    # A burst blocks: its cycles at 45 Hz plus the wait for a zero crossing must fit in the period,
+    # or bursts run back to back, starve the event loop and overflow the timer's schedule queue.
+    longest_ms = (meter["burst_cycles"] + 2) * 1000 // 45 + 10
+    if meter["burst_period_ms"] < longest_ms:
+        raise ConfigError("meter.burst_period_ms", "must be at least %d ms for %d-cycle bursts"
+                          % (longest_ms, meter["burst_cycles"]))
     try:
         profiles.channels(meter["model"], meter["calibration"])
     except (ValueError, TypeError, ZeroDivisionError):
@@ -152,6 +158,7 @@ def _v0_to_v1(doc):
     """Version 0 (the pre-release layout) was flat: {"wifi_ssid", "wifi_password", "model",
     "upload_url", "ct_reversed"}. Version 1 groups settings into sections."""
     doc = dict(doc)
+    doc.pop("version", None)  # an explicit "version": 0 must not overwrite the new version
     out = {}
     out.update({"version": 1, "wifi": {}, "meter": {}, "upload": {}})
     for old, section, key in (("wifi_ssid", "wifi", "ssid"), ("wifi_password", "wifi", "password"),

@@ -37,6 +37,8 @@ MIN_HZ = 45
 MAX_PAIRS_PER_CYCLE = 1_000_000 // (2 * MIN_READ_US * MIN_HZ) + 1  # 618
 WAIT_READS = 3 * 1_000_000 // (MIN_HZ * MIN_READ_US) // 2  # ~1.5 cycles at the fastest reads
 PROBE_EVERY = 8  # bursts between re-checks of a phase whose own voltage is missing
+MIN_CYCLE_US = 1_000_000 // 70  # a burst whose cycles are not 40-70 Hz did not see mains
+MAX_CYCLE_US = 1_000_000 // 40
 SHORT = 3  # _reduce status: the burst has too few pairs after its window for the shifts
 Q10 = 1024
 
@@ -51,7 +53,10 @@ class Meter:
         self.cycles = s["burst_cycles"]
         capacity = self.cycles * MAX_PAIRS_PER_CYCLE + MAX_PAIRS_PER_CYCLE // 2 + 8
         self.sampler = Sampler([a[0] for a in board.adc_pairs], [a[1] for a in board.adc_pairs], capacity)
-        nblocks = dsp.blocks_for(capacity, 256)  # every bias in calibration gives >= 256 (profiles)
+        # Result arrays sized for the smallest block any V/I channel pairing can use (a bias far
+        # from mid-scale gives smaller blocks).
+        smallest = min(dsp.block_pairs(v.bias, i.bias) for v in self.v_cal for i in self.i_cal)
+        nblocks = dsp.blocks_for(capacity, smallest)
         self._sums = array("i", bytes(4 * dsp.SUMS * nblocks))
         self._crossbuf = array("i", bytes(4 * 4 * nblocks))  # 4 shifted products, nblocks each
         mv = memoryview(self._crossbuf)
@@ -77,6 +82,7 @@ class Meter:
         self._win_start = time.ticks_ms()
         self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
         self.readings = None
+        self.errors = 0  # windows that raised (see run())
 
     # --- timing ---------------------------------------------------------------------------
     def start(self, flag=None):
@@ -104,6 +110,16 @@ class Meter:
             return self.close_window()
         return None
 
+    def step(self, on_readings):
+        """poll(), handing readings on; one bad window must not stop the meter: say so, go on."""
+        try:
+            r = self.poll()
+            if r is not None:
+                on_readings(r)
+        except Exception as e:
+            self.errors += 1
+            print("meter: error in measurement window:", repr(e))
+
     async def run(self, on_readings):
         import asyncio
 
@@ -112,9 +128,7 @@ class Meter:
         try:
             while True:
                 await flag.wait()
-                r = self.poll()
-                if r is not None:
-                    on_readings(r)
+                self.step(on_readings)
         finally:
             self.stop()
 
@@ -186,6 +200,11 @@ class Meter:
         res[0] = n
         res[1] = _fraction_q10(b.v_before, buf[0], vcal.bias)
         res[2] = _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
+        # Noise on an unwired voltage input also "crosses zero", in cycles far too short (or a stray
+        # one far too long): a burst whose cycles are not mains cycles is no voltage at all.
+        cycle_us = (n * b.pair_q10_us >> 10) // self.cycles
+        if cycle_us < MIN_CYCLE_US or cycle_us > MAX_CYCLE_US:
+            return NO_CROSSING
         # This burst's own cycle length sets the shifts (the estimate only sized the extra pairs).
         ppc = ((n << 10) - 512 + res[2] - (res[1] >> 1)) // self.cycles
         self._pairs_per_cycle_q10 = ppc
@@ -219,8 +238,9 @@ class Meter:
         pairs = self.cycles * (self._pairs_per_cycle_q10 >> 10)
         sm = self.sampler
         sm.acquire_free(p, c, pairs)
-        block = dsp.block_pairs(MID, ical.bias)
-        blocks = dsp.pair_sums(sm.buf, pairs, MID, ical.bias, block, self._sums)
+        vbias = self.v_cal[p].bias
+        block = self._block[p][c]
+        blocks = dsp.pair_sums(sm.buf, pairs, vbias, ical.bias, block, self._sums)
         sv, si, svv, sii, svi = _totals(self._sums, blocks)
         vrms, irms, _, _ = metering.phase_values(pairs, sv, si, svv, sii, 0, 0, self.v_cal[p].units_per_code,
                                                  self.i_cal[c].units_per_code, 1, 0.0)
@@ -276,11 +296,11 @@ class Meter:
     # --- windows ----------------------------------------------------------------------------
     @staticmethod
     def _zero():
-        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": 2048, "own": True}
+        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": profiles.BIAS_CODE, "own": True}
 
     def _blank(self, p):
         return {"vrms": 0.0, "irms": 0.0, "real_power_w": 0.0, "reactive_power_var": 0.0,
-                "voltage_own": True, "ct": self.settings["ct_phase"].index(p + 1), "ct_mean_code": 2048}
+                "voltage_own": True, "ct": self.settings["ct_phase"].index(p + 1), "ct_mean_code": profiles.BIAS_CODE}
 
     def close_window(self):
         now = time.ticks_ms()
@@ -338,6 +358,7 @@ class Meter:
             "total": {"real_power_w": total_w, "import_wh": e["import_wh_total"], "export_wh": e["export_wh_total"],
                       "net_import_wh": e["net_import_wh"], "net_export_wh": e["net_export_wh"]},
             "diagnostics": diags,
+            "energy_mwh": self.energy.snapshot(),  # exact integer counters (floats are 32-bit on the board)
         }
 
     def _account(self, dt_ms, freq):
@@ -380,8 +401,6 @@ class Meter:
                             for d in (r["diagnostics"] if r else [])],
         }
 
-
-MID = profiles.MID_SCALE
 
 
 def _direction(real_power_w, irms):

@@ -14,24 +14,27 @@
 
 ADC_FULL_SCALE_V = 3.1  # ESP32 ADC at ATTN_11DB, nominal
 ADC_V_PER_CODE = ADC_FULL_SCALE_V / 4095
-MID_SCALE = 2048
+# The ESP32's ADC is accurate at 11 dB only from about 150 mV to 2450 mV (ESP-IDF docs): the front
+# end biases every input at the middle of that range, 1.30 V (code 1717), and keeps the largest
+# signal within +-1.10 V of it, so peaks never reach the non-linear ends.
+BIAS_CODE = 1717
 
-# Voltage front end (both models): 0-390 V RMS. A 401:1 divider puts 390 V RMS (551.5 V peak) at
-# +/-1.375 V, i.e. +/-1817 codes around mid-scale: headroom below the rails, ~1060 codes at 230 V.
-VOLTAGE = {"divider_ratio": 401.0, "adc_gain": 1.0, "adc_offset": MID_SCALE, "phase_lead_deg": 0.0}
+# Voltage front end (both models): 0-390 V RMS. A 501:1 divider puts 390 V RMS (551.5 V peak) at
+# +/-1.10 V = +/-1453 codes around the bias; 230 V RMS is +/-858 codes.
+VOLTAGE = {"divider_ratio": 501.0, "adc_gain": 1.0, "adc_offset": BIAS_CODE, "phase_lead_deg": 0.0}
 
 MODELS = {
-    # Home: 100 A : 50 mA split-core CTs (ratio 2000) into 17.1 ohm burdens: 100 A RMS is
-    # +/-1.21 V = +/-1600 codes, so up to ~125 % of range fits before the ADC clips.
+    # Home: 100 A : 50 mA split-core CTs (ratio 2000) into 12.4 ohm burdens: 100 A RMS is
+    # +/-0.877 V = +/-1158 codes, so 125 % of range still stays inside the ADC's linear part.
     "home": {
         "ct_range_a": 100.0,
-        "current": {"ct_ratio": 2000.0, "burden_ohm": 17.1, "adc_gain": 1.0, "adc_offset": MID_SCALE,
+        "current": {"ct_ratio": 2000.0, "burden_ohm": 12.4, "adc_gain": 1.0, "adc_offset": BIAS_CODE,
                     "phase_lead_deg": 1.5},
     },
-    # Public: 400 A : 100 mA CTs (ratio 4000) into 8.55 ohm burdens: 400 A RMS is +/-1600 codes.
+    # Public: 400 A : 100 mA CTs (ratio 4000) into 6.2 ohm burdens: 400 A RMS is +/-1158 codes.
     "public": {
         "ct_range_a": 400.0,
-        "current": {"ct_ratio": 4000.0, "burden_ohm": 8.55, "adc_gain": 1.0, "adc_offset": MID_SCALE,
+        "current": {"ct_ratio": 4000.0, "burden_ohm": 6.2, "adc_gain": 1.0, "adc_offset": BIAS_CODE,
                     "phase_lead_deg": 0.8},
     },
 }

@@ -8,7 +8,10 @@
 #
 # Everything here is allocation-free once built: buffers are made in __init__, the ADC read methods
 # are bound once, and the loop only touches viper ints and arrays (a test holds micropython.heap_lock()
-# around a burst on the unix port).
+# around a burst on the unix port). One caveat the test cannot see: MicroPython puts the frame of a
+# Python function with many locals (acquire(), Meter._reduce()) on the heap and frees it on return,
+# falling back to the C stack when the heap is locked. That block is taken when the call starts,
+# before the viper loop, so a garbage collection it might trigger never lands inside a burst.
 
 import time
 from array import array
@@ -28,7 +31,9 @@ R_CYCLE_PAIRS = const(7)  # pairs from the first crossing to the last (the whole
 R_PAIRS = const(8)  # pairs stored in all
 R_WAIT_READS = const(9)  # reads spent waiting for the first crossing
 R_V_BEFORE = const(10)  # the voltage code just before the first crossing
-N_PARAMS = const(11)
+R_T0 = const(11)  # ticks_us right after the first crossing's voltage read
+R_T1 = const(12)  # ticks_us right after the last crossing's voltage read
+N_PARAMS = const(13)
 
 OK = const(0)
 NO_CROSSING = const(1)
@@ -36,7 +41,7 @@ BUFFER_FULL = const(2)
 
 
 @micropython.viper
-def _burst(read_v, read_i, buf, prm) -> int:
+def _burst(read_v, read_i, buf, prm, ticks_us) -> int:
     p = ptr32(prm)
     b = ptr16(buf)
     bias = p[P_BIAS]
@@ -60,6 +65,9 @@ def _burst(read_v, read_i, buf, prm) -> int:
             p[R_PAIRS] = 0
             return NO_CROSSING
         prev = v
+    # The window is timed from one crossing's read to the other's: time between the two reads of
+    # the same kind, so the cost of a read and of the loop cancels and nothing else is counted.
+    p[R_T0] = int(ticks_us())
     p[R_V_BEFORE] = prev
     p[R_WAIT_READS] = waited
     # The crossing sample is pair 0; its current follows at once.
@@ -73,14 +81,16 @@ def _burst(read_v, read_i, buf, prm) -> int:
     while k < cap2:
         v = int(read_v()) >> 4
         b[k] = v
-        b[k + 1] = int(read_i()) >> 4
         if v < low:
             armed = 1
         elif armed and v >= bias:
             armed = 0
             crossings += 1
             if crossings == want:
+                p[R_T1] = int(ticks_us())  # as for R_T0: right after the crossing's voltage read
+                b[k + 1] = int(read_i()) >> 4
                 break
+        b[k + 1] = int(read_i()) >> 4
         k += 2
     if crossings < want:
         p[R_STATUS] = BUFFER_FULL
@@ -142,6 +152,7 @@ class Sampler:
         self._prm = array("i", bytes(4 * N_PARAMS))
         self._prm[P_CAPACITY] = capacity_pairs
         self._prm[P_HYST] = hysteresis_codes
+        self._ticks_us = time.ticks_us
         self.burst = Burst()
 
     def acquire(self, v_ch, i_ch, bias, cycles, extra_pairs, wait_reads):
@@ -152,7 +163,7 @@ class Sampler:
         prm[P_EXTRA] = extra_pairs
         prm[P_WAIT_READS] = wait_reads
         t0 = time.ticks_us()
-        status = _burst(self._read_v[v_ch], self._read_i[i_ch], self.buf, prm)
+        status = _burst(self._read_v[v_ch], self._read_i[i_ch], self.buf, prm, self._ticks_us)
         elapsed = time.ticks_diff(time.ticks_us(), t0)
         b = self.burst
         b.status = status
@@ -162,9 +173,8 @@ class Sampler:
             b.cycle_pairs = prm[R_CYCLE_PAIRS]
             b.pairs = prm[R_PAIRS]
             b.v_before = prm[R_V_BEFORE]
-            # Reads cost the same whether waiting or storing: pair time from all reads of the burst.
-            reads = prm[R_WAIT_READS] + 2 * prm[R_PAIRS] - 1
-            b.pair_q10_us = elapsed * 2048 // reads
+            # Pair time from the window alone: from the first crossing's read to the last one's.
+            b.pair_q10_us = time.ticks_diff(prm[R_T1], prm[R_T0]) * 1024 // b.cycle_pairs
         else:
             b.cycle_pairs = 0
             b.pairs = 0

@@ -14,6 +14,7 @@ import sys
 import time
 from array import array
 
+from firmware import profiles
 from firmware.meter import Meter
 
 HZ = 50.0
@@ -24,7 +25,8 @@ def _codes(amplitude, phase_deg, n):
     out = array("H", bytes(2 * n))
     step = 2 * math.pi * HZ * READ_US * 2e-6  # one pair per two conversions
     for k in range(n):
-        out[k] = int(2048 + amplitude * math.sin(k * step - math.radians(phase_deg)) + (k * 7919 % 5) - 2)
+        wave = amplitude * math.sin(k * step - math.radians(phase_deg))
+        out[k] = int(profiles.BIAS_CODE + wave + (k * 7919 % 5) - 2)
     return out
 
 

@@ -90,6 +90,9 @@ def test_meter_rules():
     rejected({"meter": {"window_ms": True}}, "meter.window_ms", "integer")  # bool is not a number here
     rejected({"meter": {"burst_period_ms": 19}}, "meter.burst_period_ms", "20 to 1000")
     rejected({"meter": {"burst_cycles": 11}}, "meter.burst_cycles", "1 to 10")
+    # A burst must fit its period, or bursts run back to back and starve everything else.
+    rejected({"meter": {"burst_cycles": 4}}, "meter.burst_period_ms", "at least 143 ms for 4-cycle bursts")
+    rejected({"meter": {"burst_period_ms": 50}}, "meter.burst_period_ms", "at least 98 ms")
     m = accepted({"meter": {"model": "public", "wiring": "single-phase", "nominal_hz": 60, "generation": True,
                             "ct_reversed": [False, True, False], "ct_phase": [2, 3, 1], "window_ms": 250,
                             "burst_period_ms": 1000, "burst_cycles": 10}})["meter"]
@@ -204,6 +207,12 @@ def test_version_0_file_is_migrated_in_memory_and_left_on_disk_for_older_firmwar
     assert any(config.MIGRATED in x for x in lines)
     store.update({})
     assert json.loads(open(d + "/config.json").read())["version"] == 1
+
+
+def test_version_0_file_that_says_so_is_migrated_too():
+    doc, was = config.migrate({"version": 0, "wifi_ssid": "Barn", "model": "home"})
+    assert was == 0 and doc["version"] == 1 and doc["wifi"] == {"ssid": "Barn"}
+    assert config.validate(doc)["meter"]["model"] == "home"
 
 
 def test_migration_hook_runs_every_step_and_names_leftovers():

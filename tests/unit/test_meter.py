@@ -95,3 +95,58 @@ def test_a_burst_without_enough_pairs_for_its_shifts_is_skipped_not_misread():
     m._pairs_per_cycle_q10 = 100 << 10
     m.measure_next()
     assert m._v_own == [True, True, True]  # a short burst says nothing about the voltage
+
+
+def test_noise_on_unwired_voltage_inputs_is_not_mains():
+    # An L1-only site whose L2/L3 voltage inputs pick up 10 LSB of noise (common on an ESP32 board):
+    # noise "crosses zero" all the time, but never in mains-length cycles.
+    _connect(50.0, wiring="single-phase", noise_lsb=10.0)
+    m = Meter(Board(), {})  # wiring "auto"
+    m.start()
+    last = _run(m, 5.0)[-1]
+    m.stop()
+    assert last["wiring"] == "single-phase"
+    assert abs(last["frequency_hz"] - 50.0) < 0.05
+    for ph in last["phases"]:
+        assert abs(ph["real_power_w"] - 230.0 * 10.0 * 0.9397) < 40.0
+    assert last["diagnostics"] == []
+
+
+def test_any_calibrated_bias_fits_the_result_arrays():
+    # adc_offset far from mid-scale makes blocks small (128 pairs at 0): the arrays must still fit.
+    _connect(50.0)
+    cal = {"current": [{"adc_offset": 0}, {"adc_offset": 4095}, {}]}
+    m = Meter(Board(), {"calibration": cal, "burst_cycles": 3, "burst_period_ms": 200})
+    for _ in range(6):
+        m.measure_next()  # raised IndexError (after writing past the arrays) before the fix
+    assert m.close_window()["phases"][2]["irms"] > 9.0
+
+
+def test_a_failing_window_does_not_stop_the_meter():
+    _connect(50.0)
+    m = Meter(Board(), {})
+    seen = []
+
+    def on_readings(r):
+        seen.append(r)
+        if len(seen) == 1:
+            raise ValueError("a consumer of the readings broke")
+
+    m.start()
+    end = world.now_us() + 2_500_000
+    while world.now_us() < end:
+        world.advance_us(1000)
+        m.step(on_readings)  # what run() does each time the timer wakes it
+    m.stop()
+    assert m.errors == 1 and len(seen) == 2
+
+
+def test_readings_carry_the_exact_integer_energy_counters():
+    _connect(50.0)
+    m = Meter(Board(), {})
+    m.start()
+    last = _run(m, 2.0)[-1]
+    m.stop()
+    e = last["energy_mwh"]
+    assert all(isinstance(x, int) for x in e["import_mwh"]) and e["import_mwh"][0] > 0
+    assert e["import_mwh"][0] == round(last["phases"][0]["import_wh"] * 1000)
