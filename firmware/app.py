@@ -63,6 +63,8 @@ class Device:
         self.energy = Energy()
         self.energy_store = EnergyStore()
         self.energy.restore(self.energy_store.load())
+        if self.energy_store.diagnostic is not None:  # e.g. both copies damaged: counting from zero
+            log("energy: %s" % self.energy_store.diagnostic.message)
         self.persister = EnergyPersister.from_config(self.energy_store, self.config["energy"])
         settings = dict(self.config["meter"])
         settings.update(meter_overrides or {})
