@@ -41,15 +41,19 @@ class Board:
         t.init(mode=machine.Timer.PERIODIC, period=period_ms, callback=callback)
         return t
 
-    def lan(self):
-        cfg = self.pins["lan"]
-        if cfg is None:
+    def lan(self, cfg=None):
+        """The Ethernet interface from the config's "lan" section (or the pin map), or None if off.
+
+        cfg: {"enabled", "phy" (e.g. "LAN8720"), "phy_addr", "mdc", "mdio", "power" (or None)}.
+        """
+        cfg = cfg if cfg is not None else self.pins["lan"]
+        if cfg is None or not cfg.get("enabled", True):
             return None
         if self._lan is None:
             power = machine.Pin(cfg["power"]) if cfg.get("power") is not None else None
-            # The ESP32 port's signature (docs: esp32 quickref); the stub only knows the generic one.
             mdc, mdio = machine.Pin(cfg["mdc"]), machine.Pin(cfg["mdio"])
-            phy, addr = network.PHY_LAN8720, cfg["phy_addr"]
+            phy, addr = getattr(network, "PHY_" + cfg.get("phy", "LAN8720")), cfg["phy_addr"]
+            # The ESP32 port's signature (docs: esp32 quickref); the stub only knows the generic one.
             self._lan = network.LAN(mdc=mdc, mdio=mdio, power=power, phy_type=phy, phy_addr=addr)  # pyright: ignore
         return self._lan
 

@@ -109,3 +109,21 @@ def test_rtc_starts_unset_and_can_be_set():
     if MICROPYTHON:  # CPython's time.time() stays the host clock; only MicroPython's is shadowed
         assert time.gmtime()[:6] == (2026, 11, 28, 19, 30, 0)
         assert time.time() == simworld.epoch_from_civil(2026, 11, 28, 19, 30, 0)
+
+
+def test_board_brings_up_lan_from_the_config_section():
+    from firmware import config
+    from firmware.board import Board
+
+    lan_cfg = dict(config.defaults()["lan"])
+    board = Board()
+    assert board.lan(lan_cfg) is None  # LAN is off by default
+    for phy in ("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081"):
+        lan_cfg.update(enabled=True, phy=phy)
+        board = Board()
+        lan = board.lan(lan_cfg)  # every PHY the config offers exists on the ESP32 port
+        lan.active(True)
+        assert not lan.isconnected()
+        world.lan_link = True
+        assert lan.isconnected() and lan.ipconfig("addr4")[0] != "0.0.0.0"
+        world.lan_link = False
