@@ -81,3 +81,35 @@ def test_installer_view_shows_live_readings_and_pairing_facts(phone):
         assert 220 < float(row[1]) < 240 and float(row[2]) > 5 and row[4] == "import"
     page.eval("document.querySelector('h2:nth-of-type(2), section:nth-of-type(2)').scrollIntoView()")
     page.screenshot(os.path.join(SHOTS, "4-installer.png"))
+
+
+def test_a_reversed_ct_is_reported_and_fixed_with_one_tap(tmp_path):
+    scenario = os.path.join(mp.ROOT, "tools", "sim", "scenarios", "reversed-ct.json")
+    sim = PortalSim(str(tmp_path / "state"), extra=("--scenario", scenario))
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    browser = Browser(CHROMIUM, profile)
+    try:
+        page = browser.page()
+        for _ in range(40):  # the first windows' readings, then the diagnosis
+            page.navigate(sim.base + "/")
+            if page.eval("document.querySelectorAll('#diags form').length"):
+                break
+            page.eval("new Promise(r => setTimeout(r, 250))")
+        assert "L2" in page.eval("document.getElementById('diags').textContent")
+        assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "export"
+        page.eval("document.getElementById('diags').scrollIntoView()")
+        page.screenshot(os.path.join(SHOTS, "5-wiring-diagnostic.png"))
+        page.act_and_wait_load("document.querySelector('#diags form button').click()")
+        assert _msg(page).startswith("Fixed:")
+        with open(os.path.join(sim.state_dir, "config.json")) as f:
+            assert json.load(f)["meter"]["ct_reversed"] == [False, True, False]
+        for _ in range(40):  # the running meter uses the fix from its next window on
+            page.eval("new Promise(r => setTimeout(r, 250))")
+            doc = json.loads(page.eval("fetch('/api/readings').then(r => r.text())"))
+            if not doc["diagnostics"] and doc["phases"][1]["direction"] == "import":
+                break
+        assert doc["diagnostics"] == [] and doc["phases"][1]["direction"] == "import"
+    finally:
+        browser.close()
+        sim.stop()
+        shutil.rmtree(profile, ignore_errors=True)

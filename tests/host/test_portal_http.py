@@ -83,6 +83,16 @@ def test_connection_outcomes_in_plain_words(sim):
     assert b"Connected to &lt;script&gt;alert(1)&lt;/script&gt;" in r and b"10.9.9.9" in r
 
 
+def test_once_configured_the_probes_get_their_usual_answers(sim):
+    # the previous test saved a network: the phone must now see "internet works", not a portal
+    r = _get(sim, "/generate_204", "connectivitycheck.gstatic.com")
+    assert status(r) == 204
+    r = _get(sim, "/connecttest.txt", "www.msftconnecttest.com")
+    assert status(r) == 200 and r.endswith(b"Microsoft Connect Test")
+    r = _get(sim, "/hotspot-detect.html", "captive.apple.com")
+    assert status(r) == 200 and b"Success" in r
+
+
 def test_live_readings_endpoint(sim):
     doc = json.loads(_get(sim, "/api/readings").split(b"\r\n\r\n", 1)[1])
     assert [p["phase"] for p in doc["phases"]] == [1, 2, 3]
