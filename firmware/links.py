@@ -19,6 +19,7 @@ AP_LINGER_MS = 180000  # online this long: the access point goes down
 TICK_MS = 250
 SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
 CONNECT_TIMEOUT_MS = 15000
+RETRY_MS = 30000  # the configured network failed (not found, refused): try it again this often
 
 OK = "connected"
 WRONG_PASSWORD = "wrong_password"
@@ -89,6 +90,7 @@ class Links:
         self._online_since = now
         self._press_start = None
         self._sta_started = False
+        self._sta_tried = now
         self.busy = False  # the setup page is trying a network: leave STA alone
 
     def lan_status(self):
@@ -131,10 +133,11 @@ class Links:
             via = None
             ssid = cfg["wifi"]["ssid"]
             if ssid and not self.busy:
-                if not self._sta_started:
+                if not self._sta_started or self._retry_due(now):
                     sta.active(True)
                     sta.connect(ssid, cfg["wifi"]["password"] or None)
                     self._sta_started = True
+                    self._sta_tried = now
                 if sta.isconnected():
                     via = "wifi"
         if via != self.online_via:
@@ -145,6 +148,12 @@ class Links:
             else:
                 self._offline_since = now
         self._decide_ap(now, cfg, self._button(now))
+
+    def _retry_due(self, now):
+        st = self.board.sta.status()
+        if st in (hw.STAT_GOT_IP, hw.STAT_CONNECTING):
+            return False
+        return time.ticks_diff(now, self._sta_tried) >= RETRY_MS
 
     def reconnect(self):
         """The settings changed (the setup page saved a network): join it on the next tick."""

@@ -370,5 +370,13 @@ SCRIPT = ("function u(){fetch('/api/readings').then(function(r){return r.json()}
           "var t=document.getElementById('live');d.phases.forEach(function(p,i){var c=t.rows[i+1].cells;"
           "c[1].textContent=p.vrms;c[2].textContent=p.irms;c[3].textContent=p.real_power_w;"
           "c[4].textContent=p.direction});var l=document.getElementById('lan');"
-          "l.textContent=d.lan.state=='connected'?'connected, address '+d.lan.ip+' (used instead of WiFi)':d.lan.state"
-          "}).catch(function(){})}setInterval(u,3000);")
+          "l.textContent=d.lan.state=='connected'?'connected, address '+d.lan.ip+' (used instead of WiFi)':d.lan.state;"
+          "g(d.diagnostics)}).catch(function(){})}"
+          # the diagnostics list, rebuilt with textContent only (never innerHTML) when it changes
+          "function g(ds){var ul=document.getElementById('diags'),k=JSON.stringify(ds);if(ul.dataset.k==k)return;"
+          "ul.dataset.k=k;ul.textContent='';if(!ds.length){ds=[{message:'Wiring looks right.'}]}"
+          "ds.forEach(function(x){var li=document.createElement('li');li.textContent=x.message;if(x.fixable){"
+          "var f=document.createElement('form');f.method='post';f.action='/fix';[['code',x.code],['phase',x.phase]]"
+          ".forEach(function(h){var i=document.createElement('input');i.type='hidden';i.name=h[0];i.value=h[1];"
+          "f.appendChild(i)});var b=document.createElement('button');b.textContent='Fix it';f.appendChild(b);"
+          "li.appendChild(f)}ul.appendChild(li)})}setInterval(u,3000);")

@@ -109,6 +109,12 @@ def test_a_reversed_ct_is_reported_and_fixed_with_one_tap(tmp_path):
             if not doc["diagnostics"] and doc["phases"][1]["direction"] == "import":
                 break
         assert doc["diagnostics"] == [] and doc["phases"][1]["direction"] == "import"
+        for _ in range(20):  # the open page catches up by itself (the script refreshes every 3 s)
+            if page.eval("document.getElementById('diags').textContent") == "Wiring looks right.":
+                break
+            page.eval("new Promise(r => setTimeout(r, 250))")
+        assert page.eval("document.getElementById('diags').textContent") == "Wiring looks right."
+        assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "import"
     finally:
         browser.close()
         sim.stop()

@@ -224,7 +224,7 @@ def test_zz_after_all_of_that_the_server_is_up_and_its_heap_is_back_to_baseline(
     time.sleep(0.5)
     after = sim.heap()
     assert after["active"] == 1  # only the heap request itself
-    assert after["alloc"] - BASELINE[0] < 64 * 1024, (BASELINE[0], first, after)
+    assert after["alloc"] - BASELINE[0] < 16 * 1024, (BASELINE[0], first, after)
     assert status(_get(sim, "/")) == 200
     out = sim.output()
     assert "Traceback" not in out, out[-3000:]

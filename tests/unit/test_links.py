@@ -129,3 +129,18 @@ def test_lan_with_a_lease_is_preferred_and_wifi_sta_stays_off():
     world.advance_us(2_000_000)
     net.tick()
     assert net.online_via == "wifi" and board.sta.active()
+
+
+def test_a_network_that_was_away_is_tried_again():
+    world.networks = []
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via is None
+    world.networks = [Network("HomeNet", "correct horse")]  # the router is back
+    world.advance_us(links.RETRY_MS * 1000)
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via == "wifi"
