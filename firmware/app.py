@@ -5,7 +5,7 @@
 import asyncio
 import time
 
-from firmware import VERSION, config, factory, identity
+from firmware import VERSION, config, factory, identity, links, portal
 from firmware.board import Board
 from firmware.energy import Energy
 from firmware.energy_store import EnergyPersister, EnergyStore
@@ -70,6 +70,10 @@ class Device:
         settings.update(meter_overrides or {})
         self.meter = Meter(self.board, settings, self.energy)
         self.console = Console()
+        # Setup access point, WiFi/LAN links and the setup page (firmware/links.py, firmware/portal.py).
+        self.links = links.Links(self.board, self.store, self.identity, log=log)
+        self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links, log=log)
+        self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
 
     def on_readings(self, readings):
         self.console(readings)
@@ -83,7 +87,8 @@ class Device:
 
 async def _run(device, run_ms):
     tasks = [asyncio.create_task(device.meter.run(device.on_readings)),
-             asyncio.create_task(_heartbeat(device.board, 500))]
+             asyncio.create_task(_heartbeat(device.board, 500)),
+             asyncio.create_task(device.portal.run(**device.portal_options))]
     if run_ms is None:
         await tasks[0]
     else:
@@ -92,10 +97,11 @@ async def _run(device, run_ms):
         t.cancel()
 
 
-def main(board=None, run_ms=None, meter_overrides=None):
+def main(board=None, run_ms=None, meter_overrides=None, portal_options=None):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
     device = Device(board, meter_overrides)
+    device.portal_options = portal_options or {}
     t0 = time.ticks_ms()
     try:
         asyncio.run(_run(device, run_ms))

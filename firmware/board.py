@@ -66,3 +66,13 @@ class Board:
 
     def unique_id(self):
         return machine.unique_id()
+
+
+# WiFi constants the rest of the firmware needs (it never imports network itself).
+STAT_IDLE = network.STAT_IDLE
+STAT_CONNECTING = network.STAT_CONNECTING
+STAT_GOT_IP = network.STAT_GOT_IP
+STAT_WRONG_PASSWORD = network.STAT_WRONG_PASSWORD
+STAT_NO_AP_FOUND = network.STAT_NO_AP_FOUND
+SEC_OPEN = network.WLAN.SEC_OPEN
+SEC_WPA2 = network.WLAN.SEC_WPA2

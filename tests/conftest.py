@@ -4,6 +4,6 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests")):
+for p in (os.path.join(ROOT, "build", "hostlib"), ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)

@@ -82,6 +82,30 @@ def fetch_device_packages(cache):
     return wheels
 
 
+HOSTLIB = os.path.join(BUILD, "hostlib")
+
+
+def host_lib():
+    """The pinned device libraries as source in build/hostlib (for the unix port, pytest and pyright).
+
+    Extracted from the same pinned wheels `make build` uses; never copied into the repository.
+    """
+    stamp = os.path.join(HOSTLIB, ".from")
+    want = " ".join(_requirements())
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if f.read() == want:
+                return HOSTLIB
+    shutil.rmtree(HOSTLIB, ignore_errors=True)
+    for name, wheel in fetch_device_packages(os.path.join(BUILD, "cache")):
+        with zipfile.ZipFile(wheel) as z:
+            for member in DEVICE_MODULES[name]:
+                z.extract(member, HOSTLIB)
+    with open(stamp, "w") as f:
+        f.write(want)
+    return HOSTLIB
+
+
 def build():
     shutil.rmtree(DEVICE, ignore_errors=True)
     sizes = []
@@ -113,9 +137,13 @@ def build():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="only compile-check every device file")
+    ap.add_argument("--host-lib", action="store_true",
+                    help="only unpack the pinned device libraries into build/hostlib")
     args = ap.parse_args(argv)
     if args.check:
         check()
+    elif args.host_lib:
+        print(host_lib())
     else:
         build()
 

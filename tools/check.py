@@ -28,6 +28,10 @@ def _run(name, cmd, env=None):
 
 def main():
     results = []
+    from tools import build
+
+    build.host_lib()  # microdot (pinned) as source, for pyright, pytest and the unix port
+    ensure_chromium()  # the setup page's phone-flow test drives Debian's headless Chromium
 
     rc, _, dt = _run("ruff", [os.path.join(BIN, "ruff"), "check", "."])
     results.append(("ruff", rc, "clean" if rc == 0 else "problems found", dt))
@@ -62,6 +66,20 @@ def main():
     # The closing line, in the plain form CI reads: every passed test on both runtimes, failed steps.
     print("all: %d passed, %d failed" % (passed_cpy + passed_mpy, len(failed)))
     return 1 if failed else 0
+
+
+def ensure_chromium():
+    """Install Debian's chromium when it is missing and we may (root, as in CI): the browser tests need it."""
+    import shutil
+
+    if shutil.which("chromium") or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    print("=== chromium is missing: apt-get install -y chromium", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if subprocess.run(cmd, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env)
+        subprocess.run(cmd, env=env)
 
 
 def _tail(out):

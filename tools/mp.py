@@ -6,6 +6,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOARD = os.path.join(ROOT, "tools", "simboard")
+HOSTLIB = os.path.join(ROOT, "build", "hostlib")  # microdot etc. from the pinned wheels (tools/build.py)
 
 
 def micropython_exe():
@@ -20,7 +21,7 @@ def env(extra_paths=()):
 
     The simulated machine/network/time modules shadow MicroPython's own only in this child process.
     """
-    paths = [SIMBOARD, ROOT, os.path.join(ROOT, "lib"), *extra_paths, ".frozen"]
+    paths = [SIMBOARD, ROOT, os.path.join(ROOT, "lib"), HOSTLIB, *extra_paths, ".frozen"]
     e = dict(os.environ)
     e["MICROPYPATH"] = os.pathsep.join(paths)
     return e

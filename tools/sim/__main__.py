@@ -5,6 +5,13 @@
                                 filesystem (config.json, identity.json, energy counters) is the
                                 folder DIR, kept between runs; without --state-dir a fresh temporary
                                 folder, removed afterwards.
+    python -m tools.sim portal [--port 8080] [--dns-port 8053] [--state-dir DIR] [--networks FILE.json]
+                               [--scenario FILE.json] [--no-identity] [--duration SECONDS]
+                                the device with its setup portal served on 127.0.0.1:PORT (DNS catch-all
+                                on 127.0.0.1:PORT2); the simulated radio's networks and how joining them
+                                ends are scripted in FILE.json (default tools/sim/networks.json). A
+                                state folder without identity.json gets a freshly provisioned one
+                                (unless --no-identity).
     python -m tools.sim run --scenario FILE.json --duration SECONDS [--report json|text]
                             [--runtime micropython|cpython] [--state-dir DIR]
                                 the measurement chain on a scenario's simulated mains, in virtual
@@ -29,6 +36,46 @@ from tools import mp
 from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
 
 DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
+DEFAULT_NETWORKS = os.path.join("tools", "sim", "networks.json")
+
+
+def _sim_identity(state_dir):
+    """Give the simulated device an identity (as `make deploy IDENTITY=...` does on a board)."""
+    import shutil
+
+    from tools import provision
+
+    target = os.path.join(state_dir, "identity.json")
+    if os.path.exists(target):
+        return
+    _, path = provision.provision(os.path.join(state_dir, ".provision"), log=lambda m: None)
+    shutil.copyfile(path, target)
+
+
+def cmd_portal(args):
+    for name, port in (("--port", args.port), ("--dns-port", args.dns_port)):
+        if not 1 <= port <= 65535:
+            raise UsageError("%s: must be a port number 1-65535 (got %d)" % (name, port))
+    with open(args.networks) as f:
+        try:
+            json.load(f)
+        except ValueError as e:
+            raise UsageError("--networks: %s is not valid JSON (%s)" % (args.networks, e))
+    with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
+        state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
+        os.makedirs(state_dir, exist_ok=True)
+        if not args.no_identity:
+            _sim_identity(state_dir)
+        load_scenario_file(args.scenario)
+        cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "portal_main.py"), state_dir,
+                         os.path.abspath(args.scenario), os.path.abspath(args.networks), str(args.port),
+                         str(args.dns_port), *([str(int(args.duration * 1000))] if args.duration else []),
+                         heapsize=args.heapsize)
+        sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d)\n" % (args.port, args.dns_port))
+        child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *a: child.terminate())
+        return child.wait()
 
 
 def cmd_device(args):
@@ -87,6 +134,18 @@ def main(argv=None):
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
                                        "(default: a fresh temporary folder)")
     d.set_defaults(fn=cmd_device)
+
+    p = sub.add_parser("portal", help="the device with its setup portal on 127.0.0.1 and a scripted radio")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--dns-port", type=int, default=8053, help="DNS port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--state-dir", help="folder holding the device's flash filesystem (default: fresh)")
+    p.add_argument("--networks", default=DEFAULT_NETWORKS, metavar="FILE.json",
+                   help="the simulated radio's networks (default: %(default)s)")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="FILE.json", help="the simulated mains")
+    p.add_argument("--no-identity", action="store_true", help="run without a device identity")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
+    p.set_defaults(fn=cmd_portal)
 
     r = sub.add_parser("run", help="measure a scenario's simulated mains in virtual time; print the report")
     r.add_argument("--scenario", required=True, metavar="FILE.json", help="scenario (docs/SIMULATOR.md)")

@@ -27,4 +27,6 @@ from firmware import app  # noqa: E402
 overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
 run_ms = int(sys.argv[3]) if len(sys.argv) > 3 else None
-app.main(run_ms=run_ms, meter_overrides=overrides)
+# The setup page on the desktop: http://127.0.0.1:8080 (DNS catch-all on 127.0.0.1:8053), never 0.0.0.0.
+app.main(run_ms=run_ms, meter_overrides=overrides,
+         portal_options={"host": "127.0.0.1", "http_port": 8080, "dns_port": 8053, "always": True})

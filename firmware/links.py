@@ -1,0 +1,198 @@
+# links — the device's ways onto the network: Ethernet preferred, else WiFi; and the setup access point.
+#
+# Links(board, store, identity).tick() runs every TICK_MS from an asyncio task. It
+#   - keeps WiFi STA off while Ethernet has a link and a lease (ESP-IDF would route over STA otherwise),
+#   - otherwise joins the configured WiFi network,
+#   - brings the setup access point up (SSID "Measurement Device_<serial>", WPA2 with the label's
+#     password, 192.168.251.1/24) when there is no network configuration, when the configured network
+#     has been unreachable for ap.fallback_s, on a short BOOT press, or always (ap.mode "always"),
+#   - and takes it down AP_LINGER_MS after the device is online, so a working device has no open door.
+# Joiner tries one network while the AP stays up and says in plain words how it went.
+
+import time
+
+from firmware import board as hw
+
+AP_ADDR = "192.168.251.1"
+AP_PREFIX = 24
+AP_LINGER_MS = 180000  # online this long: the access point goes down
+TICK_MS = 250
+SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
+CONNECT_TIMEOUT_MS = 15000
+RETRY_MS = 30000  # the configured network failed (not found, refused): try it again this often
+
+OK = "connected"
+WRONG_PASSWORD = "wrong_password"
+NOT_FOUND = "not_found"
+NO_DHCP = "no_dhcp"
+FAILED = "failed"
+
+
+def outcome_message(outcome, ssid, ip=None):
+    """The sentence the setup page shows for a connection attempt."""
+    if outcome == OK:
+        return "Connected to %s. The meter's address there is %s. Settings saved." % (ssid, ip)
+    if outcome == WRONG_PASSWORD:
+        return "Wrong password for %s: check it and try again (nothing was saved)." % ssid
+    if outcome == NOT_FOUND:
+        return ("Network %s not found: check the name, or move closer to the router "
+                "(nothing was saved)." % ssid)
+    if outcome == NO_DHCP:
+        return ("Joined %s but got no address from its DHCP server: check the router "
+                "(nothing was saved)." % ssid)
+    return "Could not connect to %s (nothing was saved)." % ssid
+
+
+class Joiner:
+    """One connection attempt on the STA interface; poll() until it returns an outcome."""
+
+    def __init__(self, sta, ssid, password, timeout_ms=CONNECT_TIMEOUT_MS):
+        self.sta = sta
+        self.ssid = ssid
+        self.timeout_ms = timeout_ms
+        self.started = time.ticks_ms()
+        self.ip = None
+        sta.active(True)
+        try:
+            sta.disconnect()
+        except OSError:
+            pass
+        sta.connect(ssid, password or None)
+
+    def poll(self):
+        """None while trying; otherwise OK, WRONG_PASSWORD, NOT_FOUND, NO_DHCP or FAILED."""
+        st = self.sta.status()
+        if st == hw.STAT_GOT_IP:
+            self.ip = self.sta.ipconfig("addr4")[0]
+            return OK
+        if st == hw.STAT_WRONG_PASSWORD:
+            return WRONG_PASSWORD
+        if st == hw.STAT_NO_AP_FOUND:
+            return NOT_FOUND
+        if st not in (hw.STAT_CONNECTING, hw.STAT_IDLE):
+            return FAILED
+        if time.ticks_diff(time.ticks_ms(), self.started) >= self.timeout_ms:
+            return NO_DHCP if st == hw.STAT_CONNECTING else FAILED
+        return None
+
+
+class Links:
+    def __init__(self, board, store, identity, log=print):
+        self.board = board
+        self.store = store
+        self.identity = identity
+        self.log = log
+        self.ap_up = False
+        self.ap_reason = ""
+        self.online_via = None  # "lan", "wifi" or None
+        now = time.ticks_ms()
+        self._offline_since = now
+        self._online_since = now
+        self._press_start = None
+        self._sta_started = False
+        self._sta_tried = now
+        self.busy = False  # the setup page is trying a network: leave STA alone
+
+    def lan_status(self):
+        """(state, address): "off" (not fitted or disabled), "no link", or "connected" with its address."""
+        if not self.store.config["lan"]["enabled"]:
+            return "off", None
+        lan = self.board.lan()
+        if lan is None:
+            return "off", None
+        if not lan.active():
+            lan.active(True)
+        if lan.isconnected():
+            ip = lan.ipconfig("addr4")[0]
+            if ip != "0.0.0.0":
+                return "connected", ip
+        return "no link", None
+
+    def _button(self, now):
+        pressed = self.board.button.value() == 0
+        if pressed and self._press_start is None:
+            self._press_start = now
+        elif not pressed and self._press_start is not None:
+            held = time.ticks_diff(now, self._press_start)
+            self._press_start = None
+            if held < SHORT_PRESS_MS:
+                return True
+        return False
+
+    def tick(self):
+        now = time.ticks_ms()
+        cfg = self.store.config
+        lan_state, _ = self.lan_status()
+        sta = self.board.sta
+        if lan_state == "connected":
+            via = "lan"
+            if sta.active() and not self.busy:
+                sta.active(False)  # LAN preferred: STA off while Ethernet has a lease
+                self._sta_started = False
+        else:
+            via = None
+            ssid = cfg["wifi"]["ssid"]
+            if ssid and not self.busy:
+                if not self._sta_started or self._retry_due(now):
+                    sta.active(True)
+                    sta.connect(ssid, cfg["wifi"]["password"] or None)
+                    self._sta_started = True
+                    self._sta_tried = now
+                if sta.isconnected():
+                    via = "wifi"
+        if via != self.online_via:
+            self.log("network: %s" % ("online via " + via if via else "offline"))
+            self.online_via = via
+            if via:
+                self._online_since = now
+            else:
+                self._offline_since = now
+        self._decide_ap(now, cfg, self._button(now))
+
+    def _retry_due(self, now):
+        st = self.board.sta.status()
+        if st in (hw.STAT_GOT_IP, hw.STAT_CONNECTING):
+            return False
+        return time.ticks_diff(now, self._sta_tried) >= RETRY_MS
+
+    def reconnect(self):
+        """The settings changed (the setup page saved a network): join it on the next tick."""
+        self._sta_started = False
+
+    def _decide_ap(self, now, cfg, pressed):
+        mode = cfg["ap"]["mode"]
+        if mode == "off":
+            return self.set_ap(False, "ap.mode is off")
+        if mode == "always":
+            return self.set_ap(True, "ap.mode is always")
+        if pressed:
+            return self.set_ap(True, "BOOT button pressed")
+        if self.online_via:
+            if self.ap_up and time.ticks_diff(now, self._online_since) >= AP_LINGER_MS:
+                self.set_ap(False, "online via %s" % self.online_via)
+            return
+        if self.store.needs_setup:
+            return self.set_ap(True, "no network configured")
+        if time.ticks_diff(now, self._offline_since) >= cfg["ap"]["fallback_s"] * 1000:
+            self.set_ap(True, "network unreachable for %d s" % cfg["ap"]["fallback_s"])
+
+    def set_ap(self, up, reason):
+        if up == self.ap_up:
+            return
+        ap = self.board.ap
+        ident = self.identity.identity
+        if up and ident is None:
+            if self.ap_reason != "no identity":
+                self.log("access point: cannot start without a device identity (no password to protect it)")
+                self.ap_reason = "no identity"
+            return
+        if up:
+            ap.active(True)
+            ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=hw.SEC_WPA2,
+                      channel=self.store.config["ap"]["channel"])
+            ap.ipconfig(addr4="%s/%d" % (AP_ADDR, AP_PREFIX))
+        else:
+            ap.active(False)
+        self.ap_up = up
+        self.ap_reason = reason
+        self.log("access point: %s (%s)" % ("up as " + ident.ap_ssid() if up and ident else "down", reason))

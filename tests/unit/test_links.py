@@ -1,0 +1,146 @@
+# Joining a network from the setup page, LAN preference and when the setup access point is up.
+from firmware import config, identity, links
+from firmware.board import Board
+from firmware.identity import Identity, IdentityStatus
+from simworld import Network, world
+from support import tmpdir
+
+FLEET_KEY = bytes(range(32))
+
+
+def _ident():
+    serial, pin = "MD7K3Q9XPA", "40718265"
+    return IdentityStatus(Identity(serial, "k7pq2mzx9abcdrst", pin, identity.derive_upload_key(FLEET_KEY, serial, pin)))
+
+
+def _parts(doc=None):
+    store = config.ConfigStore(path=tmpdir() + "/config.json", log=lambda m: None)
+    store.load()
+    if doc:
+        store.update(doc)
+    board = Board()
+    logs = []
+    return board, store, links.Links(board, store, _ident(), log=logs.append), logs
+
+
+def _join(ssid, password):
+    world.networks = [Network("HomeNet", "correct horse", ip="192.168.1.77"), Network("Cafe", None),
+                      Network("NoLease", "password123", dhcp=False)]
+    sta = Board().sta
+    j = links.Joiner(sta, ssid, password, timeout_ms=10000)
+    for _ in range(100):
+        out = j.poll()
+        if out is not None:
+            return out, j
+        world.advance_us(250000)
+    raise AssertionError("the attempt never ended")
+
+
+def test_joining_reports_each_outcome_in_plain_words():
+    out, j = _join("HomeNet", "correct horse")
+    assert out == links.OK and j.ip == "192.168.1.77"
+    assert "192.168.1.77" in links.outcome_message(out, "HomeNet", j.ip)
+    out, _ = _join("HomeNet", "wrong-password")
+    assert out == links.WRONG_PASSWORD and "Wrong password" in links.outcome_message(out, "HomeNet")
+    out, _ = _join("Elsewhere", "whatever1")
+    assert out == links.NOT_FOUND and "not found" in links.outcome_message(out, "Elsewhere")
+    out, _ = _join("NoLease", "password123")
+    assert out == links.NO_DHCP and "no address from its DHCP" in links.outcome_message(out, "NoLease")
+    out, j = _join("Cafe", "")
+    assert out == links.OK
+
+
+def test_the_access_point_comes_up_when_nothing_is_configured_with_the_label_credentials():
+    board, store, net, _ = _parts()
+    net.tick()
+    ap = board.ap
+    assert net.ap_up and ap.active()
+    assert ap.config("ssid") == "Measurement Device_MD7K3Q9XPA"
+    assert ap.config("security") == board_sec_wpa2()
+    assert ap.ipconfig("addr4") == ("192.168.251.1", "255.255.255.0")
+
+
+def board_sec_wpa2():
+    from firmware import board
+
+    return board.SEC_WPA2
+
+
+def test_no_identity_means_no_access_point_rather_than_an_open_one():
+    board, store, net, logs = _parts()
+    net.identity = IdentityStatus(None)
+    net.tick()
+    assert not net.ap_up and not board.ap.active()
+    assert any("without a device identity" in m for m in logs)
+
+
+def test_online_device_takes_the_access_point_down_after_the_linger_time():
+    world.networks = [Network("HomeNet", "correct horse")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    net.set_ap(True, "test")
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via == "wifi" and net.ap_up
+    world.advance_us(links.AP_LINGER_MS * 1000)
+    net.tick()
+    assert not net.ap_up and not board.ap.active()
+
+
+def test_unreachable_network_brings_the_access_point_up_after_fallback_s():
+    world.networks = []
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}, "ap": {"fallback_s": 30}})
+    net.tick()
+    world.advance_us(29_000_000)
+    net.tick()
+    assert not net.ap_up
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.ap_up and "unreachable" in net.ap_reason
+
+
+def test_a_short_boot_press_brings_the_access_point_up():
+    world.networks = [Network("HomeNet", "correct horse")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert not net.ap_up
+    world.press(0)
+    net.tick()
+    world.advance_us(300_000)
+    world.release(0)
+    net.tick()
+    assert net.ap_up and "BOOT" in net.ap_reason
+
+
+def test_lan_with_a_lease_is_preferred_and_wifi_sta_stays_off():
+    world.networks = [Network("HomeNet", "correct horse")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}, "lan": {"enabled": True}})
+    board.pins = dict(board.pins)
+    board.pins["lan"] = {"mdc": 23, "mdio": 18, "phy_addr": 1, "power": 16}
+    world.lan_link = True
+    board.sta.active(True)
+    net.tick()
+    assert net.online_via == "lan" and not board.sta.active()
+    assert net.lan_status() == ("connected", world.lan_ip)
+    world.lan_link = False  # cable pulled: WiFi takes over
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via == "wifi" and board.sta.active()
+
+
+def test_a_network_that_was_away_is_tried_again():
+    world.networks = []
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via is None
+    world.networks = [Network("HomeNet", "correct horse")]  # the router is back
+    world.advance_us(links.RETRY_MS * 1000)
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via == "wifi"

@@ -1,0 +1,68 @@
+# portal_main — the meter with its setup portal on 127.0.0.1, on the simulated board (runs under MicroPython).
+#
+# Started by `python -m tools.sim portal` as
+#   portal_main.py STATE_DIR SCENARIO.json NETWORKS.json HTTP_PORT DNS_PORT [RUN_MS]
+# NETWORKS.json scripts the simulated radio: {"networks": [{"ssid", "password" (null: open), "rssi",
+# "dhcp" (false: joins but gets no address), "hidden", "ip"}], "connect_delay_ms", "lan_link"}.
+# The portal serves the same pages as on the board's access point; the address it redirects phones
+# to stays the AP's (192.168.251.1). GET /_sim/heap (simulator only) reports the heap after a collection.
+import gc
+import json
+import os
+import sys
+
+import simworld
+
+state_dir, scenario_path, networks_path, http_port, dns_port = sys.argv[1:6]
+run_ms = int(sys.argv[6]) if len(sys.argv) > 6 else None
+os.chdir(state_dir)
+print("sim: device filesystem in %s" % os.getcwd())
+
+import asyncio  # noqa: E402
+
+from tools.sim import mains  # noqa: E402
+
+world = simworld.world
+world.set_realtime()
+with open(scenario_path) as f:
+    scenario = mains.load_scenario(json.load(f))
+mains.connect(world, scenario)
+with open(networks_path) as f:
+    radio = json.load(f)
+for n in radio.get("networks", []):
+    world.networks.append(simworld.Network(n["ssid"], n.get("password"), n.get("rssi", -60), n.get("channel", 6),
+                                           hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
+                                           ip=n.get("ip", "10.0.0.50")))
+world.connect_delay_us = int(radio.get("connect_delay_ms", 1500)) * 1000
+world.lan_link = bool(radio.get("lan_link", False))
+print("sim: radio from %s: %d networks" % (networks_path, len(world.networks)))
+
+from microdot import Response  # noqa: E402
+
+from firmware import app  # noqa: E402
+
+overrides = {"model": scenario["model"]}
+overrides.update(scenario["meter"])
+device = app.Device(None, overrides)
+device.portal_options = {"host": "127.0.0.1", "http_port": int(http_port), "dns_port": int(dns_port),
+                         "always": True}
+
+
+@device.portal.app.get("/_sim/heap")
+async def heap(req):
+    gc.collect()
+    g = device.portal.guard
+    return Response(json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(), "active": g.active,
+                                "served": g.served, "refused": g.refused}), 200,
+                    {"Content-Type": "application/json"})
+
+
+device.portal.app.url_map.insert(0, device.portal.app.url_map.pop())  # ahead of the portal's catch-all route
+
+try:
+    asyncio.run(app._run(device, run_ms))
+except KeyboardInterrupt:
+    pass
+finally:
+    device.shutdown()
+print("sim: portal stopped")
