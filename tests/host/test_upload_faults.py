@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 
@@ -294,3 +295,12 @@ def test_bad_record_is_dropped_and_counted(results):
     missing = expected(rep) - set(s.seqs())
     assert len(missing) == rep["rejected"] >= 1
     assert "refused record seq" in rep["log"]
+
+
+def test_dump_prints_each_stored_record_with_serial_and_seq(results):
+    s, _ = _get(results, "500")
+    p = subprocess.run([sys.executable, "-m", "tools.ingest", "--db", s.db, "--dump"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30)
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert sorted(d["seq"] for d in lines) == sorted(s.seqs()) and lines
+    assert {d["serial"] for d in lines} == {"FAULT-1"} and all("phases" in d for d in lines)

@@ -7,8 +7,10 @@
                                 folder, removed afterwards.
     python -m tools.sim run --scenario FILE.json --duration SECONDS [--report json|text]
                             [--runtime micropython|cpython] [--state-dir DIR]
+                            [--upload https://localhost:PORT --ca DIR/ca.der [--record-interval S]]
                                 the measurement chain on a scenario's simulated mains, in virtual
-                                time; prints one report
+                                time; prints one report. With --upload the whole device runs in
+                                real time and uploads to that server (python -m tools.ingest)
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
@@ -55,7 +57,13 @@ def cmd_run(args):
     load_scenario_file(args.scenario)  # refuse a bad file here, with the parent's clear message
     duration_s = _duration(args)
     try:
-        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize)
+        upload = None
+        if args.upload:
+            if not args.ca:
+                raise UsageError("--upload needs --ca DIR/ca.der (the CA that signed the server's certificate)")
+            upload = {"url": args.upload, "ca": args.ca, "fleet_key": args.fleet_key,
+                      "record_interval_s": args.record_interval}
+        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize, upload)
     except RuntimeError as e:
         sys.stderr.write("sim: %s\n" % e)
         return 1
@@ -98,6 +106,13 @@ def main(argv=None):
     r.add_argument("--state-dir", metavar="DIR",
                    help="the board's flash: the firmware's files persist here between runs (default: fresh)")
     r.add_argument("--heapsize", help="MicroPython heap for the child, e.g. 4M")
+    r.add_argument("--upload", metavar="URL", help="also upload to this server (https://localhost:PORT): the "
+                                                   "whole device then runs in real time (--duration is wall time)")
+    r.add_argument("--ca", metavar="CA.der", help="with --upload: the CA to trust (tools.ingest's DIR/ca.der)")
+    r.add_argument("--fleet-key", metavar="FILE", help="with --upload: the fleet key for the device's identity "
+                                                       "(default: fleet.key next to the CA file)")
+    r.add_argument("--record-interval", type=int, default=10, metavar="S",
+                   help="with --upload: seconds per interval record (default 10; 10-3600)")
     r.set_defaults(fn=cmd_run)
 
     a = sub.add_parser("accuracy", help="run the accuracy cases and print the worst errors")
