@@ -51,6 +51,8 @@ class Uploader:
         self.backoff_min_ms, self.backoff_max_ms = backoff_ms
         self.timeout_ms = timeout_ms
         self._live = None  # (ticks_ms, frame dict): only the newest
+        self._fresh = asyncio.Event()  # set by on_readings: a new frame is waiting
+        self._live_sent_ms = time.ticks_ms()
         self._sums = None
         self._n = 0
         self._start_ms = time.ticks_ms()
@@ -75,6 +77,7 @@ class Uploader:
             return
         now = time.ticks_ms()
         self._live = (now, r)
+        self._fresh.set()
         if self._sums is None:
             self._sums = [[0.0] * len(AVG_KEYS) for _ in r["phases"]]
             self._n = 0
@@ -170,6 +173,7 @@ class Uploader:
         """One round: the live frame, then one batch of records. None when all went well, else why."""
         body = self._live_body()
         if body is not None:
+            self._live_sent_ms = time.ticks_ms()
             status, reply = await self._send(client, "/v1/live", body)
             if status == 400:
                 self.status["live_dropped"] += 1
@@ -220,7 +224,24 @@ class Uploader:
             self.status.update({"state": "ok", "message": "uploading", "last_ok_ms": time.ticks_ms(),
                                 "retry_in_ms": 0, "pending": self.spool.pending()})
             # Backfilling: next batch at once (yielding to the meter); otherwise wait for the next frame.
-            await _sleep_ms(0 if self.spool.pending() else self.live_interval_ms)
+            await self._pause()
+
+    async def _pause(self):
+        """Backfilling: go on at once (yielding to the meter). Otherwise wait for the next frame, but
+        send frames at most every live_interval_ms: a frame goes out as soon as its window closes."""
+        if self.spool.pending():
+            await _sleep_ms(0)
+            return
+        # (7/8 of the interval: a frame that comes a little early, by jitter, still goes at once)
+        wait = self.live_interval_ms * 7 // 8 - time.ticks_diff(time.ticks_ms(), self._live_sent_ms)
+        if wait > 0:
+            await _sleep_ms(wait)
+        if self._live is None:
+            self._fresh.clear()
+            try:
+                await asyncio.wait_for(self._fresh.wait(), self.live_interval_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
 
     def shutdown(self):
         try:

@@ -71,6 +71,7 @@ class Client:
         self.max_body = max_body
         self._r = self._w = None
         self.connections = 0  # connections opened (keep-alive reuse keeps this low)
+        self.bytes_sent = 0  # HTTP bytes (headers and bodies; TLS framing not counted)
 
     def _context(self):
         if ssl is None:
@@ -145,7 +146,9 @@ class Client:
             method, self.base_path, path, self.host, len(body))
         for k in headers or {}:
             head += "%s: %s\r\n" % (k, headers[k])
-        w.write(head.encode() + b"\r\n" + body)
+        data = head.encode() + b"\r\n" + body
+        self.bytes_sent += len(data)
+        w.write(data)
         await w.drain()
         line = await r.readline()
         if not line:

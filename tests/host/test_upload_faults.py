@@ -91,7 +91,7 @@ class Setup:
             json.dump(plan, f)
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "lib"), ".frozen"]))
         t0 = time.time()
-        p = subprocess.run([mp.micropython_exe(), os.path.join(ROOT, "tests", "host", "upload_device.py"), path],
+        p = subprocess.run([mp.micropython_exe(), os.path.join(ROOT, "tools", "sim", "upload_main.py"), path],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stdout + p.stderr
         with open(plan["report"]) as f:
@@ -204,7 +204,7 @@ def _full_spool(base, certs):
 def _reject(base, certs):
     s = Setup(os.path.join(base, "reject"), certs[0])
     try:
-        return s, [s.device(2000, phases=[(600, "reject", None), (900, "", None)])]
+        return s, [s.device(2500, phases=[(600, "reject", None), (1600, "", None)])]
     finally:
         s.stop()
 

@@ -1,6 +1,7 @@
-# upload_device — the uploader under the MicroPython unix port, fed by a stand-in meter, for fault tests.
+# upload_main — the uploader under the MicroPython unix port, fed by a stand-in meter: fault tests
+# (tests/host/test_upload_faults.py) and the upload benchmark (tools/bench_upload.py) run it.
 #
-#     micropython tests/host/upload_device.py PLAN.json      (MICROPYPATH from tools/mp.py)
+#     micropython tools/sim/upload_main.py PLAN.json      (MICROPYPATH: the repo root and lib/, no simboard)
 #
 # PLAN: {"state_dir", "url", "ca_der" (path), "fleet_key" (hex), "serial", "run_ms", "drain_ms",
 # "window_ms", "record_ms", "live_ms", "spool_files", "ram_max", "backoff_ms", "timeout_ms",
@@ -10,13 +11,18 @@
 # loop shows up there). device_fault "dns" makes the DNS seam fail, "clock" makes the clock seam
 # report an unset clock (and NTP fail). server_fault is written to the ingest server's fault file.
 # After run_ms no more records are made and the device drains its spool (up to drain_ms), shuts
-# down in order (RAM spilled to flash) and writes a JSON report.
+# down in order (RAM spilled to flash) and writes a JSON report. "prefill": N puts N records in the
+# spool first (an outage's backlog); the report then says when the backlog was gone ("drained_ms").
+# The report also has the heap in use (gc.mem_alloc) before and at most during the run.
 
 import asyncio
+import gc
 import json
 import os
 import sys
 import time
+
+import https
 
 from firmware import identity
 from firmware.spool import Spool
@@ -59,7 +65,23 @@ def readings(t_ms, k):
             "total": {"real_power_w": 600.0 + 3 * k}, "diagnostics": []}
 
 
-stats = {"windows": 0, "max_late_ms": 0, "stop": False}
+stats = {"windows": 0, "max_late_ms": 0, "stop": False, "heap_max": 0, "record_bytes": 0, "records_posted": 0}
+_request = https.Client.request
+
+
+async def _measured_request(self, method, path, body=b"", headers=None):
+    """Client.request, noting the live heap when the reply is in and the bytes of record uploads."""
+    before = self.bytes_sent
+    reply = await _request(self, method, path, body, headers)
+    gc.collect()  # what is live while the request's body, batch and reply are still held
+    stats["heap_max"] = max(stats["heap_max"], gc.mem_alloc())
+    if path == "/v1/records" and reply[0] == 200:
+        stats["record_bytes"] += self.bytes_sent - before
+        stats["records_posted"] += len(json.loads(reply[1])["acked"])
+    return reply
+
+
+https.Client.request = _measured_request
 
 
 async def meter(up, energy, window_ms):
@@ -90,6 +112,12 @@ async def main():
     ca = open(plan["ca_der"], "rb").read()
     spool = Spool(max_files=plan.get("spool_files", 144), ram_max=plan.get("ram_max", 10))
     first_seq = spool.next_seq
+    for k in range(plan.get("prefill", 0)):
+        spool.add({"t": None, "interval_ms": 60000, "windows": 60, "frequency_hz": 50.0, "diagnostics": [],
+                   "phases": readings(0, k)["phases"], "energy_mwh": Energy().snapshot()})
+    gc.collect()
+    heap_base = gc.mem_alloc()
+    drained_ms = None
     settings = {"url": plan["url"], "ca_cert": ca, "live_interval_ms": plan.get("live_ms", 300),
                 "record_interval_ms": plan.get("record_ms", 500)}
     energy = Energy()
@@ -107,6 +135,8 @@ async def main():
             if server_fault is not None:
                 set_server_fault(server_fault)
             faults["device"] = device_fault or ""
+        if drained_ms is None and spool.pending() == 0:
+            drained_ms = now
         if up.status["state"] not in states:
             states.append(up.status["state"])
         if now >= plan["run_ms"]:
@@ -121,7 +151,9 @@ async def main():
     up.shutdown()
     report = {"first_seq": first_seq, "next_seq": spool.next_seq, "pending": spool.pending(), "lost": spool.lost,
               "rejected": spool.rejected, "status": up.status, "states": states, "windows": stats["windows"],
-              "max_late_ms": stats["max_late_ms"], "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0)}
+              "max_late_ms": stats["max_late_ms"], "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0),
+              "heap_base": heap_base, "heap_max": stats["heap_max"], "drained_ms": drained_ms,
+              "record_bytes": stats["record_bytes"], "records_posted": stats["records_posted"]}
     f = open(plan["report"], "w")
     f.write(json.dumps(report))
     f.close()
