@@ -1,7 +1,7 @@
 """Reference ingest server for the meter's uploads (docs/PROTOCOL.md), over real HTTPS.
 
     python -m tools.ingest --port PORT --db FILE.sqlite --certs DIR [--fleet-key FILE]
-                           [--host 127.0.0.1] [--fault-file FILE]
+                           [--host 127.0.0.1] [--fault-file FILE] [--verbose]
     python -m tools.ingest --db FILE.sqlite --dump
 
 On first run DIR gets a new CA (DIR/ca.pem, DIR/ca.der: give ca.der to the device as upload.ca_cert)
@@ -99,7 +99,8 @@ def dump(path, out=sys.stdout):
 
 
 class Ingest:
-    def __init__(self, db_path, fleet_key, fault_file=None):
+    def __init__(self, db_path, fleet_key, fault_file=None, verbose=False):
+        self.verbose = verbose
         self.db = open_db(db_path)
         self.lock = threading.Lock()
         self.fleet_key = fleet_key
@@ -139,7 +140,7 @@ class Ingest:
         if doc.get("serial") != serial or not isinstance(recs, list):
             return 400, {"error": "body: needs the device's serial and a records list"}
         now = int(time.time() * 1000)
-        acked = []
+        acked, new = [], 0
         with self.lock:
             reject = self.fault() == "reject"
             for i, r in enumerate(recs):
@@ -148,10 +149,13 @@ class Ingest:
                     self.db.commit()
                     return 400, {"error": "records[%d]: needs an integer seq >= 0 and a phases list" % i,
                                  "seq": seq, "acked": acked}
-                self.db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
-                                (serial, seq, json.dumps(r), now))
+                new += self.db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
+                                       (serial, seq, json.dumps(r), now)).rowcount
                 acked.append(seq)
             self.db.commit()
+        if self.verbose and acked:
+            sys.stderr.write("ingest: %s: records seq %d-%d stored (%d new, %d already had)\n" % (
+                serial, min(acked), max(acked), new, len(acked) - new))
         return 200, {"acked": acked}
 
     def live(self, serial, doc, size):
@@ -229,13 +233,13 @@ class Server(http.server.ThreadingHTTPServer):
         pass
 
 
-def serve(port, db_path, certs, fleet_key_path=None, host="127.0.0.1", fault_file=None, ready=None):
+def serve(port, db_path, certs, fleet_key_path=None, host="127.0.0.1", fault_file=None, ready=None, verbose=False):
     cert, key = ensure_certs(certs)
     fleet_path = fleet_key_path or os.path.join(certs, "fleet.key")
     if not os.path.exists(fleet_path):
         provision.fleet_key_for(certs, None)
     fleet_key = provision.read_fleet_key(fleet_path)
-    handler = type("BoundHandler", (Handler,), {"ingest": Ingest(db_path, fleet_key, fault_file)})
+    handler = type("BoundHandler", (Handler,), {"ingest": Ingest(db_path, fleet_key, fault_file, verbose)})
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv = Server((host, port), handler)
@@ -257,6 +261,7 @@ def main(argv=None):
     ap.add_argument("--certs", help="folder with the CA and server certificate (created on first run)")
     ap.add_argument("--fleet-key", help="the fleet key file (default CERTS/fleet.key, created if missing)")
     ap.add_argument("--fault-file", help="tests only: a file naming a fault mode (see above)")
+    ap.add_argument("--verbose", action="store_true", help="say on stderr when records are stored")
     ap.add_argument("--dump", action="store_true", help="print the stored records as JSON lines and exit")
     args = ap.parse_args(argv)
     if args.dump:
@@ -265,7 +270,7 @@ def main(argv=None):
     if args.port is None or not args.certs:
         ap.error("--port and --certs are needed to serve (or --dump to print the records)")
     try:
-        serve(args.port, args.db, args.certs, args.fleet_key, args.host, args.fault_file)
+        serve(args.port, args.db, args.certs, args.fleet_key, args.host, args.fault_file, verbose=args.verbose)
     except KeyboardInterrupt:
         pass
     return 0

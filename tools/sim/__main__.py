@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from tools import mp
 from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
@@ -33,18 +34,58 @@ from tools.sim.runner import UsageError, format_text, load_scenario_file, simula
 DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
 
 
+def _start_ingest(folder):
+    """`python -m tools.ingest` on a free 127.0.0.1 port, its CA, fleet key and records in folder."""
+    import socket
+
+    os.makedirs(folder, exist_ok=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    db = os.path.join(folder, "records.sqlite")
+    srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs",
+                            os.path.join(folder, "certs"), "--verbose"], cwd=mp.ROOT)
+    for _ in range(100):  # wait until it listens (its first run makes a CA: a fraction of a second)
+        if srv.poll() is not None:
+            raise UsageError("--ingest: the ingest server did not start (exit status %d)" % srv.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return srv, port, db
+        except OSError:
+            time.sleep(0.1)
+    srv.kill()
+    raise UsageError("--ingest: the ingest server did not start listening within 10 s")
+
+
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
         os.makedirs(state_dir, exist_ok=True)
         load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
+        srv = None
+        if args.ingest:
+            from tools.sim.runner import prepare_upload
+
+            srv, port, db = _start_ingest(os.path.abspath(args.ingest))
+            prepare_upload(state_dir, "https://localhost:%d" % port,
+                           os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, 10)
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(args.scenario),
                          *([str(int(args.duration * 1000))] if args.duration else []), heapsize=args.heapsize)
         child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
         # Ctrl-C reaches the child too (same process group): let it shut down, then report its status.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return child.wait()
+        rc = child.wait()
+        if srv is not None:
+            srv.terminate()
+            srv.wait(10)
+            import sqlite3
+
+            n = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()[0]
+            sys.stderr.write("sim: the ingest server stored %d interval records in %s "
+                             "(python -m tools.ingest --db %s --dump)\n" % (n, db, db))
+        return rc
 
 
 def _duration(args):
@@ -94,6 +135,8 @@ def main(argv=None):
     d.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
                                        "(default: a fresh temporary folder)")
+    d.add_argument("--ingest", metavar="DIR", help="also run a local ingest server (python -m tools.ingest; "
+                                                   "CA, fleet key and records.sqlite in DIR) and upload to it")
     d.set_defaults(fn=cmd_device)
 
     r = sub.add_parser("run", help="measure a scenario's simulated mains in virtual time; print the report")

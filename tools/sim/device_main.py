@@ -22,9 +22,10 @@ mains.connect(simworld.world, scenario)  # the simulated mains on the six ADC in
 print("sim: mains from %s: %s" % (sys.argv[2], scenario.get("description") or "no description"))
 
 from firmware import app  # noqa: E402
+from tools.sim.simnet import SimBoard  # noqa: E402  (DNS and NTP answered by the simulation)
 
 # The simulated hardware is the scenario's model; its "meter" object overrides the stored settings.
 overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
 run_ms = int(sys.argv[3]) if len(sys.argv) > 3 else None
-app.main(run_ms=run_ms, meter_overrides=overrides)
+app.main(board=SimBoard(), run_ms=run_ms, meter_overrides=overrides)
