@@ -23,6 +23,8 @@ from https import Client, HttpError
 LIVE_KEYS = ("vrms", "irms", "real_power_w")
 AVG_KEYS = ("vrms", "irms", "real_power_w", "reactive_power_var", "apparent_power_va")
 _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))  # CPython tests
+# The ESP32 port counts time from 2000-01-01, the unix port (and the protocol) from 1970-01-01.
+EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
 
 
@@ -98,7 +100,7 @@ class Uploader:
             for i, k in enumerate(AVG_KEYS):
                 ph[k] = _r(s[i] / n, 3)
             phases.append(ph)
-        rec = {"t": int(time.time()) if self.clock_ready() else None,
+        rec = {"t": int(time.time()) + EPOCH_TO_UNIX_S if self.clock_ready() else None,
                "interval_ms": time.ticks_diff(now, self._start_ms), "windows": n,
                "frequency_hz": _r(self._freq, 3), "phases": phases, "energy_mwh": self.energy.snapshot(),
                "diagnostics": self._diag}
@@ -120,7 +122,8 @@ class Uploader:
             return None
         phases = [dict((k, _r(ph[k], 2)) for k in LIVE_KEYS) for ph in r["phases"]]
         age_ms = time.ticks_diff(now, t)
-        return json.dumps({"serial": self.identity.serial, "t_ms": time.time_ns() // 1000000 - age_ms,
+        t_ms = time.time_ns() // 1000000 + EPOCH_TO_UNIX_S * 1000 - age_ms
+        return json.dumps({"serial": self.identity.serial, "t_ms": t_ms,
                            "phases": phases, "total_w": _r(r["total"]["real_power_w"], 1)}).encode()
 
     # -- the network side ---------------------------------------------------------------------------

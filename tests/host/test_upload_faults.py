@@ -79,7 +79,7 @@ class Setup:
             self.srv.shutdown()
             self.srv.server_close()
 
-    def device(self, run_ms, phases=(), url=None, ca=None, **kw):
+    def device(self, run_ms, phases=(), url=None, ca=None, heapsize=None, **kw):
         plan = {"state_dir": self.state, "url": url or "https://localhost:%d" % self.port,
                 "ca_der": ca or os.path.join(self.certs, "ca.der"), "fleet_key": self.fleet_key,
                 "serial": "FAULT-1", "run_ms": run_ms, "drain_ms": 6000, "window_ms": WINDOW_MS,
@@ -91,7 +91,8 @@ class Setup:
             json.dump(plan, f)
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "lib"), ".frozen"]))
         t0 = time.time()
-        p = subprocess.run([mp.micropython_exe(), os.path.join(ROOT, "tools", "sim", "upload_main.py"), path],
+        heap = ["-X", "heapsize=" + heapsize] if heapsize else []
+        p = subprocess.run([mp.micropython_exe(), *heap, os.path.join(ROOT, "tools", "sim", "upload_main.py"), path],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stdout + p.stderr
         with open(plan["report"]) as f:
@@ -143,7 +144,9 @@ def check(setup, reports, clear_at_ms, lost=0):
 def _server_fault(base, certs, mode):
     s = Setup(os.path.join(base, "srv-" + mode), certs[0])
     try:
-        return s, [s.device(3000, phases=[(300, mode, None), (1800, "", None)])]
+        # The 500 case runs in an ESP32-sized heap (96wK: 96 K words, as without PSRAM).
+        return s, [s.device(3000, phases=[(300, mode, None), (1800, "", None)],
+                            heapsize="96wK" if mode == "500" else None)]
     finally:
         s.stop()
 
