@@ -137,22 +137,38 @@ class Client:
             raise HttpError("reset", "connection to %s lost (%s)" % (self.host, e))
 
     async def _request(self, method, path, body, headers):
-        if self._w is None:
-            await self._connect()
-        r, w = self._r, self._w
-        if r is None or w is None:
-            raise HttpError("connect", "no connection")
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: keep-alive\r\n" % (
             method, self.base_path, path, self.host, len(body))
         for k in headers or {}:
             head += "%s: %s\r\n" % (k, headers[k])
         data = head.encode() + b"\r\n" + body
-        self.bytes_sent += len(data)
-        w.write(data)
-        await w.drain()
-        line = await r.readline()
+        line = b""
+        for _ in range(2):
+            # A kept-alive connection the server has meanwhile closed fails before any reply: then
+            # once more on a new connection (safe: the protocol's requests are idempotent).
+            reused = self._w is not None
+            if not reused:
+                await self._connect()
+            r, w = self._r, self._w
+            if r is None or w is None:
+                raise HttpError("connect", "no connection")
+            self.bytes_sent += len(data)
+            try:
+                w.write(data)
+                await w.drain()
+                line = await r.readline()
+            except OSError:
+                if not reused:
+                    raise
+                line = b""
+            if line or not reused:
+                break
+            await self.close()
         if not line:
             raise HttpError("reset", "the server closed the connection before replying")
+        r = self._r
+        if r is None:
+            raise HttpError("reset", "connection lost")
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
             raise HttpError("protocol", "not an HTTP reply: %r" % line[:40])

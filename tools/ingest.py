@@ -13,8 +13,9 @@ deduplicated by (serial, seq), and acknowledged by seq; live frames are kept wit
 time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
 
 For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
-(no reply for 60 s), "reset" (headers and half the reply, then a TCP reset) or "reject" (400 for
-the first record of every batch) make the server misbehave that way; empty or absent means normal.
+(no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
+the first record of every batch) or "drop" (close every kept-alive connection after its reply,
+without announcing it) make the server misbehave that way; empty or absent means normal.
 """
 
 import argparse
@@ -193,6 +194,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(data)
+        if self.ingest.fault() == "drop":  # close the kept-alive connection without saying so
+            self.close_connection = True
 
     def do_POST(self):
         ing = self.ingest

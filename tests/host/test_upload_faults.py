@@ -204,6 +204,16 @@ def _full_spool(base, certs):
         s.stop()
 
 
+def _drop(base, certs):
+    s = Setup(os.path.join(base, "drop"), certs[0])
+    with open(s.fault_file, "w") as f:
+        f.write("drop")
+    try:
+        return s, [s.device(2000)]
+    finally:
+        s.stop()
+
+
 def _reject(base, certs):
     s = Setup(os.path.join(base, "reject"), certs[0])
     try:
@@ -216,7 +226,7 @@ SCENARIOS = {"500": (_server_fault, "500"), "429": (_server_fault, "429"), "hang
              "reset": (_server_fault, "reset"), "down": (_server_down,), "dns": (_seam_fault, "dns"),
              "clock": (_seam_fault, "clock"), "wrong_ca": (_untrusted, "wrong_ca"),
              "wrong_hostname": (_untrusted, "wrong_hostname"), "credentials": (_credentials,),
-             "full_spool": (_full_spool,), "reject": (_reject,)}
+             "full_spool": (_full_spool,), "reject": (_reject,), "drop": (_drop,)}
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +317,10 @@ def test_dump_prints_each_stored_record_with_serial_and_seq(results):
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     assert sorted(d["seq"] for d in lines) == sorted(s.seqs()) and lines
     assert {d["serial"] for d in lines} == {"FAULT-1"} and all("phases" in d for d in lines)
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_without_an_error(results):
+    s, (rep,) = _get(results, "drop")
+    check(s, [rep], 0)
+    assert rep["status"]["connections"] > 3  # a new connection for (nearly) every request
+    assert "retrying" not in rep["states"] and rep["status"]["last_error"] is None
