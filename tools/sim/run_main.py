@@ -91,9 +91,23 @@ def run_uploading(scenario, duration_s):
     from firmware import app
     from tools.sim.simnet import SimBoard
 
+    # Count the measurement windows and the longest gap between two: the network must never stall them.
+    seen = {"windows": 0, "last_ms": None, "max_gap_ms": 0}
+    on_readings = app.Device.on_readings
+
+    def counting(self, readings):
+        now = time.ticks_ms()
+        if seen["last_ms"] is not None:
+            seen["max_gap_ms"] = max(seen["max_gap_ms"], time.ticks_diff(now, seen["last_ms"]))
+        seen["last_ms"] = now
+        seen["windows"] += 1
+        on_readings(self, readings)
+
+    app.Device.on_readings = counting
     device = app.main(board=SimBoard(), run_ms=int(duration_s * 1000), meter_overrides=settings_for(scenario))
     report = device.meter.report()
     report["upload"] = device.uploader.status
+    report["windows"] = {"count": seen["windows"], "max_gap_ms": seen["max_gap_ms"]}
     return report
 
 
