@@ -144,3 +144,16 @@ def test_the_signature_covers_the_body_and_the_key_never_shows():
     assert h["X-Meter-Signature"] == up.identity.sign(b'{"a":1}') != up.identity.sign(b'{"a":2}')
     key_hex = "".join("%02x" % b for b in up.identity.upload_key)
     assert key_hex not in json.dumps(up.status) and key_hex not in str(h)
+
+
+def test_backoff_doubles_with_jitter_and_is_capped():
+    up = _uploader()
+    up.backoff_min_ms, up.backoff_max_ms = 1000, 60000
+    seen = []
+    for failures in range(12):
+        up._failures = failures
+        d = min(60000, 1000 << failures)
+        waits = [up._backoff_ms() for _ in range(20)]
+        assert all(d // 2 <= w <= d for w in waits), (failures, waits)
+        seen.append(max(waits))
+    assert max(seen) <= 60000 and len(set(waits)) > 1  # capped, and jittered
