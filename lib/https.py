@@ -6,7 +6,8 @@
 # TLS always verifies: SSLContext(PROTOCOL_TLS_CLIENT), verify_mode CERT_REQUIRED, the CA given as
 # DER bytes, server_hostname = the URL's host. The host name is resolved through `resolve(host,
 # port) -> address string` (the board's DNS seam; tests replace it), so the connection itself
-# goes to an address and no resolver is asked twice. One connection is kept open and reused while
+# goes to an address and no resolver is asked twice; if DNS fails later, the last address that
+# resolved is used (the certificate is still checked against the name). One connection is kept open and reused while
 # the server allows (HTTP/1.1 keep-alive). Every step has a deadline; a reply larger than max_body
 # is refused. Failures raise HttpError with .kind: dns, connect, tls, timeout, reset, protocol,
 # too_large; the message never includes request headers (they carry signatures).
@@ -70,6 +71,7 @@ class Client:
         self.timeout_ms = timeout_ms
         self.max_body = max_body
         self._r = self._w = None
+        self._addr = None  # the last address the name resolved to
         self.connections = 0  # connections opened (keep-alive reuse keeps this low)
         self.bytes_sent = 0  # HTTP bytes (headers and bodies; TLS framing not counted)
 
@@ -86,9 +88,11 @@ class Client:
 
     async def _connect(self):
         try:
-            addr = self.resolve(self.host, self.port)
+            addr = self._addr = self.resolve(self.host, self.port)
         except Exception as e:
-            raise HttpError("dns", "cannot resolve %s (%s)" % (self.host, e))
+            if self._addr is None:
+                raise HttpError("dns", "cannot resolve %s (%s)" % (self.host, e))
+            addr = self._addr  # DNS is down: the address that worked last (TLS still checks the name)
         ctx = self._context()
         try:
             self._r, self._w = await asyncio.wait_for(

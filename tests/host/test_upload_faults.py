@@ -214,6 +214,14 @@ def _drop(base, certs):
         s.stop()
 
 
+def _dns_later(base, certs):
+    s = Setup(os.path.join(base, "dns-later"), certs[0])
+    try:  # DNS fails after the first connection, and the server closes every connection meanwhile
+        return s, [s.device(2500, phases=[(800, "drop", "dns"), (1800, "", None)])]
+    finally:
+        s.stop()
+
+
 def _reject(base, certs):
     s = Setup(os.path.join(base, "reject"), certs[0])
     try:
@@ -226,7 +234,8 @@ SCENARIOS = {"500": (_server_fault, "500"), "429": (_server_fault, "429"), "hang
              "reset": (_server_fault, "reset"), "down": (_server_down,), "dns": (_seam_fault, "dns"),
              "clock": (_seam_fault, "clock"), "wrong_ca": (_untrusted, "wrong_ca"),
              "wrong_hostname": (_untrusted, "wrong_hostname"), "credentials": (_credentials,),
-             "full_spool": (_full_spool,), "reject": (_reject,), "drop": (_drop,)}
+             "full_spool": (_full_spool,), "reject": (_reject,), "drop": (_drop,),
+             "dns_later": (_dns_later,)}
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +333,9 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_without_an_error(
     check(s, [rep], 0)
     assert rep["status"]["connections"] > 3  # a new connection for (nearly) every request
     assert "retrying" not in rep["states"] and rep["status"]["last_error"] is None
+
+
+def test_a_dns_outage_after_the_first_connection_uses_the_last_address(results):
+    s, (rep,) = _get(results, "dns_later")
+    check(s, [rep], 1800)
+    assert rep["status"]["connections"] > 3 and "retrying" not in rep["states"]
