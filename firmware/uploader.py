@@ -161,6 +161,8 @@ class Uploader:
             self.spool.ack(acked)
             self.status["records_sent"] += len(acked)
             self._single = False
+            if not [s for s, _ in batch if s in acked]:
+                return "the server acknowledged none of the records sent"  # back off, don't spin
             return None
         if status == 400:
             if len(batch) > 1:
