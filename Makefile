@@ -20,7 +20,7 @@ test: venv
 	$(PY) -m tools.check
 
 sim: venv
-	$(PY) -m tools.sim device
+	$(PY) -m tools.sim device --ingest build/sim-ingest
 
 build: venv
 	$(PY) -m tools.build

@@ -10,6 +10,8 @@ from firmware.board import Board
 from firmware.energy import Energy
 from firmware.energy_store import EnergyPersister, EnergyStore
 from firmware.meter import Meter
+from firmware.spool import Spool
+from firmware.uploader import Uploader
 
 
 def format_readings(r):
@@ -74,21 +76,32 @@ class Device:
         self.links = links.Links(self.board, self.store, self.identity, log=log)
         self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links, log=log)
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
+        # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
+        # in uploader.status, without an identity or an upload URL.
+        self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
+                                 resolve=self.board.resolve, clock_ready=self.board.clock_ready,
+                                 sync_clock=self.board.sync_clock, log=log)
 
     def on_readings(self, readings):
         self.console(readings)
         if self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms()) is False and self.persister.error:
             print("meter: " + self.persister.error)
+        try:
+            self.uploader.on_readings(readings)
+        except Exception as e:  # whatever goes wrong with uploads, the meter keeps measuring
+            print("upload: cannot take these readings (%s: %s)" % (type(e).__name__, e))
 
     def shutdown(self):
         self.meter.stop()
+        self.uploader.shutdown()  # records waiting in RAM go to the flash spool
         self.persister.save(self.energy.snapshot(), time.ticks_ms())  # an orderly stop loses nothing
 
 
 async def _run(device, run_ms):
     tasks = [asyncio.create_task(device.meter.run(device.on_readings)),
              asyncio.create_task(_heartbeat(device.board, 500)),
-             asyncio.create_task(device.portal.run(**device.portal_options))]
+             asyncio.create_task(device.portal.run(**device.portal_options)),
+             asyncio.create_task(device.uploader.run())]
     if run_ms is None:
         await tasks[0]
     else:

@@ -4,6 +4,8 @@
 # which never imports machine/network itself. On the desktop the simulated machine/network modules
 # (tools/simboard) stand in for the real ones, so this same code runs there.
 
+import time
+
 import machine
 import network
 
@@ -66,6 +68,26 @@ class Board:
 
     def unique_id(self):
         return machine.unique_id()
+
+    # Network seams: the uploader resolves names and sets the clock only through these, so the
+    # simulator (tools/sim/simnet.py) and tests can replace them without touching DNS or NTP.
+    def resolve(self, host, port):
+        """The IPv4 address (a string) for host; OSError if DNS fails."""
+        import socket
+
+        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+        return addr[0] if isinstance(addr, tuple) else ".".join(str(b) for b in addr[4:8])  # pyright: ignore
+
+    def clock_ready(self):
+        """True once the RTC holds a real date (TLS certificate checks need it)."""
+        return time.gmtime()[0] >= 2025
+
+    def sync_clock(self):
+        """Set the RTC from NTP (pool.ntp.org by default); True if it worked."""
+        import ntptime
+
+        ntptime.settime()
+        return self.clock_ready()
 
 
 # WiFi constants the rest of the firmware needs (it never imports network itself).

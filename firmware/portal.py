@@ -86,9 +86,9 @@ class Portal:
                 self.net.tick()
                 want = always or self.net.ap_up
                 if want and guard.server is None:
-                    self.scan()
                     try:
                         await guard.start(host, http_port)
+                        self.scan()  # blocks ~2 s on the board: once per start, never per retry
                         dns = DnsCatch(self.ap_addr, host, dns_port)
                         dns_task = asyncio.create_task(dns.run())
                         self.log("portal: serving http on %s:%d, dns on %d" % (host, http_port, dns_port))

@@ -14,8 +14,10 @@
                                 (unless --no-identity).
     python -m tools.sim run --scenario FILE.json --duration SECONDS [--report json|text]
                             [--runtime micropython|cpython] [--state-dir DIR]
+                            [--upload https://localhost:PORT --ca DIR/ca.der [--record-interval S]]
                                 the measurement chain on a scenario's simulated mains, in virtual
-                                time; prints one report
+                                time; prints one report. With --upload the whole device runs in
+                                real time and uploads to that server (python -m tools.ingest)
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
@@ -31,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from tools import mp
 from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
@@ -78,18 +81,58 @@ def cmd_portal(args):
         return child.wait()
 
 
+def _start_ingest(folder):
+    """`python -m tools.ingest` on a free 127.0.0.1 port, its CA, fleet key and records in folder."""
+    import socket
+
+    os.makedirs(folder, exist_ok=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    db = os.path.join(folder, "records.sqlite")
+    srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs",
+                            os.path.join(folder, "certs"), "--verbose"], cwd=mp.ROOT)
+    for _ in range(100):  # wait until it listens (its first run makes a CA: a fraction of a second)
+        if srv.poll() is not None:
+            raise UsageError("--ingest: the ingest server did not start (exit status %d)" % srv.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return srv, port, db
+        except OSError:
+            time.sleep(0.1)
+    srv.kill()
+    raise UsageError("--ingest: the ingest server did not start listening within 10 s")
+
+
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
         os.makedirs(state_dir, exist_ok=True)
         load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
+        srv = None
+        if args.ingest:
+            from tools.sim.runner import prepare_upload
+
+            srv, port, db = _start_ingest(os.path.abspath(args.ingest))
+            prepare_upload(state_dir, "https://localhost:%d" % port,
+                           os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, 10)
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(args.scenario),
                          *([str(int(args.duration * 1000))] if args.duration else []), heapsize=args.heapsize)
         child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
         # Ctrl-C reaches the child too (same process group): let it shut down, then report its status.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return child.wait()
+        rc = child.wait()
+        if srv is not None:
+            srv.terminate()
+            srv.wait(10)
+            import sqlite3
+
+            n = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()[0]
+            sys.stderr.write("sim: the ingest server stored %d interval records in %s "
+                             "(python -m tools.ingest --db %s --dump)\n" % (n, db, db))
+        return rc
 
 
 def _duration(args):
@@ -102,7 +145,13 @@ def cmd_run(args):
     load_scenario_file(args.scenario)  # refuse a bad file here, with the parent's clear message
     duration_s = _duration(args)
     try:
-        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize)
+        upload = None
+        if args.upload:
+            if not args.ca:
+                raise UsageError("--upload needs --ca DIR/ca.der (the CA that signed the server's certificate)")
+            upload = {"url": args.upload, "ca": args.ca, "fleet_key": args.fleet_key,
+                      "record_interval_s": args.record_interval}
+        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize, upload)
     except RuntimeError as e:
         sys.stderr.write("sim: %s\n" % e)
         return 1
@@ -133,6 +182,8 @@ def main(argv=None):
     d.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
                                        "(default: a fresh temporary folder)")
+    d.add_argument("--ingest", metavar="DIR", help="also run a local ingest server (python -m tools.ingest; "
+                                                   "CA, fleet key and records.sqlite in DIR) and upload to it")
     d.set_defaults(fn=cmd_device)
 
     p = sub.add_parser("portal", help="the device with its setup portal on 127.0.0.1 and a scripted radio")
@@ -157,6 +208,13 @@ def main(argv=None):
     r.add_argument("--state-dir", metavar="DIR",
                    help="the board's flash: the firmware's files persist here between runs (default: fresh)")
     r.add_argument("--heapsize", help="MicroPython heap for the child, e.g. 4M")
+    r.add_argument("--upload", metavar="URL", help="also upload to this server (https://localhost:PORT): the "
+                                                   "whole device then runs in real time (--duration is wall time)")
+    r.add_argument("--ca", metavar="CA.der", help="with --upload: the CA to trust (tools.ingest's DIR/ca.der)")
+    r.add_argument("--fleet-key", metavar="FILE", help="with --upload: the fleet key for the device's identity "
+                                                       "(default: fleet.key next to the CA file)")
+    r.add_argument("--record-interval", type=int, default=10, metavar="S",
+                   help="with --upload: seconds per interval record (default 10; 10-3600)")
     r.set_defaults(fn=cmd_run)
 
     a = sub.add_parser("accuracy", help="run the accuracy cases and print the worst errors")

@@ -22,11 +22,12 @@ mains.connect(simworld.world, scenario)  # the simulated mains on the six ADC in
 print("sim: mains from %s: %s" % (sys.argv[2], scenario.get("description") or "no description"))
 
 from firmware import app  # noqa: E402
+from tools.sim.simnet import SimBoard  # noqa: E402  (DNS and NTP answered by the simulation)
 
 # The simulated hardware is the scenario's model; its "meter" object overrides the stored settings.
 overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
 run_ms = int(sys.argv[3]) if len(sys.argv) > 3 else None
 # The setup page on the desktop: http://127.0.0.1:8080 (DNS catch-all on 127.0.0.1:8053), never 0.0.0.0.
-app.main(run_ms=run_ms, meter_overrides=overrides,
+app.main(board=SimBoard(), run_ms=run_ms, meter_overrides=overrides,
          portal_options={"host": "127.0.0.1", "http_port": 8080, "dns_port": 8053, "always": True})

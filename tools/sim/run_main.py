@@ -2,6 +2,8 @@
 #
 #     micropython tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json    (MICROPYPATH from tools/mp.py)
 #     python tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json         (CPython: sets up its own path)
+#     micropython tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json --upload
+#                                                   (the whole device in real time, uploading: see run_uploading)
 #
 # Runs in the state directory (the parent sets the working directory), so the firmware's relative
 # files (config, energy counters) persist there between runs as they would on flash. Time is
@@ -77,11 +79,44 @@ def run(scenario, duration_s):
     return meter.report()
 
 
+def run_uploading(scenario, duration_s):
+    """The whole device (firmware/app.py) in real time, uploading as config.json in the state dir says.
+
+    Network I/O cannot run in virtual time (the server, TLS and the timeouts keep real time), so
+    with uploads the simulated clock follows the host's, as in `tools.sim device`.
+    """
+    world = simworld.world
+    world.set_realtime()
+    world.lan_link = True  # the Ethernet cable is in (config.json enables the LAN)
+    mains.connect(world, scenario)
+    from firmware import app
+    from tools.sim.simnet import SimBoard
+
+    # Count the measurement windows and the longest gap between two: the network must never stall them.
+    seen = {"windows": 0, "last_ms": None, "max_gap_ms": 0}
+    on_readings = app.Device.on_readings
+
+    def counting(self, readings):
+        now = time.ticks_ms()
+        if seen["last_ms"] is not None:
+            seen["max_gap_ms"] = max(seen["max_gap_ms"], time.ticks_diff(now, seen["last_ms"]))
+        seen["last_ms"] = now
+        seen["windows"] += 1
+        on_readings(self, readings)
+
+    app.Device.on_readings = counting
+    device = app.main(board=SimBoard(), run_ms=int(duration_s * 1000), meter_overrides=settings_for(scenario))
+    report = device.meter.report()
+    report["upload"] = device.uploader.status
+    report["windows"] = {"count": seen["windows"], "max_gap_ms": seen["max_gap_ms"]}
+    return report
+
+
 def main(argv):
     scenario_path, duration_s, report_path = argv[0], float(argv[1]), argv[2]
     with open(scenario_path) as f:
         scenario = mains.load_scenario(json.load(f))
-    report = run(scenario, duration_s)
+    report = run_uploading(scenario, duration_s) if "--upload" in argv else run(scenario, duration_s)
     with open(report_path, "w") as f:
         json.dump(report, f)
 

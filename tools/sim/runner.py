@@ -10,6 +10,8 @@ The child is tools/sim/run_main.py under the MicroPython unix port (default) or 
 the state directory, so the firmware's files persist there between runs as on the board's flash.
 """
 
+import base64
+import importlib
 import io
 import json
 import os
@@ -46,15 +48,56 @@ def load_scenario_file(path):
         raise UsageError("scenario file %s: %s" % (path, e)) from None
 
 
-def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None):
+def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval_s=10, serial="SIM-1"):
+    """Make the state dir (the board's flash) a device that uploads to url, trusting the CA in ca_path.
+
+    identity.json: kept if present, else made for `serial` from the fleet key (default: fleet.key
+    next to the CA file, as `python -m tools.ingest` leaves it). config.json: its upload section set.
+    """
+    from tools import provision  # puts lib/ on sys.path for firmware.config and firmware.identity
+
+    config = importlib.import_module("firmware.config")  # after that
+
+    try:
+        with open(ca_path, "rb") as f:
+            der = f.read()
+    except OSError as e:
+        raise UsageError("--ca %s: cannot read it: %s" % (ca_path, e.strerror or e)) from None
+    ident_path = os.path.join(state_dir, "identity.json")
+    if not os.path.exists(ident_path):
+        key_path = fleet_key_path or os.path.join(os.path.dirname(os.path.abspath(ca_path)), "fleet.key")
+        if not os.path.exists(key_path):
+            raise UsageError("no identity.json in the state dir and no fleet key at %s (--fleet-key)" % key_path)
+        _, produced = provision.provision(state_dir, serial, key_path, log=lambda m: None)
+        os.replace(produced, ident_path)
+    cfg_path = os.path.join(state_dir, "config.json")
+    doc = {}
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            doc = json.load(f)
+    # An installed meter on Ethernet: LAN preferred, so no setup access point (and no WiFi scan).
+    doc.setdefault("lan", {})["enabled"] = True
+    doc.setdefault("upload", {}).update({"url": url, "ca_cert": base64.b64encode(der).decode(),
+                                         "record_interval_s": record_interval_s})
+    try:
+        doc = config.validate(doc)
+    except config.ConfigError as e:
+        raise UsageError("upload settings: %s" % e) from None
+    text = json.dumps(doc)
+    for path in (cfg_path, cfg_path + ".bak"):
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None, upload=False):
     """(argv, env) of the child that runs the meter: the MicroPython unix port or CPython."""
-    args = [scenario_path, repr(float(duration_s)), report_path]
+    args = [scenario_path, repr(float(duration_s)), report_path] + (["--upload"] if upload else [])
     if runtime == "micropython":
         return mp.command(RUN_MAIN, *args, heapsize=heapsize), mp.env()
     return [sys.executable, RUN_MAIN, *args], dict(os.environ)
 
 
-def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None):
+def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None, upload=None):
     """Run the meter on a scenario (a file path or a dict) in a child process: (report, wall seconds).
 
     The report's keys come in the documented order. ScenarioError for a bad scenario dict,
@@ -71,8 +114,13 @@ def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsi
         if state_dir is None:
             state_dir = os.path.join(scratch, "state")
         os.makedirs(state_dir, exist_ok=True)
+        if upload is not None:  # {"url", "ca", "fleet_key", "record_interval_s"}
+            if runtime != "micropython":
+                raise UsageError("--upload: the device uploads under the MicroPython runtime only")
+            prepare_upload(state_dir, upload["url"], upload["ca"], upload.get("fleet_key"),
+                           upload.get("record_interval_s", 10))
         report_path = os.path.join(scratch, "report.json")
-        cmd, env = child_command(runtime, scenario_path, duration_s, report_path, heapsize)
+        cmd, env = child_command(runtime, scenario_path, duration_s, report_path, heapsize, upload is not None)
         try:
             chatter = sys.stderr.fileno()
         except (AttributeError, ValueError, io.UnsupportedOperation):
@@ -135,4 +183,9 @@ def format_text(report):
         t.get("net_import_wh", 0.0), t.get("net_export_wh", 0.0), report.get("wiring"), report.get("frequency_hz")))
     for d in report.get("diagnostics", []):
         rows.append("diagnostic %s (phase %s): %s" % (d.get("code"), d.get("phase"), d.get("message")))
+    up = report.get("upload")
+    if up:
+        rows.append("upload: %s (%s); %d live frames and %d records sent, %d records waiting, %d lost" % (
+            up.get("state"), up.get("message"), up.get("live_sent", 0), up.get("records_sent", 0),
+            up.get("pending", 0), up.get("lost", 0)))
     return "\n".join(rows)

@@ -1,0 +1,255 @@
+# uploader — sends live frames and interval records to the cloud over HTTPS (docs/PROTOCOL.md).
+#
+# on_readings(r) is called by the meter every window and only does arithmetic: it keeps the newest
+# live frame (latest wins; a frame older than stale_ms is dropped, never queued) and sums the
+# per-phase values; every record_interval_ms it closes an interval record (averages, energy
+# counters, diagnostics) into the spool (firmware/spool.py), which numbers it and keeps it until the
+# server acknowledges its seq. run() is one asyncio task: it waits for the clock (NTP) before the
+# first TLS connection, sends the newest live frame every live_interval_ms, and backfills spooled
+# records oldest-first in batches. Errors: 2xx done; 401/403 stop, status "credentials"; 400 drop
+# that record (or frame) and say so; 429, 5xx, timeouts, resets: retry with capped, jittered
+# exponential backoff. Every request is signed (X-Meter-Serial, X-Meter-Signature: HMAC-SHA256 of
+# the body with the upload key); the key and signatures are never logged. `status` is a dict for
+# the setup page.
+
+import asyncio
+import binascii
+import json
+import random
+import time
+
+from https import Client, HttpError
+
+LIVE_KEYS = ("vrms", "irms", "real_power_w")
+AVG_KEYS = ("vrms", "irms", "real_power_w", "reactive_power_var", "apparent_power_va")
+_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))  # CPython tests
+# The ESP32 port counts time from 2000-01-01, the unix port (and the protocol) from 1970-01-01.
+EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
+CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
+
+
+def _r(x, digits):
+    return round(x, digits) if isinstance(x, float) else x
+
+
+class Uploader:
+    def __init__(self, settings, identity_status, energy, spool, resolve=None, clock_ready=None,
+                 sync_clock=None, log=print, batch_records=20, batch_bytes=8192, backoff_ms=(1000, 60000),
+                 timeout_ms=10000, stale_ms=None):
+        self.url = settings.get("url") or ""
+        ca = settings.get("ca_cert") or b""
+        self.ca = binascii.a2b_base64(ca) if isinstance(ca, str) else ca  # config keeps it as base64 DER
+        self.live_interval_ms = settings.get("live_interval_ms", 1000)
+        self.record_interval_ms = settings.get("record_interval_ms") or settings.get("record_interval_s", 60) * 1000
+        self.stale_ms = stale_ms or max(2000, 2 * self.live_interval_ms)
+        self.identity = identity_status.identity
+        self.energy = energy
+        self.spool = spool
+        self.resolve = resolve
+        self.clock_ready = clock_ready or (lambda: time.gmtime()[0] >= 2024)
+        self.sync_clock = sync_clock
+        self.log = log
+        self.batch_records, self.batch_bytes = batch_records, batch_bytes
+        self.backoff_min_ms, self.backoff_max_ms = backoff_ms
+        self.timeout_ms = timeout_ms
+        self._live = None  # (ticks_ms, frame dict): only the newest
+        self._fresh = asyncio.Event()  # set by on_readings: a new frame is waiting
+        self._live_sent_ms = time.ticks_ms()
+        self._sums = None
+        self._n = 0
+        self._start_ms = time.ticks_ms()
+        self._failures = 0
+        self._single = False  # after a 400 on a batch: send one record at a time to find the bad one
+        refusal = identity_status.upload_refusal() if self.identity is None else None
+        if refusal is None and self.identity is None:
+            refusal = "no device identity: uploads are off"
+        if not self.url:
+            refusal = "no upload URL configured: uploads are off"
+        elif not self.ca:
+            refusal = "no CA certificate configured (upload.ca_cert): uploads are off"
+        self.enabled = refusal is None
+        self.status = {"state": "off" if refusal else "starting", "message": refusal or "starting",
+                       "pending": 0, "lost": spool.lost, "rejected": spool.rejected, "records_sent": 0,
+                       "live_sent": 0, "live_dropped": 0, "last_ok_ms": None, "last_error": None,
+                       "retry_in_ms": 0, "connections": 0}
+
+    # -- the measurement side: cheap, never blocks -------------------------------------------------
+    def on_readings(self, r):
+        if not self.enabled:
+            return
+        now = time.ticks_ms()
+        self._live = (now, r)
+        self._fresh.set()
+        if self._sums is None:
+            self._sums = [[0.0] * len(AVG_KEYS) for _ in r["phases"]]
+            self._n = 0
+        for s, ph in zip(self._sums, r["phases"]):
+            for i, k in enumerate(AVG_KEYS):
+                s[i] += ph[k]
+        self._n += 1
+        self._diag = [d["code"] for d in r["diagnostics"]]
+        self._freq = r["frequency_hz"]
+        if time.ticks_diff(now, self._start_ms) >= self.record_interval_ms:
+            self._close_interval(now)
+
+    def _close_interval(self, now):
+        n = self._n
+        phases = []
+        for p, s in enumerate(self._sums or []):
+            ph = {"phase": p + 1}
+            for i, k in enumerate(AVG_KEYS):
+                ph[k] = _r(s[i] / n, 3)
+            phases.append(ph)
+        rec = {"t": int(time.time()) + EPOCH_TO_UNIX_S if self.clock_ready() else None,
+               "interval_ms": time.ticks_diff(now, self._start_ms), "windows": n,
+               "frequency_hz": _r(self._freq, 3), "phases": phases, "energy_mwh": self.energy.snapshot(),
+               "diagnostics": self._diag}
+        self._sums = None
+        self._start_ms = now
+        try:
+            self.spool.add(rec)
+        except OSError as e:  # flash full or failing: say so, keep measuring
+            self.log("upload: cannot spool a record (%s)" % e)
+
+    def _live_body(self):
+        now = time.ticks_ms()
+        if self._live is None:
+            return None
+        t, r = self._live
+        self._live = None
+        if time.ticks_diff(now, t) > self.stale_ms:
+            self.status["live_dropped"] += 1
+            return None
+        phases = [dict((k, _r(ph[k], 2)) for k in LIVE_KEYS) for ph in r["phases"]]
+        age_ms = time.ticks_diff(now, t)
+        t_ms = time.time_ns() // 1000000 + EPOCH_TO_UNIX_S * 1000 - age_ms
+        return json.dumps({"serial": self.identity.serial, "t_ms": t_ms,
+                           "phases": phases, "total_w": _r(r["total"]["real_power_w"], 1)}).encode()
+
+    # -- the network side ---------------------------------------------------------------------------
+    def _headers(self, body):
+        return {"Content-Type": "application/json", "X-Meter-Serial": self.identity.serial,
+                "X-Meter-Signature": self.identity.sign(body)}
+
+    def _backoff_ms(self):
+        d = min(self.backoff_max_ms, self.backoff_min_ms << min(self._failures, 16))
+        return d // 2 + random.getrandbits(16) * (d // 2) // 65536  # "equal jitter": 50-100 % of d
+
+    def _failed(self, why, state="retrying"):
+        self._failures += 1
+        delay = self._backoff_ms()
+        self.status.update({"state": state, "message": why, "last_error": why, "retry_in_ms": delay})
+        self.log("upload: %s (retry in %d ms)" % (why, delay))
+        return delay
+
+    async def _send(self, client, path, body):
+        """The reply's (status, body); HttpError for a network failure."""
+        return await client.request("POST", path, body, self._headers(body))
+
+    async def _send_records(self, client):
+        batch = self.spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
+        if not batch:
+            return None
+        body = b'{"serial":' + json.dumps(self.identity.serial).encode() + b',"records":[' + b",".join(
+            r for _, r in batch) + b"]}"
+        status, reply = await self._send(client, "/v1/records", body)
+        if 200 <= status < 300:
+            try:
+                acked = json.loads(reply)["acked"]
+            except (ValueError, KeyError, TypeError):
+                return "the server's reply has no acked list"
+            self.spool.ack(acked)
+            self.status["records_sent"] += len(acked)
+            self._single = False
+            if not [s for s, _ in batch if s in acked]:
+                return "the server acknowledged none of the records sent"  # back off, don't spin
+            return None
+        if status == 400:
+            if len(batch) > 1:
+                self._single = True  # find the bad record one at a time
+                return None
+            self.spool.reject(batch[0][0])
+            self.log("upload: the server refused record seq %d as invalid (%s): dropped" % (
+                batch[0][0], reply[:120].decode()))
+            return None
+        return status
+
+    async def _cycle(self, client):
+        """One round: the live frame, then one batch of records. None when all went well, else why."""
+        body = self._live_body()
+        if body is not None:
+            self._live_sent_ms = time.ticks_ms()
+            status, reply = await self._send(client, "/v1/live", body)
+            if status == 400:
+                self.status["live_dropped"] += 1
+                self.log("upload: the server refused a live frame as invalid (%s): dropped" % reply[:120].decode())
+            elif not 200 <= status < 300:
+                return status
+            else:
+                self.status["live_sent"] += 1
+        return await self._send_records(client)
+
+    async def run(self):
+        if not self.enabled:
+            self.log("upload: " + self.status["message"])
+            return
+        client = Client(self.url, self.ca, self.resolve, self.timeout_ms, self.timeout_ms)
+        while True:
+            self.status["pending"] = self.spool.pending()
+            self.status["lost"], self.status["rejected"] = self.spool.lost, self.spool.rejected
+            if not self.clock_ready():
+                ok = False
+                if self.sync_clock is not None:
+                    try:
+                        ok = self.sync_clock()
+                    except Exception as e:
+                        self.status["last_error"] = "clock: %s" % e
+                if not ok and not self.clock_ready():
+                    await _sleep_ms(self._failed("the clock is not set (NTP): TLS waits for it", "waiting_clock"))
+                    continue
+            try:
+                why = await self._cycle(client)
+            except HttpError as e:
+                why = str(e)
+            except Exception as e:  # whatever happens, the task keeps going (and the meter keeps measuring)
+                await client.close()
+                why = "unexpected %s: %s" % (type(e).__name__, e)
+            self.status["connections"] = client.connections
+            if why in (401, 403):
+                self.status.update({"state": "credentials", "message": CREDENTIALS % why, "last_error": why})
+                self.log("upload: " + CREDENTIALS % why + ": uploads stopped")
+                await client.close()
+                return
+            if why is not None:
+                if isinstance(why, int):
+                    why = "the server answered HTTP %d" % why
+                await _sleep_ms(self._failed(why))
+                continue
+            self._failures = 0
+            self.status.update({"state": "ok", "message": "uploading", "last_ok_ms": time.ticks_ms(),
+                                "retry_in_ms": 0, "pending": self.spool.pending()})
+            # Backfilling: next batch at once (yielding to the meter); otherwise wait for the next frame.
+            await self._pause()
+
+    async def _pause(self):
+        """Backfilling: go on at once (yielding to the meter). Otherwise wait for the next frame, but
+        send frames at most every live_interval_ms: a frame goes out as soon as its window closes."""
+        if self.spool.pending():
+            await _sleep_ms(0)
+            return
+        # (7/8 of the interval: a frame that comes a little early, by jitter, still goes at once)
+        wait = self.live_interval_ms * 7 // 8 - time.ticks_diff(time.ticks_ms(), self._live_sent_ms)
+        if wait > 0:
+            await _sleep_ms(wait)
+        if self._live is None:
+            self._fresh.clear()
+            try:
+                await asyncio.wait_for(self._fresh.wait(), self.live_interval_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    def shutdown(self):
+        try:
+            self.spool.shutdown()
+        except OSError as e:  # flash full or failing: say so; the rest of the shutdown goes on
+            self.log("upload: cannot spool the records in RAM (%s)" % e)

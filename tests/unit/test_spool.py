@@ -1,0 +1,159 @@
+# The upload spool and the uploader's measurement side: numbering, spilling, acks, losses, reboots.
+import json
+import os
+
+from firmware import identity
+from firmware.spool import SEQ_BLOCK, Spool
+from firmware.uploader import Uploader
+from simworld import world
+from support import tmpdir
+
+
+def _spool(folder, **kw):
+    return Spool(folder, log=lambda m: None, **kw)
+
+
+def _seqs(batch):
+    return [s for s, _ in batch]
+
+
+def test_sequence_numbers_only_increase_across_reboots():
+    d = tmpdir() + "/spool"
+    s = _spool(d)
+    assert [s.add({"n": i}) for i in range(3)] == [0, 1, 2]
+    s.shutdown()
+    s2 = _spool(d)  # a reboot: numbering continues above everything handed out before
+    seq = s2.add({"n": 3})
+    assert seq >= 3
+    assert seq == SEQ_BLOCK  # one reserved block per SEQ_BLOCK records, not a write per record
+    assert _seqs(s2.batch(10, 100000)) == [0, 1, 2]  # the spilled records wait, oldest first
+
+
+def test_records_spill_to_flash_in_batches_and_are_deleted_only_when_acknowledged():
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=3)
+    for i in range(7):
+        s.add({"n": i})
+    assert len([n for n in os.listdir(d) if n.endswith(".rec")]) == 2  # two files of 3; one record in RAM
+    assert s.pending() == 7
+    b = s.batch(2, 100000)
+    assert _seqs(b) == [0, 1]
+    assert json.loads(b[0][1])["n"] == 0
+    s.ack([1])  # acks may come for any subset: only those go
+    assert _seqs(s.batch(10, 100000)) == [0, 2]
+    s.ack([0, 2])
+    assert len([n for n in os.listdir(d) if n.endswith(".rec")]) == 1  # the first file is gone
+    assert _seqs(s.batch(10, 100000)) == [3, 4, 5]
+    s.ack([3, 4, 5])
+    assert _seqs(s.batch(10, 100000)) == [6]
+    s.ack([6])
+    assert s.pending() == 0 and s.batch(10, 100000) == []
+
+
+def test_a_full_spool_drops_the_oldest_and_counts_the_loss_across_reboots():
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=2, max_files=2)
+    for i in range(7):  # files [0,1] [2,3] [4,5]: the third pushes out the first
+        s.add({"n": i})
+    assert s.lost == 2
+    s.shutdown()  # RAM [6] spilled: pushes out [2,3]
+    s2 = _spool(d, ram_max=2, max_files=2)
+    assert s2.lost == 4
+    assert _seqs(s2.batch(10, 100000)) == [4, 5]
+    s2.ack([4, 5])
+    assert _seqs(s2.batch(10, 100000)) == [6]
+
+
+def test_a_rejected_record_is_dropped_and_counted():
+    d = tmpdir() + "/spool"
+    s = _spool(d)
+    s.add({"n": 0})
+    s.add({"n": 1})
+    s.reject(0)
+    assert s.rejected == 1 and _seqs(s.batch(10, 100000)) == [1]
+    assert _spool(d).rejected == 1
+
+
+def test_a_batch_stays_near_its_byte_budget():
+    s = _spool(tmpdir() + "/spool")
+    for _ in range(5):
+        s.add({"pad": "x" * 100})
+    assert len(s.batch(10, 250)) == 2
+
+
+def _readings(p_w):
+    ph = [{"phase": p, "vrms": 230.0, "irms": p_w / 230.0, "real_power_w": p_w, "apparent_power_va": p_w,
+           "reactive_power_var": 0.0, "power_factor": 1.0, "direction": "import"} for p in (1, 2, 3)]
+    return {"t_ms": 0, "frequency_hz": 50.0, "wiring": "three-phase", "phases": ph,
+            "total": {"real_power_w": 3 * p_w}, "diagnostics": [{"code": "X", "phase": 1, "message": "m"}]}
+
+
+class _Energy:
+    def snapshot(self):
+        return {"import_mwh": [5, 6, 7], "export_mwh": [0, 0, 0], "net_import_mwh": 18, "net_export_mwh": 0}
+
+
+def _uploader(settings=None, ident=True):
+    st = identity.IdentityStatus(identity.derive(b"k" * 32, "UNIT-1") if ident else None)
+    cfg = {"url": "https://localhost:1", "ca_cert": b"\x30\x03\x02\x01\x00", "live_interval_ms": 1000,
+           "record_interval_s": 10}
+    cfg.update(settings or {})
+    return Uploader(cfg, st, _Energy(), _spool(tmpdir() + "/spool"), log=lambda m: None)
+
+
+def test_an_interval_record_averages_the_windows_and_carries_the_counters():
+    up = _uploader()
+    for p_w in (100.0, 200.0, 300.0):
+        world.advance_us(1_000_000)
+        up.on_readings(_readings(p_w))
+    assert up.spool.pending() == 0  # the interval (10 s) is not over yet
+    for _ in range(7):
+        world.advance_us(1_000_000)
+        up.on_readings(_readings(400.0))
+    rec = json.loads(up.spool.batch(1, 100000)[0][1])
+    assert rec["seq"] == 0 and rec["windows"] == 10
+    assert abs(rec["phases"][1]["real_power_w"] - (100 + 200 + 300 + 7 * 400) / 10) < 0.01
+    assert rec["energy_mwh"]["net_import_mwh"] == 18
+    assert rec["diagnostics"] == ["X"]
+
+
+def test_a_stale_live_frame_is_dropped_not_sent():
+    up = _uploader()
+    up.on_readings(_readings(100.0))
+    world.advance_us(2_500_000)  # older than twice the live interval
+    assert up._live_body() is None and up.status["live_dropped"] == 1
+    up.on_readings(_readings(200.0))
+    body = json.loads(up._live_body())
+    assert body["phases"][0]["real_power_w"] == 200.0 and body["serial"] == "UNIT-1"
+    assert up._live_body() is None  # latest wins, and is sent once
+
+
+def test_without_identity_or_url_uploads_are_off_and_say_why():
+    up = _uploader(ident=False)
+    assert not up.enabled and "identity" in up.status["message"]
+    up.on_readings(_readings(1.0))
+    assert up.spool.pending() == 0
+    up = _uploader({"url": ""})
+    assert not up.enabled and "URL" in up.status["message"]
+
+
+def test_the_signature_covers_the_body_and_the_key_never_shows():
+    up = _uploader()
+    h = up._headers(b'{"a":1}')
+    assert h["X-Meter-Serial"] == "UNIT-1"
+    assert h["X-Meter-Signature"] == up.identity.sign(b'{"a":1}') != up.identity.sign(b'{"a":2}')
+    key_hex = "".join("%02x" % b for b in up.identity.upload_key)
+    assert key_hex not in json.dumps(up.status) and key_hex not in str(h)
+
+
+def test_backoff_doubles_with_jitter_and_is_capped():
+    up = _uploader()
+    up.backoff_min_ms, up.backoff_max_ms = 1000, 60000
+    seen = []
+    for failures in range(12):
+        up._failures = failures
+        d = min(60000, 1000 << failures)
+        waits = [up._backoff_ms() for _ in range(20)]
+        assert all(d // 2 <= w <= d for w in waits), (failures, waits)
+        seen.append(max(waits))
+    assert max(seen) <= 60000 and len(set(waits)) > 1  # capped, and jittered

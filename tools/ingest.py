@@ -1,0 +1,283 @@
+"""Reference ingest server for the meter's uploads (docs/PROTOCOL.md), over real HTTPS.
+
+    python -m tools.ingest --port PORT --db FILE.sqlite --certs DIR [--fleet-key FILE]
+                           [--host 127.0.0.1] [--fault-file FILE] [--verbose]
+    python -m tools.ingest --db FILE.sqlite --dump
+
+On first run DIR gets a new CA (DIR/ca.pem, DIR/ca.der: give ca.der to the device as upload.ca_cert)
+and a server certificate for localhost and 127.0.0.1 signed by it. Devices are authenticated with
+the fleet key (default DIR/fleet.key, created on first run; tools.provision makes identities from
+the same file): each device's upload key is derived from its serial (firmware/identity.py), and
+X-Meter-Signature must be HMAC-SHA256 of the body under it. Interval records are stored in SQLite,
+deduplicated by (serial, seq), and acknowledged by seq; live frames are kept with their arrival
+time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
+
+For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
+(no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
+the first record of every batch) or "drop" (close every kept-alive connection after its reply,
+without announcing it) make the server misbehave that way; empty or absent means normal.
+"""
+
+import argparse
+import datetime
+import hmac
+import http.server
+import json
+import os
+import socket
+import sqlite3
+import ssl
+import struct
+import sys
+import threading
+import time
+
+from tools import provision
+
+MAX_BODY = 256 * 1024
+
+
+def ensure_certs(folder):
+    """Create DIR/ca.pem, ca.der, server.pem, server.key on first use; return (certfile, keyfile)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    os.makedirs(folder, exist_ok=True)
+    cert_path, key_path = os.path.join(folder, "server.pem"), os.path.join(folder, "server.key")
+    if all(os.path.exists(os.path.join(folder, n)) for n in ("ca.pem", "ca.der", "server.pem", "server.key")):
+        return cert_path, key_path
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "open-meter test ingest CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    with open(os.path.join(folder, "ca.pem"), "wb") as f:
+        f.write(ca.public_bytes(pem))
+    with open(os.path.join(folder, "ca.der"), "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.DER))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(pem))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def open_db(path):
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("CREATE TABLE IF NOT EXISTS records (serial TEXT, seq INTEGER, record TEXT, received_ms INTEGER,"
+               " PRIMARY KEY (serial, seq))")
+    db.execute("CREATE TABLE IF NOT EXISTS live (serial TEXT, t_ms INTEGER, received_ms INTEGER, bytes INTEGER,"
+               " frame TEXT)")
+    db.commit()
+    return db
+
+
+def dump(path, out=sys.stdout):
+    db = open_db(path)
+    for serial, seq, record in db.execute("SELECT serial, seq, record FROM records ORDER BY serial, seq"):
+        doc = json.loads(record)
+        doc.update({"serial": serial, "seq": seq})
+        out.write(json.dumps(doc) + "\n")
+
+
+class Ingest:
+    def __init__(self, db_path, fleet_key, fault_file=None, verbose=False):
+        self.verbose = verbose
+        self.db = open_db(db_path)
+        self.lock = threading.Lock()
+        self.fleet_key = fleet_key
+        self.fault_file = fault_file
+        self._keys = {}
+
+    def fault(self):
+        if not self.fault_file:
+            return ""
+        try:
+            with open(self.fault_file) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def upload_key(self, serial):
+        if serial not in self._keys:
+            from firmware import identity
+
+            self._keys[serial] = identity.derive(self.fleet_key, identity.check_serial(serial)).upload_key
+        return self._keys[serial]
+
+    def authenticate(self, serial, signature, body):
+        """None if the signature is right, else the reason."""
+        if not serial or not signature:
+            return "X-Meter-Serial and X-Meter-Signature headers are required"
+        try:
+            key = self.upload_key(serial)
+        except ValueError as e:
+            return str(e)
+        good = hmac.new(key, body, "sha256").hexdigest()
+        return None if hmac.compare_digest(good, signature) else "X-Meter-Signature: does not match the body"
+
+    def records(self, serial, doc):
+        """(status, reply dict) for POST /v1/records."""
+        recs = doc.get("records")
+        if doc.get("serial") != serial or not isinstance(recs, list):
+            return 400, {"error": "body: needs the device's serial and a records list"}
+        now = int(time.time() * 1000)
+        acked, new = [], 0
+        with self.lock:
+            reject = self.fault() == "reject"
+            for i, r in enumerate(recs):
+                seq = r.get("seq") if isinstance(r, dict) else None
+                if not isinstance(seq, int) or seq < 0 or not isinstance(r.get("phases"), list) or (reject and i == 0):
+                    self.db.commit()
+                    return 400, {"error": "records[%d]: needs an integer seq >= 0 and a phases list" % i,
+                                 "seq": seq, "acked": acked}
+                new += self.db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
+                                       (serial, seq, json.dumps(r), now)).rowcount
+                acked.append(seq)
+            self.db.commit()
+        if self.verbose and acked:
+            sys.stderr.write("ingest: %s: records seq %d-%d stored (%d new, %d already had)\n" % (
+                serial, min(acked), max(acked), new, len(acked) - new))
+        return 200, {"acked": acked}
+
+    def live(self, serial, doc, size):
+        if doc.get("serial") != serial or not isinstance(doc.get("phases"), list):
+            return 400, {"error": "body: needs the device's serial and a phases list"}
+        with self.lock:
+            self.db.execute("INSERT INTO live VALUES (?, ?, ?, ?, ?)",
+                            (serial, doc.get("t_ms"), int(time.time() * 1000), size, json.dumps(doc)))
+            self.db.commit()
+        return 200, {}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server_version = "open-meter-ingest/1"
+    ingest = None  # set by serve()
+
+    def log_message(self, fmt, *args):  # quiet; errors are in the replies
+        pass
+
+    def _reply(self, status, doc):
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.ingest.fault() == "reset":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            raw = self.connection
+            try:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            finally:
+                raw.close()
+            self.close_connection = True
+            return
+        self.wfile.write(data)
+        if self.ingest.fault() == "drop":  # close the kept-alive connection without saying so
+            self.close_connection = True
+
+    def do_POST(self):
+        ing = self.ingest
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.close_connection = True
+            return self._reply(413, {"error": "body larger than %d bytes" % MAX_BODY})
+        body = self.rfile.read(length)
+        fault = ing.fault()
+        if fault == "hang":
+            time.sleep(60)
+            self.close_connection = True
+            return
+        if fault in ("500", "429", "401", "403"):
+            return self._reply(int(fault), {"error": "test fault %s" % fault})
+        serial = self.headers.get("X-Meter-Serial")
+        why = ing.authenticate(serial, self.headers.get("X-Meter-Signature"), body)
+        if why:
+            return self._reply(401, {"error": why})
+        try:
+            doc = json.loads(body)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            return self._reply(400, {"error": "body: not a JSON object (%s)" % e})
+        if self.path == "/v1/records":
+            return self._reply(*ing.records(serial, doc))
+        if self.path == "/v1/live":
+            return self._reply(*ing.live(serial, doc, len(body)))
+        return self._reply(404, {"error": "no such endpoint: %s" % self.path})
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):  # resets and bad handshakes are the clients' business
+        pass
+
+
+def serve(port, db_path, certs, fleet_key_path=None, host="127.0.0.1", fault_file=None, ready=None, verbose=False):
+    cert, key = ensure_certs(certs)
+    fleet_path = fleet_key_path or os.path.join(certs, "fleet.key")
+    if not os.path.exists(fleet_path):
+        provision.fleet_key_for(certs, None)
+    fleet_key = provision.read_fleet_key(fleet_path)
+    handler = type("BoundHandler", (Handler,), {"ingest": Ingest(db_path, fleet_key, fault_file, verbose)})
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = Server((host, port), handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    sys.stderr.write("ingest: https://%s:%d/ (CA %s), records in %s\n" % (
+        host, srv.server_address[1], os.path.join(certs, "ca.der"), db_path))
+    sys.stderr.flush()
+    if ready is not None:
+        ready(srv)
+    srv.serve_forever()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.ingest", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, help="TCP port to listen on")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument("--db", required=True, help="SQLite file for the records")
+    ap.add_argument("--certs", help="folder with the CA and server certificate (created on first run)")
+    ap.add_argument("--fleet-key", help="the fleet key file (default CERTS/fleet.key, created if missing)")
+    ap.add_argument("--fault-file", help="tests only: a file naming a fault mode (see above)")
+    ap.add_argument("--verbose", action="store_true", help="say on stderr when records are stored")
+    ap.add_argument("--dump", action="store_true", help="print the stored records as JSON lines and exit")
+    args = ap.parse_args(argv)
+    if args.dump:
+        dump(args.db)
+        return 0
+    if args.port is None or not args.certs:
+        ap.error("--port and --certs are needed to serve (or --dump to print the records)")
+    try:
+        serve(args.port, args.db, args.certs, args.fleet_key, args.host, args.fault_file, verbose=args.verbose)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
