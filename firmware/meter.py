@@ -83,6 +83,8 @@ class Meter:
         self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
         self.readings = None
         self.errors = 0  # windows that raised (see run())
+        self._ever = [False, False, False]  # has phase p been measured at all yet?
+        self._measured = 0
 
     # --- timing ---------------------------------------------------------------------------
     def start(self, flag=None):
@@ -107,6 +109,8 @@ class Meter:
             self._pending = False
             self.measure_next()
         if time.ticks_diff(time.ticks_ms(), self._win_start) >= self.settings["window_ms"]:
+            if self._measured < 3:
+                return None  # the first window waits until every phase has been measured once
             return self.close_window()
         return None
 
@@ -280,6 +284,9 @@ class Meter:
         self._add(p, c, vrms, irms, pw, qvar, f, ical.bias + si / n, delay == 0)
 
     def _add(self, p, c, vrms, irms, pw, qvar, f, ct_mean_code, own):
+        if not self._acc[p]["n"] and not self._ever[p]:
+            self._ever[p] = True
+            self._measured += 1
         a = self._acc[p]
         a["v2"] += vrms * vrms
         a["i2"] += irms * irms
