@@ -152,3 +152,13 @@ def test_readings_carry_the_exact_integer_energy_counters():
     e = last["energy_mwh"]
     assert all(isinstance(x, int) for x in e["import_mwh"]) and e["import_mwh"][0] > 0
     assert e["import_mwh"][0] == round(last["phases"][0]["import_wh"] * 1000)
+
+
+def test_the_first_window_waits_for_every_phase():
+    # Three phases at one burst per 400 ms take longer than the 1 s window to measure once each.
+    _connect(50.0)
+    m = Meter(Board(), {"burst_period_ms": 400})
+    m.start()
+    rs = _run(m, 2.5)
+    m.stop()
+    assert rs and all(ph["vrms"] > 200 for ph in rs[0]["phases"])
