@@ -76,6 +76,7 @@ class Device:
         self.links = links.Links(self.board, self.store, self.identity, log=log)
         self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links, log=log)
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
+        self.stopped_by_user = False  # Ctrl-C on the console, not a failure
         # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
         # in uploader.status, without an identity or an upload URL.
         self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
@@ -119,10 +120,28 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None):
     try:
         asyncio.run(_run(device, run_ms))
     except KeyboardInterrupt:
-        pass
+        device.stopped_by_user = True
     finally:
         device.shutdown()
         asyncio.new_event_loop()
         device.board.led.value(0)
     print("meter: stopped after %d s" % (time.ticks_diff(time.ticks_ms(), t0) // 1000))
     return device
+
+
+def run_on_board():
+    """main.py's entry: run the meter; if it ever stops other than by Ctrl-C, restart the board."""
+    import sys
+
+    try:
+        if main().stopped_by_user:
+            return  # Ctrl-C on the serial console: leave the developer at the REPL
+    except Exception as e:
+        show = getattr(sys, "print_exception", None)  # MicroPython's traceback printer
+        if show is not None:
+            show(e)
+        else:
+            print("meter: %r" % e)
+    print("meter: stopped unexpectedly: restarting in 5 s (Ctrl-C for the REPL)")
+    time.sleep_ms(5000)
+    Board.reset()

@@ -63,6 +63,10 @@ class Board:
         """Once started the watchdog cannot be stopped: only start it when the loop is running."""
         return machine.WDT(timeout=timeout_ms)
 
+    @staticmethod
+    def reset():
+        machine.reset()
+
     def reset_cause(self):
         return machine.reset_cause()
 

@@ -91,13 +91,14 @@ class Links:
         self._press_start = None
         self._sta_started = False
         self._sta_tried = now
+        self._ap_since = now
         self.busy = False  # the setup page is trying a network: leave STA alone
 
     def lan_status(self):
         """(state, address): "off" (not fitted or disabled), "no link", or "connected" with its address."""
         if not self.store.config["lan"]["enabled"]:
             return "off", None
-        lan = self.board.lan()
+        lan = self.board.lan(self.store.config["lan"])
         if lan is None:
             return "off", None
         if not lan.active():
@@ -133,8 +134,12 @@ class Links:
             via = None
             ssid = cfg["wifi"]["ssid"]
             if ssid and not self.busy:
-                if not self._sta_started or self._retry_due(now):
+                if sta.isconnected() and self._sta_started:
+                    self._sta_tried = now  # keeps the retry clock fresh: no stale tick after a wrap
+                elif not self._sta_started or self._retry_due(now):
                     sta.active(True)
+                    # The ESP32 raises "Wifi Internal Error" on connect() over a live attempt.
+                    sta.disconnect()
                     sta.connect(ssid, cfg["wifi"]["password"] or None)
                     self._sta_started = True
                     self._sta_tried = now
@@ -168,7 +173,9 @@ class Links:
         if pressed:
             return self.set_ap(True, "BOOT button pressed")
         if self.online_via:
-            if self.ap_up and time.ticks_diff(now, self._online_since) >= AP_LINGER_MS:
+            # Linger after going online, and after the access point came up (a BOOT press).
+            if (self.ap_up and time.ticks_diff(now, self._online_since) >= AP_LINGER_MS
+                    and time.ticks_diff(now, self._ap_since) >= AP_LINGER_MS):
                 self.set_ap(False, "online via %s" % self.online_via)
             return
         if self.store.needs_setup:
@@ -187,6 +194,7 @@ class Links:
                 self.ap_reason = "no identity"
             return
         if up:
+            self._ap_since = time.ticks_ms()
             ap.active(True)
             ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=hw.SEC_WPA2,
                       channel=self.store.config["ap"]["channel"])

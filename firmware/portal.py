@@ -11,6 +11,7 @@
 import asyncio
 import json
 import sys
+import time
 
 from microdot import Microdot, Response
 
@@ -31,6 +32,8 @@ def esc(s):
 def signal_bars(rssi):
     return 4 if rssi >= -55 else 3 if rssi >= -67 else 2 if rssi >= -75 else 1
 
+
+SCAN_EVERY_MS = 15000  # a scan blocks the event loop ~2 s on the ESP32: never more often than this
 
 def scan_list(raw):
     """[(ssid, rssi, secured)] strongest first, one entry per name, hidden and undecodable names left out."""
@@ -63,6 +66,7 @@ class Portal:
         self.known_hosts = (ap_addr,) + tuple(known_hosts)
         self.log = log
         self.networks = []
+        self._scanned_ms = None
         self.joining = False
         self.app = self._build()
 
@@ -83,7 +87,10 @@ class Portal:
         dns_task = None
         try:
             while True:
-                self.net.tick()
+                try:
+                    self.net.tick()
+                except Exception as e:  # a radio error must not end the links and setup page for good
+                    self.log("network: %s: %s" % (type(e).__name__, e))
                 want = always or self.net.ap_up
                 if want and guard.server is None:
                     try:
@@ -109,7 +116,11 @@ class Portal:
 
     # --- scanning ---------------------------------------------------------------------------------
     def scan(self):
-        """Scan for networks (blocks about 2 s on the radio)."""
+        """Scan for networks (blocks about 2 s on the radio, and the meter with it: at most every 15 s)."""
+        now = time.ticks_ms()
+        if self._scanned_ms is not None and time.ticks_diff(now, self._scanned_ms) < SCAN_EVERY_MS:
+            return self.networks
+        self._scanned_ms = now
         sta = self.board.sta
         try:
             if not sta.active():

@@ -46,6 +46,8 @@ class Spool:
             state = json.loads(atomicfile.read(folder + "/" + STATE, 512) or b"{}")
         except (ValueError, OSError):
             self.log("upload: spool state damaged: numbering continues after the newest spooled record")
+        if not isinstance(state, dict):  # valid JSON, but not ours
+            state = {}
         self.lost = int(state.get("lost", 0))
         self.rejected = int(state.get("rejected", 0))
         for n in sorted(os.listdir(folder)):
@@ -77,7 +79,14 @@ class Spool:
         record["seq"] = seq
         self.ram.append((seq, json.dumps(record).encode()))
         if len(self.ram) >= self.ram_max:
-            self.spill()
+            try:
+                self.spill()
+            except OSError:
+                # The flash refuses the write (full, failing): RAM must not grow without bound either.
+                while len(self.ram) > 2 * self.ram_max:
+                    self.ram.pop(0)
+                    self.lost += 1
+                raise
         return seq
 
     def spill(self):
@@ -107,7 +116,10 @@ class Spool:
         first, count = self.files[0]
         if self._loaded is None or self._loaded[0] != first:
             recs = []
-            data = atomicfile.read(self._path(first, count)) or b""
+            try:
+                data = atomicfile.read(self._path(first, count)) or b""
+            except OSError:  # unreadable: its records are lost, not a reason to stop all uploads
+                data = b""
             for line in data.split(b"\n"):
                 try:
                     recs.append((json.loads(line)["seq"], line))

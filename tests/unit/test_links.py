@@ -144,3 +144,44 @@ def test_a_network_that_was_away_is_tried_again():
     world.advance_us(2_000_000)
     net.tick()
     assert net.online_via == "wifi"
+
+
+def test_a_boot_press_long_after_going_online_keeps_the_access_point_up_for_the_linger_time():
+    world.networks = [Network("HomeNet", "correct horse")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    net.tick()
+    world.advance_us(2_000_000)
+    net.tick()
+    assert net.online_via == "wifi"
+    world.advance_us(links.AP_LINGER_MS * 1000 + 1_000_000)  # online for longer than the linger time
+    net.tick()
+    world.press(0)
+    net.tick()
+    world.advance_us(300_000)
+    world.release(0)
+    net.tick()
+    world.advance_us(links.AP_LINGER_MS * 1000 // 2)
+    net.tick()
+    assert net.ap_up  # the installer gets the whole linger time to join
+    world.advance_us(links.AP_LINGER_MS * 1000)
+    net.tick()
+    assert not net.ap_up
+
+
+def test_the_station_is_never_asked_to_connect_over_a_live_connection():
+    # On the ESP32 connect() over a live or pending connection raises "Wifi Internal Error".
+    world.networks = [Network("HomeNet", "correct horse"), Network("Office", "staff-only-1")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    calls = []
+    sta = board.sta
+    connect, disconnect = sta.connect, sta.disconnect
+    sta.connect = lambda *a, **k: (calls.append("connect"), connect(*a, **k))
+    sta.disconnect = lambda: (calls.append("disconnect"), disconnect())
+    for _ in range(5):
+        net.tick()
+        world.advance_us(40_000_000)  # longer than the retry interval each time
+    assert net.online_via == "wifi" and calls.count("connect") == 1
+    store.update({"wifi": {"ssid": "Office", "password": "staff-only-1"}})
+    net.reconnect()  # the setup page saved another network while this one is up
+    net.tick()
+    assert calls[-2:] == ["disconnect", "connect"]

@@ -157,3 +157,47 @@ def test_backoff_doubles_with_jitter_and_is_capped():
         assert all(d // 2 <= w <= d for w in waits), (failures, waits)
         seen.append(max(waits))
     assert max(seen) <= 60000 and len(set(waits)) > 1  # capped, and jittered
+
+
+def test_a_failing_flash_does_not_make_ram_grow_without_bound():
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=3)
+
+    def refuse():
+        raise OSError(28)  # ENOSPC
+
+    s.spill = refuse
+    for i in range(50):
+        try:
+            s.add({"n": i})
+        except OSError:
+            pass
+    assert len(s.ram) <= 2 * 3 + 1 and s.lost >= 40  # the oldest go, and are counted
+
+
+def test_a_foreign_state_file_or_an_unreadable_spool_file_does_not_stop_the_spool():
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=2)
+    for i in range(4):
+        s.add({"n": i})
+    with open(d + "/state.json", "w") as f:
+        f.write("[1, 2, 3]")  # valid JSON, not a state object
+    s2 = _spool(d, ram_max=2)  # boots instead of raising
+    first, count = s2.files[0]
+    import atomicfile
+
+    read = atomicfile.read
+    bad = s2._path(first, count)
+
+    def failing_read(path, *a):
+        if path == bad:
+            raise OSError(5)  # EIO: the flash cannot read this file back
+        return read(path, *a)
+
+    atomicfile.read = failing_read
+    try:
+        out = s2.batch(10, 100000)
+    finally:
+        atomicfile.read = read
+    # The unreadable file's records are counted lost, and the next file's go out instead.
+    assert s2.lost >= count and _seqs(out) == [2, 3]
