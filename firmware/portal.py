@@ -77,7 +77,9 @@ class Portal:
         host None: every interface on the board, only 127.0.0.1 anywhere else (a desktop test run).
         """
         if host is None:
-            host = "0.0.0.0" if sys.platform == "esp32" else "127.0.0.1"
+            # On the board: only on the access point's address, so the setup page (with the PIN and
+            # the factory reset) is reachable only by someone who knows the label's WPA2 password.
+            host = self.ap_addr if sys.platform == "esp32" else "127.0.0.1"
         from dnscatch import DnsCatch
         from httpguard import Guard
 
@@ -272,6 +274,13 @@ class Portal:
                 return portal._probe_ok(req.path)
             if portal.store.needs_setup and host not in portal.known_hosts:
                 return Response.redirect(portal.home)
+            if req.method == "POST":
+                # Changes come only from this page: a request for another Host (DNS rebinding) or
+                # from another site's page (a cross-site form) is refused.
+                origin = req.headers.get("Origin")
+                if host not in portal.known_hosts or (
+                        origin is not None and origin not in ["http://" + h for h in portal.known_hosts]):
+                    return Response(b"Changes are only accepted from the setup page itself.\n", 403)
 
         @app.get("/")
         async def index(req):

@@ -117,9 +117,22 @@ def test_malformed_requests_get_a_clean_4xx(sim):
         r = raw(sim.port, req)
         assert status(r) in want, (req[:60], r[:100])
     body = b"ssid=%zz%E0%A4&password=%ff%fe%fd%fc%fb%fa%f9%f8"
-    r = raw(sim.port, b"POST /connect HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    r = raw(sim.port, b"POST /connect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert status(r) == 400 and b"did not arrive intact" in r
+
+
+def test_changes_come_only_from_the_setup_page_itself(sim):
+    body = b"confirm=yes"
+    head = (b"POST /reset HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n" % len(body))
+    # Another site's page posting a form to the meter (the browser says where the form came from)...
+    r = raw(sim.port, head + b"Host: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n" + body)
+    assert status(r) == 403
+    # ...or a name that merely resolves to the meter (DNS rebinding): refused, nothing reset.
+    r = raw(sim.port, head + b"Host: evil.example\r\n\r\n" + body)
+    assert status(r) in (302, 403)
 
 
 def test_slowloris_connections_are_cut_and_excess_ones_refused(sim):
