@@ -6,9 +6,9 @@
 # counters, diagnostics) into the spool (firmware/spool.py), which numbers it and keeps it until the
 # server acknowledges its seq. run() is one asyncio task: it waits for the clock (NTP) before the
 # first TLS connection, sends the newest live frame every live_interval_ms, and backfills spooled
-# records oldest-first in batches. Errors: 2xx done; 401/403 stop, status "credentials"; 400 drop
-# that record (or frame) and say so; 429, 5xx, timeouts, resets: retry with capped, jittered
-# exponential backoff. Every request is signed (X-Meter-Serial, X-Meter-Signature: HMAC-SHA256 of
+# records oldest-first in batches. Errors: 2xx done; 401/403 stop, status "credentials", and ask
+# again every 15 min; 400 drop that record (or frame) and say so; 429, 5xx, timeouts, resets: retry
+# with capped, jittered exponential backoff. Every request is signed (X-Meter-Serial, X-Meter-Signature: HMAC-SHA256 of
 # the body with the upload key); the key and signatures are never logged. `status` is a dict for
 # the setup page.
 
@@ -25,6 +25,7 @@ AVG_KEYS = ("vrms", "irms", "real_power_w", "reactive_power_var", "apparent_powe
 _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))  # CPython tests
 # The ESP32 port counts time from 2000-01-01, the unix port (and the protocol) from 1970-01-01.
 EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
+CREDENTIALS_RETRY_MS = 15 * 60 * 1000  # after a 401/403, try again this much later
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
 
 
@@ -216,10 +217,15 @@ class Uploader:
                 why = "unexpected %s: %s" % (type(e).__name__, e)
             self.status["connections"] = client.connections
             if why in (401, 403):
-                self.status.update({"state": "credentials", "message": CREDENTIALS % why, "last_error": why})
-                self.log("upload: " + CREDENTIALS % why + ": uploads stopped")
+                # Stopped, not hammering the server; but pairing may be fixed in the cloud meanwhile,
+                # so ask again now and then rather than only after a reboot.
+                self.status.update({"state": "credentials", "message": CREDENTIALS % why, "last_error": why,
+                                    "retry_in_ms": CREDENTIALS_RETRY_MS})
+                self.log("upload: " + CREDENTIALS % why + ": uploads stopped, asking again in %d min"
+                         % (CREDENTIALS_RETRY_MS // 60000))
                 await client.close()
-                return
+                await _sleep_ms(CREDENTIALS_RETRY_MS)
+                continue
             if why is not None:
                 if isinstance(why, int):
                     why = "the server answered HTTP %d" % why
