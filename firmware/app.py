@@ -46,6 +46,27 @@ class Console:
         self._last_codes = codes
 
 
+WDT_TIMEOUT_MS = 20000  # longer than anything that may block the loop (a scan, a TLS handshake)
+WDT_FEED_MS = 2000
+
+
+def feed_if_healthy(wdt, meter):
+    """Feed the watchdog only while the meter's windows keep closing; True if fed."""
+    if meter.healthy(time.ticks_ms()):
+        wdt.feed()
+        return True
+    return False
+
+
+async def _watchdog(device):
+    """machine.WDT, fed from the event loop only while measurement is healthy: a stalled loop or a
+    meter that stopped producing readings restarts the board."""
+    wdt = device.board.watchdog(WDT_TIMEOUT_MS)
+    while True:
+        feed_if_healthy(wdt, device.meter)
+        await asyncio.sleep_ms(WDT_FEED_MS)
+
+
 async def _heartbeat(board, period_ms):
     """Blink the status LED so a glance at the board says the event loop is alive."""
     while True:
@@ -77,6 +98,7 @@ class Device:
         self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links, log=log)
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
         self.stopped_by_user = False  # Ctrl-C on the console, not a failure
+        self.use_watchdog = False  # run_on_board() turns it on: once started it cannot be stopped
         # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
         # in uploader.status, without an identity or an upload URL.
         self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
@@ -103,6 +125,8 @@ async def _run(device, run_ms):
              asyncio.create_task(_heartbeat(device.board, 500)),
              asyncio.create_task(device.portal.run(**device.portal_options)),
              asyncio.create_task(device.uploader.run())]
+    if device.use_watchdog:
+        tasks.append(asyncio.create_task(_watchdog(device)))
     if run_ms is None:
         await tasks[0]
     else:
@@ -111,10 +135,11 @@ async def _run(device, run_ms):
         t.cancel()
 
 
-def main(board=None, run_ms=None, meter_overrides=None, portal_options=None):
+def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
     device = Device(board, meter_overrides)
+    device.use_watchdog = watchdog
     device.portal_options = portal_options or {}
     t0 = time.ticks_ms()
     try:
@@ -134,7 +159,7 @@ def run_on_board():
     import sys
 
     try:
-        if main().stopped_by_user:
+        if main(watchdog=True).stopped_by_user:
             return  # Ctrl-C on the serial console: leave the developer at the REPL
     except Exception as e:
         show = getattr(sys, "print_exception", None)  # MicroPython's traceback printer

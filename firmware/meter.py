@@ -83,6 +83,7 @@ class Meter:
         self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
         self.readings = None
         self.errors = 0  # windows that raised (see run())
+        self.last_ok_ms = time.ticks_ms()  # when a window last closed without error
         self._ever = [False, False, False]  # has phase p been measured at all yet?
         self._measured = 0
 
@@ -335,7 +336,12 @@ class Meter:
         diags = diagnostics.evaluate(self._last, freq, self.settings, self.ct_range_a, single)
         self.readings = self._readings(now, freq, single, diags)
         self._account(dt_ms, freq)
+        self.last_ok_ms = time.ticks_ms()
         return self.readings
+
+    def healthy(self, now_ms):
+        """Windows keep closing (within three window lengths, plus slack for the first one)."""
+        return time.ticks_diff(now_ms, self.last_ok_ms) < 3 * self.settings["window_ms"] + 5000
 
     def _single_phase(self):
         if self.settings["wiring"] == "single-phase":

@@ -3,7 +3,11 @@ import machine
 
 import simworld
 from firmware import app
+from firmware.board import Board
+from firmware.meter import Meter
+from simworld import world
 from support import raises
+from tools.sim import mains
 
 
 class _Stopped:
@@ -21,7 +25,7 @@ def _with_main(fn):
 
 
 def test_a_crash_restarts_the_board():
-    def crash():
+    def crash(**kw):
         raise RuntimeError("a task died")
 
     with raises(simworld.SimReset):
@@ -31,9 +35,30 @@ def test_a_crash_restarts_the_board():
 
 def test_an_unexpected_stop_restarts_the_board():
     with raises(simworld.SimReset):
-        _with_main(lambda: _Stopped(False))
+        _with_main(lambda **kw: _Stopped(False))
 
 
 def test_ctrl_c_leaves_the_developer_at_the_repl():
-    _with_main(lambda: _Stopped(True))  # returns: no reset
+    _with_main(lambda **kw: _Stopped(True))  # returns: no reset
     assert machine.reset_cause() == machine.PWRON_RESET
+
+
+def test_the_watchdog_is_fed_only_while_windows_keep_closing():
+    mains.connect(world, mains.load_scenario({"phases": [{"irms": 10.0}] * 3}))
+    board = Board()
+    meter = Meter(board, {})
+    meter.start()
+    wdt = board.watchdog(app.WDT_TIMEOUT_MS)
+    fed = 0
+    for _ in range(30):  # 30 s of healthy metering: the board keeps running
+        for _ in range(app.WDT_FEED_MS // 10):
+            world.advance_us(10_000)
+            meter.poll()
+        fed += app.feed_if_healthy(wdt, meter)
+    assert fed == 30
+    meter.stop()  # the meter stalls: no more windows, no more feeding, and the board restarts
+    with raises(simworld.SimReset):
+        for _ in range(30):
+            world.advance_us(app.WDT_FEED_MS * 1000)
+            app.feed_if_healthy(wdt, meter)
+    assert machine.reset_cause() == machine.WDT_RESET
