@@ -67,11 +67,38 @@ async def _watchdog(device):
         await asyncio.sleep_ms(WDT_FEED_MS)
 
 
-async def _heartbeat(board, period_ms):
-    """Blink the status LED so a glance at the board says the event loop is alive."""
+# Status LED patterns: (on_ms, off_ms) per state, so a glance at the board tells an installer how it is.
+LED_PATTERNS = {
+    "fault": (100, 100),  # fast blink: measurement is not healthy
+    "setup": (100, 900),  # short flash each second: the setup access point is up
+    "connecting": (500, 500),  # slow blink: no network yet
+    "online": (1000, 0),  # steady: online, uploads (if configured) going through
+    "uploading_failed": (900, 100),  # steady with a short gap: online, but uploads are failing
+}
+
+
+def led_state(device):
+    """The status LED's state, from the most urgent down."""
+    if not device.meter.healthy(time.ticks_ms()):
+        return "fault"
+    if device.links.ap_up:
+        return "setup"
+    if device.links.online_via is None:
+        return "connecting"
+    if device.uploader.status.get("state") not in ("ok", "off", "starting"):
+        return "uploading_failed"
+    return "online"
+
+
+async def _status_led(device):
+    led = device.board.led
     while True:
-        board.led.value(not board.led.value())
-        await asyncio.sleep_ms(period_ms)
+        on_ms, off_ms = LED_PATTERNS[led_state(device)]
+        led.value(1)
+        await asyncio.sleep_ms(on_ms)
+        if off_ms:
+            led.value(0)
+            await asyncio.sleep_ms(off_ms)
 
 
 class Device:
@@ -122,7 +149,7 @@ class Device:
 
 async def _run(device, run_ms):
     tasks = [asyncio.create_task(device.meter.run(device.on_readings)),
-             asyncio.create_task(_heartbeat(device.board, 500)),
+             asyncio.create_task(_status_led(device)),
              asyncio.create_task(device.portal.run(**device.portal_options)),
              asyncio.create_task(device.uploader.run())]
     if device.use_watchdog:

@@ -62,3 +62,29 @@ def test_the_watchdog_is_fed_only_while_windows_keep_closing():
             world.advance_us(app.WDT_FEED_MS * 1000)
             app.feed_if_healthy(wdt, meter)
     assert machine.reset_cause() == machine.WDT_RESET
+
+
+def test_the_status_led_says_setup_connecting_online_and_fault():
+    class Links:
+        ap_up = False
+        online_via = None
+
+    class Uploader:
+        status = {"state": "ok"}
+
+    class Dev:
+        pass
+
+    mains.connect(world, mains.load_scenario({"phases": [{"irms": 10.0}] * 3}))
+    d = Dev()
+    d.meter, d.links, d.uploader = Meter(Board(), {}), Links(), Uploader()
+    assert app.led_state(d) == "connecting"
+    d.links.ap_up = True
+    assert app.led_state(d) == "setup"
+    d.links.ap_up, d.links.online_via = False, "wifi"
+    assert app.led_state(d) == "online"
+    d.uploader.status = {"state": "retrying"}
+    assert app.led_state(d) == "uploading_failed"
+    world.advance_us(10_000_000)  # no window has closed for 10 s: measurement is not healthy
+    assert app.led_state(d) == "fault"
+    assert set(app.LED_PATTERNS) == {"fault", "setup", "connecting", "online", "uploading_failed"}
