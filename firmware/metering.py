@@ -13,8 +13,6 @@
 
 import math
 
-TWO_PI = 2 * math.pi
-
 
 def mean_removed(sum_xy, sum_x, sum_y, n):
     """Σ(x - x̄)(y - ȳ)/n from raw sums, in codes² (works for x == y: the variance)."""
@@ -24,13 +22,6 @@ def mean_removed(sum_xy, sum_x, sum_y, n):
 def interpolate(c0, c1, frac):
     """A product at a fractional shift from the products at the integer shifts either side."""
     return c0 + (c1 - c0) * frac
-
-
-def crossing_fraction(before, after, bias):
-    """Where between two samples (0..1) the voltage crossed its bias going up."""
-    if after == before:
-        return 0.0
-    return (bias - before) / (after - before)
 
 
 def frequency_hz(cycles, window_pairs, pair_s):

@@ -127,12 +127,9 @@ class Burst:
     """Where the last burst's samples are and how long they took."""
 
     def __init__(self):
-        self.status = NO_CROSSING
-        self.cycles = 0
         self.cycle_pairs = 0  # pairs in the whole-cycle window, starting at buf[0]
         self.pairs = 0  # pairs stored (window + extra)
         self.pair_q10_us = 0  # measured time per V/I pair, in 1/1024 us (an int: no float on this path)
-        self.elapsed_us = 0
         self.v_before = 0  # voltage code just before the first crossing (for interpolation)
 
 
@@ -162,13 +159,8 @@ class Sampler:
         prm[P_BIAS] = bias
         prm[P_EXTRA] = extra_pairs
         prm[P_WAIT_READS] = wait_reads
-        t0 = time.ticks_us()
         status = _burst(self._read_v[v_ch], self._read_i[i_ch], self.buf, prm, self._ticks_us)
-        elapsed = time.ticks_diff(time.ticks_us(), t0)
         b = self.burst
-        b.status = status
-        b.cycles = cycles
-        b.elapsed_us = elapsed
         if status == OK:
             b.cycle_pairs = prm[R_CYCLE_PAIRS]
             b.pairs = prm[R_PAIRS]
@@ -187,9 +179,7 @@ class Sampler:
         _free_run(self._read_v[v_ch], self._read_i[i_ch], self.buf, pairs)
         elapsed = time.ticks_diff(time.ticks_us(), t0)
         b = self.burst
-        b.status = NO_CROSSING
         b.cycle_pairs = pairs
         b.pairs = pairs
-        b.elapsed_us = elapsed
         b.pair_q10_us = elapsed * 1024 // pairs
         return pairs
