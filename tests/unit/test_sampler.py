@@ -10,14 +10,16 @@ from firmware.meter import Meter
 from firmware.sampler import BUFFER_FULL, NO_CROSSING, OK, Sampler
 from simworld import world
 from support import MICROPYTHON, skip
+from tools.sim import mains
 
 
 def _sine(amplitude_codes, hz, phase_deg=0.0):
     n = int(1e6 / hz)
     t = array("H", bytes(2 * n))
     for k in range(n):
-        t[k] = int(round(2048 + amplitude_codes * math.sin(2 * math.pi * k / n - math.radians(phase_deg))))
-    return simworld.PeriodicSource(t, int(round(1e9 / hz)))
+        code = int(round(2048 + amplitude_codes * math.sin(2 * math.pi * k / n - math.radians(phase_deg))))
+        t[k] = code * mains.SUB + mains.SUB // 2  # MainsSource tables are in 1/SUB codes
+    return mains.MainsSource(t, int(round(1e9 / hz)))
 
 
 def _connect(hz=50.0, v_codes=1000, i_codes=500, lag_deg=0.0):

@@ -1,7 +1,7 @@
 # mains — synthetic three-phase mains on the simulated ESP32's ADC pins (MicroPython and CPython).
 #
 # load_scenario(dict) checks a scenario (see docs/SIMULATOR.md) and fills in its defaults;
-# connect(world, scenario) puts one MainsSource (like simworld.PeriodicSource) per ADC pin into the world:
+# connect(world, scenario) puts one MainsSource per ADC pin into the world:
 # one period of the input at 1 µs resolution plus a prime-length table of Gaussian noise, so that
 # reading a pin stays integer-only and allocation-free while the firmware samples it.
 #
@@ -316,10 +316,12 @@ def flat(code):
 
 
 class MainsSource:
-    """simworld.PeriodicSource with its table and noise in 1/SUB codes: the ADC rounds signal + noise.
+    """A periodic input: one period of table plus cycled noise, both in 1/SUB codes (the ADC rounds
+    signal + noise, so noise dithers the quantisation).
 
-    Same attributes and the same integer-only, allocation-free raw_at(); mains.py does not import
-    simworld, so host tools can load scenarios without the simulated board's clock.
+    raw_at() is integer-only and allocation-free, so the firmware's acquisition path can run under
+    micropython.heap_lock() against it. mains.py does not import simworld, so host tools can load
+    scenarios without the simulated board's clock.
     """
 
     def __init__(self, table, period_ns, noise=None):

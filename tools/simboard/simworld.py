@@ -2,7 +2,8 @@
 #
 # The simulated `machine`, `network` and `time` modules in this folder read and change this state.
 # Tests and the simulator script it (mains waveforms, button presses, WiFi networks); the firmware
-# never imports this module, so it cannot tell the simulation from the board.
+# never imports this module, so it cannot tell the simulation from the board. Any object with an
+# allocation-free raw_at(t_us) can stand on an ADC pin; mains waveforms are tools/sim/mains.py's.
 #
 # Time is virtual by default: it advances only when the firmware spends it (an ADC conversion, a
 # sleep) or when the driver calls advance_us(). set_realtime() ties it to the host clock instead,
@@ -59,30 +60,6 @@ class ConstantSource:
 
     def raw_at(self, t_us):
         return self.code
-
-
-class PeriodicSource:
-    """A periodic waveform from one-period tables of 12-bit codes, plus cycled noise.
-
-    raw_at() uses integer arithmetic only, so reading it allocates nothing: the firmware's
-    acquisition path can run under micropython.heap_lock() against it.
-    """
-
-    def __init__(self, table, period_ns, noise=None):
-        self.table = table  # array of raw codes over one period, equally spaced in time
-        self.n = len(table)
-        self.period_ns = period_ns
-        self.noise = noise  # array('h') of noise codes, cycled one entry per read (or None)
-        self._k = 0
-
-    def raw_at(self, t_us):
-        x = self.table[(t_us * 1000 % self.period_ns) * self.n // self.period_ns]
-        if self.noise is not None:
-            x += self.noise[self._k]
-            self._k += 1
-            if self._k == len(self.noise):
-                self._k = 0
-        return 0 if x < 0 else 4095 if x > 4095 else x
 
 
 class Network:
