@@ -63,7 +63,7 @@ class Meter:
         self._cross_views = [mv[k * nblocks:(k + 1) * nblocks] for k in range(4)]  # made once
         self._nblocks = nblocks
         self._block = [[dsp.block_pairs(v.bias, i.bias) for i in self.i_cal] for v in self.v_cal]
-        self._res = array("i", bytes(4 * 8))  # integer results of _reduce, see there
+        self._res = array("i", bytes(4 * 7))  # integer results of _reduce, see there
         self.energy = energy or Energy()
         self._board = board
         self._timer = None
@@ -187,8 +187,8 @@ class Meter:
     def _reduce(self, vp, c, delay):
         """Acquire a burst (voltage of phase vp, CT c) and reduce it to integer sums. No allocation.
 
-        _res: [0] window pairs, [1] first-crossing fraction (q10), [2] last-crossing fraction (q10),
-        [3] blocks, [4..7] blocks per shifted product (P at delay: lo, hi; Q: lo, hi).
+        _res: [0] whole pairs in the window, [1] the window's exact length in 1/1024 pairs,
+        [2] blocks, [3..6] blocks per shifted product (P at delay: lo, hi; Q: lo, hi).
         """
         vcal = self.v_cal[vp]
         ical = self.i_cal[c]
@@ -203,15 +203,17 @@ class Meter:
         n = b.cycle_pairs
         res = self._res
         res[0] = n
-        res[1] = _fraction_q10(b.v_before, buf[0], vcal.bias)
-        res[2] = _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
+        # The window from crossing to crossing, in 1/1024 pairs: the first crossing lies between the
+        # last wait-loop read and pair 0 (half a pair apart), the last one between pairs n-1 and n.
+        res[1] = ((n << 10) - 512 + _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
+                  - (_fraction_q10(b.v_before, buf[0], vcal.bias) >> 1))
         # Noise on an unwired voltage input also "crosses zero", in cycles far too short (or a stray
         # one far too long): a burst whose cycles are not mains cycles is no voltage at all.
         cycle_us = (n * b.pair_q10_us >> 10) // self.cycles
         if cycle_us < MIN_CYCLE_US or cycle_us > MAX_CYCLE_US:
             return NO_CROSSING
         # This burst's own cycle length sets the shifts (the estimate only sized the extra pairs).
-        ppc = ((n << 10) - 512 + res[2] - (res[1] >> 1)) // self.cycles
+        ppc = res[1] // self.cycles
         self._pairs_per_cycle_q10 = ppc
         # The largest shift reads |shift| + 1 pairs past the window: a quarter cycle for Q, 5/12 of
         # a cycle for a derived phase's Q (1/3 + 1/4 - 1).
@@ -219,15 +221,15 @@ class Meter:
         if b.pairs < n + reach:
             return SHORT  # too few pairs after the window for the shifts: the estimate was low
         block = self._block[vp][c]
-        res[3] = dsp.pair_sums(buf, n, vcal.bias, ical.bias, block, self._sums)
+        res[2] = dsp.pair_sums(buf, n, vcal.bias, ical.bias, block, self._sums)
         views = self._cross_views
         if delay:
             s = self._shift_q10(delay, False)
-            res[4] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[0])
-            res[5] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[1])
+            res[3] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[0])
+            res[4] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[1])
         s = self._shift_q10(delay, True)
-        res[6] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[2])
-        res[7] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[3])
+        res[5] = self._cross(buf, s >> 10, n, vcal.bias, ical.bias, block, views[2])
+        res[6] = self._cross(buf, (s >> 10) + 1, n, vcal.bias, ical.bias, block, views[3])
         return OK
 
     @staticmethod
@@ -255,13 +257,13 @@ class Meter:
     def _process(self, p, c, delay):
         res = self._res
         n = res[0]
-        sv, si, svv, sii, svi = _totals(self._sums, res[3])
+        sv, si, svv, sii, svi = _totals(self._sums, res[2])
         cr = self._crossbuf
         nb = self._nblocks
 
         def product(k, shift_q10):
-            c0 = _sum_blocks(cr, k * nb, res[4 + k])
-            c1 = _sum_blocks(cr, (k + 1) * nb, res[5 + k])
+            c0 = _sum_blocks(cr, k * nb, res[3 + k])
+            c1 = _sum_blocks(cr, (k + 1) * nb, res[4 + k])
             frac = (shift_q10 & 1023) / Q10
             return metering.interpolate(c0, c1, frac) / n - (sv / n) * (si / n)
 
@@ -272,8 +274,7 @@ class Meter:
         ical = self.i_cal[c]
         b = self.sampler.burst
         pair_s = b.pair_q10_us / Q10 / 1e6
-        # The first crossing lies between the last wait-loop read and pair 0: half a pair apart.
-        window_pairs = n - 0.5 + (res[2] - res[1] / 2) / Q10
+        window_pairs = res[1] / Q10
         f = metering.frequency_hz(self.cycles, window_pairs, pair_s)
         skew_deg = 360.0 * f * pair_s / 2  # I is read one conversion (half a pair) after V
         # A CT leads through its magnetising inductance: the lead falls as 1/f (specified at 50 Hz).
@@ -368,8 +369,7 @@ class Meter:
         return {
             "t_ms": now, "frequency_hz": freq, "wiring": "single-phase" if single else "three-phase",
             "phases": phases,
-            "total": {"real_power_w": total_w, "import_wh": e["import_wh_total"], "export_wh": e["export_wh_total"],
-                      "net_import_wh": e["net_import_wh"], "net_export_wh": e["net_export_wh"]},
+            "total": _total(total_w, e),
             "diagnostics": diags,
             "energy_mwh": self.energy.snapshot(),  # exact integer counters (floats are 32-bit on the board)
         }
@@ -408,12 +408,18 @@ class Meter:
             "frequency_hz": run["f"] / ms,
             "wiring": r["wiring"] if r else "three-phase",
             "phases": phases,
-            "total": {"real_power_w": total_w, "import_wh": e["import_wh_total"], "export_wh": e["export_wh_total"],
-                      "net_import_wh": e["net_import_wh"], "net_export_wh": e["net_export_wh"]},
+            "total": _total(total_w, e),
             "diagnostics": [{"code": d["code"], "phase": d["phase"], "message": d["message"]}
                             for d in (r["diagnostics"] if r else [])],
         }
 
+
+
+def _total(real_power_w, energy_wh):
+    """The "total" of readings and reports: summed power, and the energy counters (energy.wh())."""
+    return {"real_power_w": real_power_w, "import_wh": energy_wh["import_wh_total"],
+            "export_wh": energy_wh["export_wh_total"], "net_import_wh": energy_wh["net_import_wh"],
+            "net_export_wh": energy_wh["net_export_wh"]}
 
 
 def _direction(real_power_w, irms):
