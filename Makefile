@@ -29,8 +29,8 @@ bench: venv
 	$(PY) -m tools.bench
 
 deploy: build
-	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]]"; exit 2)
-	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity)
+	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]] [ROMFS=0]"; exit 2)
+	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity) $(if $(filter 0,$(ROMFS)),--files)
 
 lint: venv
 	$(VENV)/bin/ruff check .

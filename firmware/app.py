@@ -3,6 +3,7 @@
 # main.py calls main(); the desktop simulator calls it too, with the simulated board underneath.
 
 import asyncio
+import gc
 import time
 
 from firmware import VERSION, config, factory, identity, links, portal
@@ -101,6 +102,34 @@ async def _status_led(device):
             await asyncio.sleep_ms(off_ms)
 
 
+# The gc strategy. An ESP32 without PSRAM has ~96 KB of heap (the code itself runs from ROMFS in
+# flash, tools/romfs.py). The meter allocates nothing while it samples, so garbage comes from the
+# once-a-window work (readings, JSON, HTTP): collect after each window, between bursts, so garbage
+# never piles up into a collection in the middle of a TLS handshake and the heap's low-water mark
+# is measured at the same point every time. The threshold makes the VM collect early on its own
+# too, after a quarter of the heap that was free at start-up has been allocated, which keeps holes
+# small (the heap is never compacted).
+GC_THRESHOLD_DIVISOR = 8
+
+
+class HeapWatch:
+    """The heap after each collection: the fewest bytes left free and the most still in use."""
+
+    def __init__(self):
+        self.free_min_bytes = None
+        self.live_peak_bytes = 0
+        self.collections = 0
+
+    def collect(self):
+        gc.collect()
+        self.collections += 1
+        free, live = gc.mem_free(), gc.mem_alloc()
+        if self.free_min_bytes is None or free < self.free_min_bytes:
+            self.free_min_bytes = free
+        if live > self.live_peak_bytes:
+            self.live_peak_bytes = live
+
+
 class Device:
     """Everything the firmware builds at power-up, in the order it needs it."""
 
@@ -126,6 +155,10 @@ class Device:
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
         self.stopped_by_user = False  # Ctrl-C on the console, not a failure
         self.use_watchdog = False  # run_on_board() turns it on: once started it cannot be stopped
+        self.heap = HeapWatch()
+        self.windows = 0  # measurement windows handled
+        self.uptime_ms = 0  # set when main() returns
+        self.task_failures = {}  # task name -> how often it failed and was started again
         # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
         # in uploader.status, without an identity or an upload URL.
         self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
@@ -133,6 +166,7 @@ class Device:
                                  sync_clock=self.board.sync_clock, log=log)
 
     def on_readings(self, readings):
+        self.windows += 1
         self.console(readings)
         if self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms()) is False and self.persister.error:
             print("meter: " + self.persister.error)
@@ -140,6 +174,7 @@ class Device:
             self.uploader.on_readings(readings)
         except Exception as e:  # whatever goes wrong with uploads, the meter keeps measuring
             print("upload: cannot take these readings (%s: %s)" % (type(e).__name__, e))
+        self.heap.collect()
 
     def shutdown(self):
         self.meter.stop()
@@ -147,37 +182,65 @@ class Device:
         self.persister.save(self.energy.snapshot(), time.ticks_ms())  # an orderly stop loses nothing
 
 
-async def _run(device, run_ms):
-    tasks = [asyncio.create_task(device.meter.run(device.on_readings)),
-             asyncio.create_task(_status_led(device)),
-             asyncio.create_task(device.portal.run(**device.portal_options)),
-             asyncio.create_task(device.uploader.run())]
+TASK_RESTART_MS = (1000, 60000)  # first and longest pause before a failed task starts again
+
+
+async def _supervise(device, name, start):
+    """Run the task start() makes until it returns; when it fails, say so and start it again after
+    a pause that doubles each time: one bug in the portal or the uploader must not end the other
+    tasks, and a task that keeps failing must not spin (the meter's own failures end in the
+    watchdog's reset, as its windows stop closing)."""
+    pause_ms = TASK_RESTART_MS[0]
+    while True:
+        try:
+            await start()
+            return  # a task with nothing to do (uploads off) ends on purpose
+        except Exception as e:  # not asyncio.CancelledError, a BaseException: stopping is not failing
+            device.task_failures[name] = device.task_failures.get(name, 0) + 1
+            print("meter: the %s task failed (%s: %s): starting it again in %d s"
+                  % (name, type(e).__name__, e, pause_ms // 1000))
+        await asyncio.sleep_ms(pause_ms)
+        pause_ms = min(2 * pause_ms, TASK_RESTART_MS[1])
+
+
+async def _run(device, run_ms, extra_tasks=()):
+    starts = [("meter", lambda: device.meter.run(device.on_readings)), ("status LED", lambda: _status_led(device)),
+              ("portal", lambda: device.portal.run(**device.portal_options)), ("uploader", device.uploader.run)]
     if device.use_watchdog:
-        tasks.append(asyncio.create_task(_watchdog(device)))
-    if run_ms is None:
-        await tasks[0]
-    else:
-        await asyncio.sleep_ms(run_ms)
-    for t in tasks:
-        t.cancel()
+        starts.append(("watchdog", lambda: _watchdog(device)))
+    for fn in extra_tasks:  # the simulator's own (e.g. watching the heap), beside the device's
+        starts.append((getattr(fn, "__name__", "extra"), lambda fn=fn: fn(device)))
+    tasks = [asyncio.create_task(_supervise(device, name, start)) for name, start in starts]
+    try:
+        if run_ms is None:
+            await tasks[0]
+        else:
+            await asyncio.sleep_ms(run_ms)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
-def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False):
+def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False, extra_tasks=()):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
     device = Device(board, meter_overrides)
     device.use_watchdog = watchdog
     device.portal_options = portal_options or {}
+    device.heap.collect()
+    gc.threshold(gc.mem_free() // GC_THRESHOLD_DIVISOR)
+    print("meter: %d bytes of heap free" % gc.mem_free())
     t0 = time.ticks_ms()
     try:
-        asyncio.run(_run(device, run_ms))
+        asyncio.run(_run(device, run_ms, extra_tasks))
     except KeyboardInterrupt:
         device.stopped_by_user = True
     finally:
         device.shutdown()
         asyncio.new_event_loop()
         device.board.led.value(0)
-    print("meter: stopped after %d s" % (time.ticks_diff(time.ticks_ms(), t0) // 1000))
+        device.uptime_ms = time.ticks_diff(time.ticks_ms(), t0)
+    print("meter: stopped after %d s" % (device.uptime_ms // 1000))
     return device
 
 

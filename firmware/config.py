@@ -239,7 +239,8 @@ RESET = "CONFIG_RESET"  # config.json and its copy both unusable: defaults are i
 
 
 class ConfigStore:
-    """The settings file on flash. load() never raises; save()/update() raise ConfigError and then write nothing."""
+    """The settings file on flash. load() raises only MemoryError (the board restarts: the file is not
+    at fault); save()/update() raise ConfigError and then write nothing."""
 
     def __init__(self, path=PATH, log=print):
         self.path = path
@@ -283,7 +284,7 @@ class ConfigStore:
                 return None, _MISSING, None
             try:
                 doc = json.loads(data.decode())
-            except Exception:
+            except ValueError:  # UnicodeError too
                 return None, "is not valid JSON (truncated or damaged)", None
             doc, was = migrate(doc)
             return Config(validate(doc)), None, was
@@ -291,7 +292,11 @@ class ConfigStore:
             return None, "is invalid (%s)" % e, None
         except OSError as e:
             return None, "cannot be read (I/O error %s)" % (e.args[0] if e.args else "?"), None
-        except Exception as e:  # MemoryError and the unforeseen: the meter must keep measuring
+        except MemoryError:
+            # A heap too full to parse the file says nothing about the file: running on defaults
+            # would measure with the wrong model and invite the installer to set it up again.
+            raise
+        except Exception as e:  # the unforeseen: the meter must keep measuring
             return None, "cannot be loaded (%s)" % type(e).__name__, None
 
     def save(self, doc):

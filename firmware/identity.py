@@ -163,7 +163,8 @@ class IdentityStatus:
 
 
 def load(path=PATH, log=print):
-    """Read identity.json. Never raises: a missing or damaged file gives an IdentityStatus without identity."""
+    """Read identity.json. A missing or damaged file gives an IdentityStatus without identity; only
+    MemoryError is raised (the board restarts: the file is not at fault)."""
     try:
         f = open(path, "rb")
     except OSError:
@@ -179,7 +180,9 @@ def load(path=PATH, log=print):
             if len(text) > MAX_BYTES:
                 raise ValueError("larger than %d bytes" % MAX_BYTES)
             status = IdentityStatus(parse(text.decode()))
-        except Exception as e:  # ValueError, UnicodeError, OSError, MemoryError: never stop the meter
+        except MemoryError:
+            raise  # the heap, not the file: "damaged" would send an installer to re-provision it
+        except Exception as e:  # ValueError, UnicodeError, OSError: never stop the meter
             why = str(e) if isinstance(e, ValueError) and not isinstance(e, UnicodeError) else type(e).__name__
             status = IdentityStatus(None, Diagnostic(
                 DAMAGED, "device identity is damaged (%s: %s): uploads are off until it is deployed again"

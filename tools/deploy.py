@@ -4,9 +4,13 @@
     python -m tools.deploy --port /dev/ttyUSB0 --identity out/identity-MD7K3Q9XPA.json
                                                     (or: make deploy PORT=... IDENTITY=...)
 
-Replaces /firmware and /lib on the board, copies boot.py and main.py, sets the RTC from this
-computer (`mpremote rtc --set`), then resets the board. Data the device wrote (config, energy
-counters, identity) lives outside those folders and is left alone.
+Writes the firmware's code (build/device.romfs) to the board's ROMFS partition, where it runs in
+place without taking heap (`mpremote romfs deploy`; the board needs a MicroPython with a ROMFS
+partition, see docs/HARDWARE.md), removes any /firmware and /lib folders an older deploy left on
+its filesystem (they would shadow /rom), copies boot.py and main.py, sets the RTC from this
+computer (`mpremote rtc --set`), then resets the board. With --files (ROMFS=0) the .mpy tree goes
+into /firmware and /lib on the filesystem instead: only for boards with PSRAM, as the code then
+takes heap. Data the device wrote (config, energy counters, identity) is left alone.
 
 With --identity (a file from `python -m tools.provision`) the device's identity goes to
 /identity.json, copied to a temporary name and renamed, so a cut cable cannot leave half a file.
@@ -20,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from tools.build import DEVICE
+from tools.build import DEVICE, ROMFS_IMAGE
 from tools.mp import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "lib"))  # firmware.identity uses lib/hmacsha256, as on the board
@@ -86,13 +90,16 @@ def decide(local, on_board, force=False):
         % (serial, "this file", local.serial, local.serial))
 
 
-def plan(port, identity_file=None):
+def plan(port, identity_file=None, files=False):
     """The mpremote command line: one connection, several chained actions."""
     cmd = [mpremote(), "connect", port]
     for folder in ("firmware", "lib"):
         # `rm -r` fails harmlessly-but-loudly on a fresh board; exec a guarded rmtree instead.
         cmd += ["exec", _rmtree_snippet(folder), "+"]
-    cmd += ["fs", "cp", "-r", os.path.join(DEVICE, "firmware"), os.path.join(DEVICE, "lib"), ":", "+"]
+    if files:
+        cmd += ["fs", "cp", "-r", os.path.join(DEVICE, "firmware"), os.path.join(DEVICE, "lib"), ":", "+"]
+    else:
+        cmd += ["romfs", "deploy", ROMFS_IMAGE, "+"]
     cmd += ["fs", "cp", os.path.join(DEVICE, "boot.py"), os.path.join(DEVICE, "main.py"), ":", "+"]
     if identity_file is not None:
         tmp = BOARD_IDENTITY + ".tmp"
@@ -126,9 +133,11 @@ def main(argv=None):
     ap.add_argument("--identity", help="identity file from `python -m tools.provision` to put on the board")
     ap.add_argument("--force-identity", action="store_true",
                     help="replace a different identity already on the board")
+    ap.add_argument("--files", action="store_true", help="copy the .mpy tree to the filesystem instead of "
+                                                         "ROMFS (boards with PSRAM only: the code then takes heap)")
     ap.add_argument("--dry-run", action="store_true", help="print the mpremote command instead of running it")
     args = ap.parse_args(argv)
-    if not os.path.isdir(DEVICE):
+    if not os.path.isdir(DEVICE) or not (args.files or os.path.exists(ROMFS_IMAGE)):
         raise SystemExit("build/device is missing: run `make build` first")
     copy_identity = None
     if args.identity:
@@ -149,7 +158,7 @@ def main(argv=None):
                 return 3
             if action == "copy":
                 copy_identity = args.identity
-    cmd = plan(args.port, copy_identity)
+    cmd = plan(args.port, copy_identity, args.files)
     if args.dry_run:
         print(" ".join(repr(c) if "\n" in c else c for c in cmd))
         return 0

@@ -2,10 +2,11 @@
 #
 # install() provides the MicroPython-only names the firmware uses: the `micropython` module
 # (const, viper/native as plain-Python decorators, heap_lock/unlock, schedule), the viper casts
-# ptr8/ptr16/ptr32/ptr/uint as builtins, and time.ticks_* with the ESP32's 2**30 wrap. Never used
-# on the device, and never imported by the firmware itself.
+# ptr8/ptr16/ptr32/ptr/uint as builtins, gc.mem_free/mem_alloc/threshold, and time.ticks_* with
+# the ESP32's 2**30 wrap. Never used on the device, and never imported by the firmware itself.
 
 import builtins
+import gc
 import sys
 import time
 import types
@@ -52,6 +53,10 @@ def install():
     for name in ("ptr", "ptr8", "ptr16", "ptr32"):
         setattr(builtins, name, _identity)
     builtins.uint = _uint
+    if not hasattr(gc, "mem_free"):  # MicroPython's heap figures: unknown under CPython, as documented
+        gc.mem_free = lambda: -1
+        gc.mem_alloc = lambda: 0
+        gc.threshold = lambda *amount: -1
     if not hasattr(time, "ticks_ms"):
         time.ticks_us = lambda: (time.monotonic_ns() // 1000) & _MASK
         time.ticks_ms = lambda: (time.monotonic_ns() // 1_000_000) & _MASK

@@ -98,7 +98,26 @@ def fake_board(tmp_path, monkeypatch):
     device = tmp_path / "device"
     device.mkdir()
     monkeypatch.setattr(deploy, "DEVICE", str(device))
+    image = tmp_path / "device.romfs"
+    image.write_bytes(b"")
+    monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(image))
     return board
+
+
+def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():
+    steps, step = [], []
+    for arg in deploy.plan("/dev/fake")[3:]:  # after "mpremote connect PORT"
+        if arg == "+":
+            steps.append(step)
+            step = []
+        else:
+            step.append(arg)
+    steps.append(step)
+    assert steps[0][0] == "exec" and steps[0][1].endswith("rm('/firmware')\n") and steps[1][1].endswith("rm('/lib')\n")
+    assert steps[2] == ["romfs", "deploy", deploy.ROMFS_IMAGE]  # once the folders that would shadow /rom are gone
+    assert steps[-1] == ["reset"]
+    files = " ".join(deploy.plan("/dev/fake", files=True))
+    assert "romfs" not in files and "fs cp -r" in files  # boards with PSRAM: the .mpy tree on the filesystem
 
 
 def test_deploy_installs_an_identity_once_and_refuses_to_replace_another(tmp_path, fake_board, capsys):

@@ -244,3 +244,27 @@ def test_factory_reset_of_the_store_returns_to_defaults():
     again = ConfigStore(d + "/config.json", log=quiet)
     assert again.load().document() == config.defaults()
     assert again.needs_setup
+
+
+class _HeapFull:
+    """Stands in for the json module when the heap is too full to parse anything."""
+
+    @staticmethod
+    def loads(text):
+        raise MemoryError("memory allocation failed")
+
+
+def test_a_full_heap_is_not_taken_for_damaged_settings():
+    d = tmpdir()
+    store = ConfigStore(d + "/config.json", log=quiet)
+    store.load()
+    store.update({"meter": {"model": "public"}})
+    before = open(d + "/config.json").read()
+    real, config.json = config.json, _HeapFull
+    try:
+        with raises(MemoryError):
+            ConfigStore(d + "/config.json", log=quiet).load()  # not "damaged: using defaults"
+    finally:
+        config.json = real
+    assert open(d + "/config.json").read() == before
+    assert ConfigStore(d + "/config.json", log=quiet).load()["meter"]["model"] == "public"

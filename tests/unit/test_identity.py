@@ -111,3 +111,20 @@ def test_derived_identities_are_repeatable_label_friendly_and_distinct():
     assert len(seen_pw) == 40 and len(seen_pin) == 40
     other = identity.derive(bytes(32), "MD00000000")
     assert other.ap_password != identity.derive(FLEET_KEY, "MD00000000").ap_password
+
+
+def test_a_full_heap_is_not_taken_for_a_damaged_identity():
+    d = tmpdir()
+    with open(d + "/identity.json", "w") as f:
+        f.write(make().to_json())
+
+    def heap_full(text):
+        raise MemoryError("memory allocation failed")
+
+    real, identity.parse = identity.parse, heap_full
+    try:
+        with raises(MemoryError):
+            identity.load(d + "/identity.json", log=lambda m: None)  # not "damaged: deploy it again"
+    finally:
+        identity.parse = real
+    assert identity.load(d + "/identity.json", log=lambda m: None).serial() == "MD7K3Q9XPA"

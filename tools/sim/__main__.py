@@ -1,10 +1,13 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
     python -m tools.sim device [--scenario FILE.json] [--duration SECONDS] [--state-dir DIR]
+                               [--ingest DIR] [--heapsize 96wK] [--report json] [--port 8080]
                                 the whole device, in real time, until Ctrl-C. The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
                                 folder DIR, kept between runs; without --state-dir a fresh temporary
-                                folder, removed afterwards.
+                                folder, removed afterwards. --heapsize runs it as on an ESP32 without
+                                PSRAM (code from ROMFS, that much heap); --report json prints the
+                                heap figures (heap_peak_bytes...) when it stops.
     python -m tools.sim portal [--port 8080] [--dns-port 8053] [--state-dir DIR] [--networks FILE.json]
                                [--scenario FILE.json] [--no-identity] [--duration SECONDS]
                                 the device with its setup portal served on 127.0.0.1:PORT (DNS catch-all
@@ -105,33 +108,82 @@ def _start_ingest(folder):
     raise UsageError("--ingest: the ingest server did not start listening within 10 s")
 
 
+def heap_bytes(spec):
+    """The heap that `micropython -X heapsize=SPEC` gives, in bytes, as the unix port reads SPEC.
+
+    "96wK" is 96 K 32-bit words' worth: objects here take about twice the bytes they do on the
+    ESP32, so the port doubles a w-size on this 64-bit machine.
+    """
+    import struct
+
+    text = spec.strip()
+    scale = 1
+    if text[-1:] in ("K", "k", "M", "m"):
+        scale = 1024 if text[-1] in "Kk" else 1024 * 1024
+        text = text[:-1]
+    word = text[-1:] == "w"
+    if word:
+        text = text[:-1]
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError("--heapsize: %r is not a heap size like 96wK, 512K or 4M" % spec)
+    n = int(text) * scale
+    return n * struct.calcsize("P") // 4 if word else n
+
+
+SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
+
+
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
         os.makedirs(state_dir, exist_ok=True)
         load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
+        extra, heapsize = [], None
+        if args.heapsize:
+            from tools import romfs
+
+            budget = heap_bytes(args.heapsize)
+            rom = romfs.image_path()
+            extra += ["--rom", rom, "--heap-bytes", str(budget)]
+            heapsize = str(budget + os.path.getsize(rom) + SIM_HEAP_BYTES)
+        report = os.path.join(scratch, "report.json") if args.report else None
+        if report:
+            extra += ["--report", report]
         srv = None
         if args.ingest:
             from tools.sim.runner import prepare_upload
 
             srv, port, db = _start_ingest(os.path.abspath(args.ingest))
             prepare_upload(state_dir, "https://localhost:%d" % port,
-                           os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, 10)
+                           os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, args.record_interval)
+        if args.duration:
+            extra += ["--run-ms", str(int(args.duration * 1000))]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
-                         os.path.abspath(args.scenario),
-                         *([str(int(args.duration * 1000))] if args.duration else []), heapsize=args.heapsize)
-        child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
+                         os.path.abspath(args.scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
+                         *extra, heapsize=heapsize)
+        # The firmware's console goes to stderr when stdout carries the report.
+        child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT, stdout=sys.stderr if report else None)
         # Ctrl-C reaches the child too (same process group): let it shut down, then report its status.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         rc = child.wait()
+        stored = None
         if srv is not None:
             srv.terminate()
             srv.wait(10)
             import sqlite3
 
-            n = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()[0]
+            stored = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()[0]
             sys.stderr.write("sim: the ingest server stored %d interval records in %s "
-                             "(python -m tools.ingest --db %s --dump)\n" % (n, db, db))
+                             "(python -m tools.ingest --db %s --dump)\n" % (stored, db, db))
+        if report:
+            if rc != 0 or not os.path.exists(report):
+                sys.stderr.write("sim: the device failed (exit status %d); no report\n" % rc)
+                return rc or 1
+            with open(report) as f:
+                out = json.load(f)
+            if stored is not None:
+                out["ingest_records"] = stored
+            sys.stdout.write(json.dumps(out) + "\n")
         return rc
 
 
@@ -179,7 +231,15 @@ def main(argv=None):
     d.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="FILE.json",
                    help="the simulated mains (default: %(default)s)")
     d.add_argument("--duration", type=float, help="stop after this many seconds")
-    d.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
+    d.add_argument("--heapsize", help="the firmware's heap, e.g. 96wK (an ESP32 without PSRAM): its code then "
+                                      "runs from a ROMFS image, as on the board, and the simulator's own "
+                                      "memory is kept apart")
+    d.add_argument("--report", choices=("json",), help="when the device stops, print its heap figures, "
+                                                       "energy, uploads and any task that died as JSON")
+    d.add_argument("--port", type=int, default=8080, help="setup page on 127.0.0.1:PORT (default: %(default)s)")
+    d.add_argument("--dns-port", type=int, default=8053, help="DNS catch-all port (default: %(default)s)")
+    d.add_argument("--record-interval", type=int, default=10, metavar="S",
+                   help="with --ingest: seconds per interval record (default 10; 10-3600)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
                                        "(default: a fresh temporary folder)")
     d.add_argument("--ingest", metavar="DIR", help="also run a local ingest server (python -m tools.ingest; "

@@ -1,0 +1,78 @@
+# The memory budget: the whole device (measurement, the setup page in use, uploads over TLS to a
+# real HTTPS server) runs in an ESP32's 96 KB heap (`micropython -X heapsize=96wK`), its code from a
+# ROMFS image as on the board. This test fails when the firmware no longer fits.
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from tools import mp
+from tools.sim.__main__ import heap_bytes
+
+BUDGET = "96wK"
+MARGIN = 0.10  # of the heap left free at its lowest point: room for what the board adds and for growth
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _use_the_setup_page(port, until):
+    """GET the page and its live readings the way a phone does, until `until`; the answers' statuses."""
+    statuses = []
+    while time.monotonic() < until:
+        for path in ("/", "/api/readings"):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", path, headers={"Host": "127.0.0.1:%d" % port})
+                r = c.getresponse()
+                r.read()
+                statuses.append(r.status)
+                c.close()
+            except OSError:
+                pass  # not listening yet
+        time.sleep(0.3)
+    return statuses
+
+
+def test_heap_size_specs_read_as_the_unix_port_reads_them():
+    assert heap_bytes("96wK") == 96 * 1024 * 2  # words' worth, scaled for this 64-bit port
+    assert heap_bytes("512K") == 512 * 1024 and heap_bytes("4M") == 4 * 1024 * 1024 and heap_bytes("1000") == 1000
+
+
+def test_the_whole_device_fits_an_esp32_heap(tmp_path):
+    port, dns_port = _free_port(), _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "tools.sim", "device", "--heapsize", BUDGET, "--duration", "20",
+                          "--report", "json", "--ingest", str(tmp_path / "ingest"), "--port", str(port),
+                          "--dns-port", str(dns_port), "--state-dir", str(tmp_path / "flash")],
+                         cwd=mp.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        statuses = _use_the_setup_page(port, time.monotonic() + 17)
+        out, err = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err[-3000:]
+    assert "MemoryError" not in err and "Traceback" not in err, err[-3000:]
+    report = json.loads(out)
+    budget = heap_bytes(BUDGET)
+    assert report["heap_bytes"] == budget
+    assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] < budget
+    assert report["heap_free_min_bytes"] > MARGIN * budget, report
+    assert report["heap_samples"] > 1000  # sampled every few ms through the whole run
+    # ...and everything was working while it was measured:
+    assert statuses.count(200) >= 20, statuses  # the setup page and its live readings
+    assert report["windows"] >= 15 and report["meter_errors"] == 0 and report["task_failures"] == {}
+    assert report["upload"]["state"] == "ok" and report["upload"]["records_sent"] >= 1
+    assert report["ingest_records"] >= 1 and report["upload"]["live_sent"] >= 10
+    assert report["energy"]["import_wh"] > 0
+    os.makedirs(os.path.join(mp.ROOT, "build"), exist_ok=True)
+    with open(os.path.join(mp.ROOT, "build", "heap-96wK.json"), "w") as f:  # what `make build` quotes
+        json.dump(report, f)
