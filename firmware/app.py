@@ -6,13 +6,14 @@ import asyncio
 import gc
 import time
 
-from firmware import VERSION, config, factory, identity, links, portal
-from firmware.board import Board
+from firmware import VERSION, config, factory, identity
+from firmware.board import WDT_RESET, Board
+from firmware.bootguard import STABLE_MS, BootGuard
 from firmware.energy import Energy
 from firmware.energy_store import EnergyPersister, EnergyStore
 from firmware.meter import Meter
-from firmware.spool import Spool
-from firmware.uploader import Uploader
+
+# The network side (links, portal, uploader) is imported by Device, once the meter's buffers exist.
 
 
 def format_readings(r):
@@ -61,10 +62,14 @@ def feed_if_healthy(wdt, meter):
 
 async def _watchdog(device):
     """machine.WDT, fed from the event loop only while measurement is healthy: a stalled loop or a
-    meter that stopped producing readings restarts the board."""
+    meter that stopped producing readings restarts the board. After STABLE_MS of it, the start
+    was a good one: the boot guard forgets earlier failed starts."""
     wdt = device.board.watchdog(WDT_TIMEOUT_MS)
+    started = time.ticks_ms()
     while True:
-        feed_if_healthy(wdt, device.meter)
+        if feed_if_healthy(wdt, device.meter) and device.boot_guard is not None:
+            if time.ticks_diff(time.ticks_ms(), started) >= STABLE_MS:
+                device.boot_guard.stable()
         await asyncio.sleep_ms(WDT_FEED_MS)
 
 
@@ -148,6 +153,13 @@ class Device:
         settings = dict(self.config["meter"])
         settings.update(meter_overrides or {})
         self.meter = Meter(self.board, settings, self.energy)
+        # Only now the network side: the meter's sample buffers (a few KB each) are taken while the
+        # heap is still in one piece. Importing creates hundreds of small objects, and the holes
+        # they leave behind would not hold a buffer that size later.
+        from firmware import links, portal
+        from firmware.spool import Spool
+        from firmware.uploader import Uploader
+
         self.console = Console()
         # Setup access point, WiFi/LAN links and the setup page (firmware/links.py, firmware/portal.py).
         self.links = links.Links(self.board, self.store, self.identity, log=log)
@@ -155,6 +167,7 @@ class Device:
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
         self.stopped_by_user = False  # Ctrl-C on the console, not a failure
         self.use_watchdog = False  # run_on_board() turns it on: once started it cannot be stopped
+        self.boot_guard = None  # run_on_board()'s: counts failed starts across resets
         self.heap = HeapWatch()
         self.windows = 0  # measurement windows handled
         self.uptime_ms = 0  # set when main() returns
@@ -221,11 +234,13 @@ async def _run(device, run_ms, extra_tasks=()):
             t.cancel()
 
 
-def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False, extra_tasks=()):
+def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False, extra_tasks=(),
+         boot_guard=None):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
     device = Device(board, meter_overrides)
     device.use_watchdog = watchdog
+    device.boot_guard = boot_guard
     device.portal_options = portal_options or {}
     device.heap.collect()
     gc.threshold(gc.mem_free() // GC_THRESHOLD_DIVISOR)
@@ -245,11 +260,25 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, wat
 
 
 def run_on_board():
-    """main.py's entry: run the meter; if it ever stops other than by Ctrl-C, restart the board."""
+    """main.py's entry: run the meter; if it ever stops other than by Ctrl-C, restart the board.
+
+    Failed starts in a row (a crash, a watchdog reset) make the next start wait longer
+    (firmware/bootguard.py), so a fault that recurs at once cannot become a tight reboot loop.
+    """
     import sys
 
+    board = Board()
+    guard = BootGuard(board)
+    if board.reset_cause() == WDT_RESET:
+        guard.failed()  # the watchdog restarted a stalled meter
+    wait_ms = guard.delay_ms()
+    if wait_ms:
+        print("meter: %d failed starts in a row: starting in %d s (Ctrl-C for the REPL)"
+              % (guard.failures, wait_ms // 1000))
+        board.led.value(1)
+        time.sleep_ms(wait_ms)
     try:
-        if main(watchdog=True).stopped_by_user:
+        if main(board=board, watchdog=True, boot_guard=guard).stopped_by_user:
             return  # Ctrl-C on the serial console: leave the developer at the REPL
     except Exception as e:
         show = getattr(sys, "print_exception", None)  # MicroPython's traceback printer
@@ -257,6 +286,7 @@ def run_on_board():
             show(e)
         else:
             print("meter: %r" % e)
-    print("meter: stopped unexpectedly: restarting in 5 s (Ctrl-C for the REPL)")
-    time.sleep_ms(5000)
+    guard.failed()
+    print("meter: stopped unexpectedly: restarting (Ctrl-C for the REPL)")
+    time.sleep_ms(1000)
     Board.reset()

@@ -70,6 +70,13 @@ class Board:
     def reset_cause(self):
         return machine.reset_cause()
 
+    # RTC memory: kept across resets (the watchdog's too), lost on power-off (firmware/bootguard.py).
+    def boot_record(self):
+        return machine.RTC().memory()
+
+    def set_boot_record(self, data):
+        machine.RTC().memory(data)
+
     def unique_id(self):
         return machine.unique_id()
 
@@ -93,6 +100,8 @@ class Board:
         ntptime.settime()
         return self.clock_ready()
 
+
+WDT_RESET = machine.WDT_RESET
 
 # WiFi constants the rest of the firmware needs (it never imports network itself).
 STAT_IDLE = network.STAT_IDLE

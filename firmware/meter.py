@@ -386,6 +386,10 @@ class Meter:
             a["p"] += ph["real_power_w"] * dt_ms
             a["q"] += ph["reactive_power_var"] * dt_ms
 
+    def report_ms(self):
+        """How long report() averages over: the windows closed so far, end to end."""
+        return self._run["ms"]
+
     def report(self):
         """Averages over the whole run (time-weighted) and the energy counters now."""
         r = self.readings

@@ -1,9 +1,12 @@
 # main.py's entry: a firmware that stops for any reason but Ctrl-C restarts the board.
+import time
+
 import machine
 
 import simworld
 from firmware import app
 from firmware.board import Board
+from firmware.bootguard import BootGuard
 from firmware.meter import Meter
 from simworld import world
 from support import raises
@@ -36,6 +39,44 @@ def test_a_crash_restarts_the_board():
 def test_an_unexpected_stop_restarts_the_board():
     with raises(simworld.SimReset):
         _with_main(lambda **kw: _Stopped(False))
+
+
+def _start_after_ms(fn):
+    """run_on_board() with main() = fn: how long it waited before calling main (simulated ms)."""
+    t0 = time.ticks_ms()
+    called = []
+
+    def timed(**kw):
+        called.append(time.ticks_diff(time.ticks_ms(), t0))
+        return fn(**kw)
+
+    try:
+        _with_main(timed)
+    except simworld.SimReset:
+        pass
+    return called[0]
+
+
+def test_failed_starts_in_a_row_wait_longer_and_a_power_cycle_forgets_them():
+    def crash(**kw):
+        raise RuntimeError("a task died")
+
+    waits = [_start_after_ms(crash) for _ in range(9)]
+    assert waits == [0, 5000, 10000, 20000, 40000, 80000, 160000, 300000, 300000], waits  # capped at 5 min
+    world.reset()  # power off and on: RTC memory is gone, the installer gets a prompt start
+    assert _start_after_ms(lambda **kw: _Stopped(True)) == 0
+
+
+def test_a_watchdog_reset_counts_as_a_failed_start_and_stable_running_clears_the_count():
+    world.reset_cause = machine.WDT_RESET  # the meter had stalled
+    assert _start_after_ms(lambda **kw: _Stopped(True)) == 5000
+    guard = BootGuard(Board())
+    assert guard.failures == 1
+    guard.stable()  # STABLE_MS measuring without a fault
+    world.reset_cause = machine.SOFT_RESET
+    assert BootGuard(Board()).failures == 0 and _start_after_ms(lambda **kw: _Stopped(True)) == 0
+    world.rtc_memory = b"garbage from another firmware"
+    assert BootGuard(Board()).failures == 0
 
 
 def test_ctrl_c_leaves_the_developer_at_the_repl():

@@ -127,3 +127,35 @@ def test_board_brings_up_lan_from_the_config_section():
         world.lan_link = True
         assert lan.isconnected() and lan.ipconfig("addr4")[0] != "0.0.0.0"
         world.lan_link = False
+
+
+def test_accelerated_clock_skips_idle_waits_and_stops_at_timers():
+    if not MICROPYTHON:
+        from support import skip
+
+        skip("select.py shadows the unix port's select; CPython keeps its own")
+    import asyncio
+    import select
+
+    world.set_accelerated()
+    poller = select.poll()
+    flag = asyncio.ThreadSafeFlag()
+    poller.register(flag, select.POLLIN)
+    t0 = time.ticks_ms()
+    assert poller.ipoll(500) == [] and time.ticks_diff(time.ticks_ms(), t0) >= 500  # nothing to wait for: skipped
+    assert world.skipped_us >= 490_000
+    flag.set()
+    t1 = time.ticks_ms()
+    assert poller.ipoll(500) == [(flag, select.POLLIN)] and time.ticks_diff(time.ticks_ms(), t1) < 50
+    flag.clear()
+    fired = []
+    tim = machine.Timer(0)
+    tim.init(period=100, mode=machine.Timer.PERIODIC, callback=lambda t: fired.append(time.ticks_ms()))
+    t2 = time.ticks_ms()
+    poller.ipoll(10_000)  # a timer is due in 100 ms: the clock stops there, not 10 s on
+    poller.ipoll(0)  # (the soft callback runs once the VM gets to it)
+    tim.deinit()
+    assert fired and 90 <= time.ticks_diff(fired[0], t2) <= 150 and time.ticks_diff(time.ticks_ms(), t2) < 200
+    poller.unregister(flag)
+    time.sleep_ms(2000)  # a blocking sleep on the accelerated clock is skipped too, not slept
+    assert world.skipped_us >= 2_500_000

@@ -21,6 +21,10 @@
                                 the measurement chain on a scenario's simulated mains, in virtual
                                 time; prints one report. With --upload the whole device runs in
                                 real time and uploads to that server (python -m tools.ingest)
+    python -m tools.sim soak [--hours 24] [--heapsize 96wK] [--report text|json] [--keep DIR]
+                                the whole device for a simulated day (load changes, outages, setup
+                                page visits) on an accelerated clock, in the ESP32's heap, uploading
+                                to a local ingest server; prints a verdict (tools/sim/soak.py)
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
@@ -84,7 +88,7 @@ def cmd_portal(args):
         return child.wait()
 
 
-def _start_ingest(folder):
+def _start_ingest(folder, extra_args=(), quiet=False):
     """`python -m tools.ingest` on a free 127.0.0.1 port, its CA, fleet key and records in folder."""
     import socket
 
@@ -95,7 +99,8 @@ def _start_ingest(folder):
     s.close()
     db = os.path.join(folder, "records.sqlite")
     srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs",
-                            os.path.join(folder, "certs"), "--verbose"], cwd=mp.ROOT)
+                            os.path.join(folder, "certs"), *extra_args, *([] if quiet else ["--verbose"])],
+                           cwd=mp.ROOT, stderr=subprocess.DEVNULL if quiet else None)
     for _ in range(100):  # wait until it listens (its first run makes a CA: a fraction of a second)
         if srv.poll() is not None:
             raise UsageError("--ingest: the ingest server did not start (exit status %d)" % srv.returncode)
@@ -215,6 +220,27 @@ def cmd_run(args):
     return 0
 
 
+def cmd_soak(args):
+    from tools.sim import soak
+
+    if not 0 < args.hours <= 168:
+        raise UsageError("--hours: must be more than 0 and at most 168 (got %g)" % args.hours)
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    try:
+        report, checks, wall_s = soak.run(args.hours, args.heapsize, args.keep and os.path.abspath(args.keep))
+    except RuntimeError as e:
+        sys.stderr.write("sim: soak: %s\n" % e)
+        return 1
+    if args.report == "json":
+        report["verdict"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]
+        report["wall_s"] = wall_s
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(soak.format_verdict(checks, args.hours, wall_s) + "\n")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
 def cmd_truth(args):
     from tools.sim import truth
 
@@ -276,6 +302,15 @@ def main(argv=None):
     r.add_argument("--record-interval", type=int, default=10, metavar="S",
                    help="with --upload: seconds per interval record (default 10; 10-3600)")
     r.set_defaults(fn=cmd_run)
+
+    k = sub.add_parser("soak", help="the whole device for a simulated day on an accelerated clock; a verdict")
+    k.add_argument("--hours", type=float, default=24.0, help="simulated hours (default: %(default)s)")
+    k.add_argument("--heapsize", help="run the firmware in this heap with its code from ROMFS, e.g. 96wK (the "
+                                      "ESP32's; about three times slower on the host); default: the unix port's")
+    k.add_argument("--report", choices=("json", "text"), default="text", help="the verdict as text (default) "
+                                                                              "or the whole report as JSON")
+    k.add_argument("--keep", metavar="DIR", help="keep the run's files (console log, flash, ingest) in DIR")
+    k.set_defaults(fn=cmd_soak)
 
     a = sub.add_parser("accuracy", help="run the accuracy cases and print the worst errors")
     a.set_defaults(fn=lambda args: __import__("tools.sim.accuracy", fromlist=["main"]).main())

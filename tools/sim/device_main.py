@@ -2,7 +2,7 @@
 #
 # Started by `python -m tools.sim device` as
 #     device_main.py STATE_DIR SCENARIO.json [--run-ms N] [--port P] [--dns-port P] [--report FILE]
-#                    [--rom IMAGE --heap-bytes N]
+#                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json]
 # and stops cleanly on Ctrl-C. STATE_DIR stands in for the board's flash: the firmware uses relative
 # file names (on the board the working directory is /), so running it from inside STATE_DIR keeps
 # config.json, identity.json and the energy counters there, from one run to the next.
@@ -14,6 +14,12 @@
 # fresh region at power-up), the simulator sets itself up in the rest, a ballast fills whatever the
 # simulator left free, and only then is the reserve handed to the firmware, which is imported last.
 # --report writes the heap figures and the device's state as JSON.
+#
+# --soak runs a soak plan (tools/sim/soak.py) on an accelerated clock (simworld.set_accelerated):
+# the plan's loads are switched onto the current inputs, the ingest server's fault file is written
+# and the Ethernet link pulled and plugged back at the plan's times, and the setup page is used
+# (a short BOOT press brings the access point up, then the page and its live readings are fetched
+# over real sockets); the report says when each event happened.
 import gc
 import sys
 
@@ -35,6 +41,7 @@ DNS_PORT = int(_option("--dns-port", "8053"))
 REPORT = _option("--report")
 ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
+SOAK = _option("--soak")
 STATE_DIR, SCENARIO = _args[0], _args[1]
 
 if ROM is not None:
@@ -62,12 +69,31 @@ from tools.sim import mains  # noqa: E402
 
 os.chdir(STATE_DIR)  # before the firmware starts: its relative paths land in the state folder
 print("sim: device filesystem in %s" % os.getcwd())
-simworld.world.set_realtime()
+world = simworld.world
+plan = None
+if SOAK is not None:
+    with open(SOAK) as f:
+        plan = json.load(f)
+    world.set_accelerated()  # before asyncio is imported: its poller comes from select.py
+else:
+    world.set_realtime()
+world.lan_link = True  # the Ethernet cable is in (used if config.json enables the LAN)
 with open(SCENARIO) as f:
     scenario = mains.load_scenario(json.load(f))
-mains.connect(simworld.world, scenario)  # the simulated mains on the six ADC inputs
+mains.connect(world, scenario)  # the simulated mains on the six ADC inputs
 print("sim: mains from %s: %s" % (SCENARIO, scenario.get("description") or "no description"))
+LOADS = []  # the soak plan's loads: {gpio: MainsSource} for the three current inputs each
+if plan is not None:
+    for load in plan["loads"]:
+        srcs = mains.sources(mains.load_scenario(load))
+        LOADS.append(dict((i, srcs[i]) for _, i in mains.ADC_GPIOS))
+        for _, i in mains.ADC_GPIOS:  # one noise table for all the loads: the first one's
+            srcs[i].noise = world.sources[i].noise
+            srcs[i]._k = world.sources[i]._k
+        srcs = None
+        gc.collect()
 import asyncio  # noqa: E402  (frozen in the board's firmware, its objects in RAM: before the ballast)
+import time  # noqa: E402
 
 import machine  # noqa: E402, F401
 import network  # noqa: E402, F401
@@ -90,8 +116,12 @@ def _ballast():
             return held
 
 
+SOAK_SAMPLE_US = 50000
+
+
 class HeapProbe:
-    """Samples the firmware's share of the heap every few ms while the device runs."""
+    """Samples the firmware's share of the heap while the device runs: every few ms in real time,
+    and each time the event loop would wait on the accelerated clock."""
 
     def __init__(self, budget_bytes):
         gc.collect()
@@ -100,6 +130,14 @@ class HeapProbe:
         self.peak_bytes = 0
         self.free_min_bytes = gc.mem_free()
         self.samples = 0
+        self._last_us = 0
+
+    def sample_now_and_then(self):
+        """On the accelerated clock: at most every SOAK_SAMPLE_US (mem_alloc() walks the whole heap)."""
+        now = world.now_us()
+        if now - self._last_us >= SOAK_SAMPLE_US:
+            self._last_us = now
+            self.sample()
 
     def sample(self):
         used = gc.mem_alloc() - self.base
@@ -111,9 +149,98 @@ class HeapProbe:
         self.samples += 1
 
     async def run(self, device):
+        if world.accelerated:
+            world.idle_hooks.append(self.sample_now_and_then)
+            return
         while True:
             self.sample()
             await asyncio.sleep_ms(5)
+
+
+async def _get(port, path):
+    """One request to the setup page, as a phone makes it: the reply's status code, or None."""
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return None
+    try:
+        w.write(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % (path.encode(), port))
+        await w.drain()
+        line = await r.readline()
+        while await r.read(512):
+            pass
+        return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        w.close()
+        await w.wait_closed()
+
+
+class Soak:
+    """Plays a soak plan's events at their simulated times and notes what happened."""
+
+    def __init__(self, plan):
+        self.events = plan["events"]
+        self.fault_file = plan["fault_file"]
+        self.done = []  # [t_ms since the start, kind, argument, outcome]
+        self.portal_ok = 0
+        self.portal_failed = 0
+        self.heap_live = []  # [t_ms, bytes in use after a collection]: once a simulated hour
+        self.t0 = time.ticks_ms()
+
+    async def run(self, device):
+        t0 = self.t0 = time.ticks_ms()
+        hour_ms = 3600000
+        next_hour = hour_ms
+        for t_s, kind, arg in self.events:
+            due = int(t_s * 1000)
+            while True:
+                now = time.ticks_diff(time.ticks_ms(), t0)
+                if now >= next_hour:  # the hourly heap reading, between two events
+                    gc.collect()
+                    self.heap_live.append([now, gc.mem_alloc() - (probe.base if probe else 0)])
+                    next_hour += hour_ms
+                    continue
+                if now >= due:
+                    break
+                await asyncio.sleep_ms(min(due, next_hour) - now)
+            outcome = await self.apply(device, kind, arg)
+            self.done.append([time.ticks_diff(time.ticks_ms(), t0), kind, arg, outcome])
+
+    async def apply(self, device, kind, arg):
+        if kind == "load":
+            for gpio, src in LOADS[arg].items():
+                world.sources[gpio] = src
+            return None
+        if kind == "fault":
+            with open(self.fault_file, "w") as f:
+                f.write(arg)
+            return None
+        if kind == "link":
+            world.lan_link = arg
+            return None
+        if kind == "end":
+            return None
+        if kind == "portal":  # a short BOOT press, then the page and its readings, arg times
+            world.press(0)
+            await asyncio.sleep_ms(500)
+            world.release(0)
+            for _ in range(40):  # the access point and the page come up within a few ticks
+                guard = getattr(device.portal, "guard", None)
+                if device.links.ap_up and guard is not None and guard.server is not None:
+                    break
+                await asyncio.sleep_ms(250)
+            codes = []
+            for _ in range(arg):
+                for path in ("/", "/api/readings"):
+                    codes.append(await _get(HTTP_PORT, path))
+                await asyncio.sleep_ms(1000)
+            ok = codes.count(200)
+            self.portal_ok += ok
+            self.portal_failed += len(codes) - ok
+            return codes
+        raise ValueError("soak plan: unknown event %r" % kind)
 
 
 probe = None
@@ -134,10 +261,14 @@ from tools.sim.simnet import SimBoard  # noqa: E402  (DNS and NTP answered by th
 # The simulated hardware is the scenario's model; its "meter" object overrides the stored settings.
 overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
+soak = Soak(plan) if plan is not None else None
+extra = ([probe.run] if probe else []) + ([soak.run] if soak else [])
 # The setup page on the desktop: http://127.0.0.1:8080 (DNS catch-all on 127.0.0.1:8053), never 0.0.0.0.
+# In a soak it is served only while the access point is up, as on the board.
 device = app.main(board=SimBoard(), run_ms=None if RUN_MS is None else int(RUN_MS), meter_overrides=overrides,
-                  portal_options={"host": "127.0.0.1", "http_port": HTTP_PORT, "dns_port": DNS_PORT, "always": True},
-                  extra_tasks=[probe.run] if probe else [])
+                  portal_options={"host": "127.0.0.1", "http_port": HTTP_PORT, "dns_port": DNS_PORT,
+                                  "always": soak is None},
+                  extra_tasks=extra)
 
 if REPORT is not None:
     r = device.meter.report()
@@ -150,7 +281,16 @@ if REPORT is not None:
         "energy": r["total"],
         "upload": {k: up.get(k) for k in ("state", "message", "records_sent", "live_sent", "pending", "lost")},
         "gc_collections": device.heap.collections,
+        "records_closed": device.uploader.spool.next_seq,
+        "skipped_ms": world.skipped_us // 1000,
+        "network_waits": world.network_waits,
     }
+    if soak is not None:
+        out["soak"] = {"events": soak.done, "portal_ok": soak.portal_ok, "portal_failed": soak.portal_failed,
+                       "heap_live": soak.heap_live,
+                       # the energy counters cover the meter's windows: accounted_ms up to the last one
+                       "last_window_ms": time.ticks_diff(device.meter.last_ok_ms, soak.t0),
+                       "accounted_ms": device.meter.report_ms()}
     if probe is not None:
         probe.sample()
         out.update({

@@ -217,6 +217,14 @@ class RTC:
     def init(self, dt):
         self.datetime(dt)
 
+    def memory(self, data=None):
+        """RTC user memory: up to 2048 bytes, kept across resets, lost when the world powers off."""
+        if data is None:
+            return world.rtc_memory
+        if len(data) > 2048:
+            raise ValueError("buffer too long")
+        world.rtc_memory = bytes(data)
+
 
 def reset():
     world.reset_cause = HARD_RESET

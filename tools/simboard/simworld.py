@@ -11,6 +11,9 @@
 # clock may run a little ahead of the host's and then wait for it). Ticks wrap at 2**30 as on
 # the ESP32, and the virtual clock starts shortly before a wrap so that wrap bugs show up in the
 # first seconds of every run (in real time, the ms ticks follow the host's: see set_realtime).
+# set_accelerated() is real time that skips idle stretches: when the firmware's event loop waits
+# only for its own timers, the clock jumps to the next one instead of sleeping (select.py in this
+# folder does the jumping), so a simulated day passes in well under an hour of host time.
 
 import sys
 
@@ -83,6 +86,10 @@ class World:
 
     def reset(self):
         self.realtime = False
+        self.accelerated = False
+        self.skipped_us = 0  # how far the clock has jumped ahead of the host's (accelerated mode)
+        self.idle_hooks = []  # called by select.py each time the event loop would wait
+        self.network_waits = 0  # times select.py waited for the host's network in real time
         self._pumping = False
         self._now_us = START_US
         self._rt_offset = 0
@@ -93,6 +100,7 @@ class World:
         self.timers = []  # running machine.Timer objects
         self.wdt = None
         self.reset_cause = 1  # PWRON_RESET
+        self.rtc_memory = b""  # machine.RTC().memory(): survives SimReset, not reset() (power-off)
         self.networks = []  # Network objects in range
         self.connect_delay_us = 1_500_000  # association + DHCP time
         self.lan_link = False  # Ethernet cable plugged and PHY link up
@@ -122,6 +130,25 @@ class World:
             now = new
         self._now_us = now
 
+    def set_accelerated(self):
+        """Real time, but idle waits are skipped (see select.py): call before asyncio is imported."""
+        self.set_realtime()
+        self.accelerated = True
+
+    def skip_us(self, us):
+        """Accelerated mode: jump the clock ahead (the RTC with it), firing nothing on the way."""
+        self._rt_offset += us
+        self._now_us += us
+        self.skipped_us += us
+
+    def next_timer_due_us(self):
+        """When the next machine.Timer fires (simulated us), or None."""
+        due = None
+        for t in self.timers:
+            if due is None or t._due_us < due:
+                due = t._due_us
+        return due
+
     def now_us(self):
         if self.realtime:
             # Follow the host clock, but never run backwards: time the firmware spent in simulated
@@ -140,7 +167,7 @@ class World:
             await asyncio.sleep_ms(1)
 
     def ensure_pump(self):
-        if self.realtime and not self._pumping:
+        if self.realtime and not self.accelerated and not self._pumping:  # accelerated: select.py pumps
             import asyncio
 
             self._pumping = True
@@ -148,7 +175,10 @@ class World:
 
     def advance_us(self, us):
         """Let `us` microseconds of simulated time pass, firing timers and the watchdog on the way."""
-        if self.realtime:
+        if self.accelerated:  # a blocking sleep blocks the board: nothing else runs meanwhile
+            self.skip_us(us)
+            self.poll()
+        elif self.realtime:
             _host_sleep_us(us)
         else:
             end = self._now_us + us
