@@ -28,8 +28,9 @@ build: venv
 bench: venv
 	$(PY) -m tools.bench
 
-deploy: build
+deploy: venv
 	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]] [ROMFS=0]"; exit 2)
+	$(PY) -m tools.build --no-heap
 	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity) $(if $(filter 0,$(ROMFS)),--files)
 
 lint: venv

@@ -112,8 +112,9 @@ async def _status_led(device):
 # once-a-window work (readings, JSON, HTTP): collect after each window, between bursts, so garbage
 # never piles up into a collection in the middle of a TLS handshake and the heap's low-water mark
 # is measured at the same point every time. The threshold makes the VM collect early on its own
-# too, after a quarter of the heap that was free at start-up has been allocated, which keeps holes
-# small (the heap is never compacted).
+# too, after an eighth of the heap that was free at start-up has been allocated, which keeps holes
+# small (the heap is never compacted). (The ESP32 port can also grow its heap into ESP-IDF's when
+# a collection does not free enough: the budget here is what it must manage without that.)
 GC_THRESHOLD_DIVISOR = 8
 
 
@@ -201,8 +202,8 @@ TASK_RESTART_MS = (1000, 60000)  # first and longest pause before a failed task 
 async def _supervise(device, name, start):
     """Run the task start() makes until it returns; when it fails, say so and start it again after
     a pause that doubles each time: one bug in the portal or the uploader must not end the other
-    tasks, and a task that keeps failing must not spin (the meter's own failures end in the
-    watchdog's reset, as its windows stop closing)."""
+    tasks, and a task that keeps failing must not spin. The meter's task is restarted the same way;
+    if it keeps failing its windows stop closing and, on the board, the watchdog resets it."""
     pause_ms = TASK_RESTART_MS[0]
     while True:
         try:
@@ -259,6 +260,16 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, wat
     return device
 
 
+def _blink_while_waiting(led, wait_ms):
+    """The fault pattern while a start is held back: the board is not measuring."""
+    on_ms, off_ms = LED_PATTERNS["fault"]
+    for _ in range(wait_ms // (on_ms + off_ms)):
+        led.value(1)
+        time.sleep_ms(on_ms)
+        led.value(0)
+        time.sleep_ms(off_ms)
+
+
 def run_on_board():
     """main.py's entry: run the meter; if it ever stops other than by Ctrl-C, restart the board.
 
@@ -275,8 +286,7 @@ def run_on_board():
     if wait_ms:
         print("meter: %d failed starts in a row: starting in %d s (Ctrl-C for the REPL)"
               % (guard.failures, wait_ms // 1000))
-        board.led.value(1)
-        time.sleep_ms(wait_ms)
+        _blink_while_waiting(board.led, wait_ms)
     try:
         if main(board=board, watchdog=True, boot_guard=guard).stopped_by_user:
             return  # Ctrl-C on the serial console: leave the developer at the REPL

@@ -274,7 +274,7 @@ class ConfigStore:
         return cfg
 
     def _read(self, path):
-        """(Config or None, why not, stored version). Never raises."""
+        """(Config or None, why not, stored version). Raises only MemoryError (see load)."""
         try:
             try:
                 data = atomicfile.read(path, MAX_BYTES)

@@ -19,7 +19,8 @@ AP_LINGER_MS = 180000  # online this long: the access point goes down
 TICK_MS = 250
 SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
 CONNECT_TIMEOUT_MS = 15000
-RETRY_MS = 30000  # the configured network failed (not found, refused): try it again this often
+RETRY_MS = 30000  # the configured network failed (not found, refused): try it again after this...
+RETRY_MAX_MS = 300000  # ...doubling each time up to this: a router that is away for hours is not hammered
 
 OK = "connected"
 WRONG_PASSWORD = "wrong_password"
@@ -91,6 +92,7 @@ class Links:
         self._press_start = None
         self._sta_started = False
         self._sta_tried = now
+        self._retry_ms = RETRY_MS
         self._ap_since = now
         self.busy = False  # the setup page is trying a network: leave STA alone
 
@@ -130,13 +132,17 @@ class Links:
             if sta.active() and not self.busy:
                 sta.active(False)  # LAN preferred: STA off while Ethernet has a lease
                 self._sta_started = False
+            self._retry_ms = RETRY_MS  # if the cable is pulled, WiFi is tried again from 30 s
         else:
             via = None
             ssid = cfg["wifi"]["ssid"]
             if ssid and not self.busy:
                 if sta.isconnected() and self._sta_started:
                     self._sta_tried = now  # keeps the retry clock fresh: no stale tick after a wrap
+                    self._retry_ms = RETRY_MS
                 elif not self._sta_started or self._retry_due(now):
+                    if self._sta_started:  # a retry: the next one waits twice as long
+                        self._retry_ms = min(2 * self._retry_ms, RETRY_MAX_MS)
                     sta.active(True)
                     # The ESP32 raises "Wifi Internal Error" on connect() over a live attempt.
                     sta.disconnect()
@@ -158,11 +164,12 @@ class Links:
         st = self.board.sta.status()
         if st in (hw.STAT_GOT_IP, hw.STAT_CONNECTING):
             return False
-        return time.ticks_diff(now, self._sta_tried) >= RETRY_MS
+        return time.ticks_diff(now, self._sta_tried) >= self._retry_ms
 
     def reconnect(self):
         """The settings changed (the setup page saved a network): join it on the next tick."""
         self._sta_started = False
+        self._retry_ms = RETRY_MS
 
     def _decide_ap(self, now, cfg, pressed):
         mode = cfg["ap"]["mode"]

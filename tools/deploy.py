@@ -93,13 +93,15 @@ def decide(local, on_board, force=False):
 def plan(port, identity_file=None, files=False):
     """The mpremote command line: one connection, several chained actions."""
     cmd = [mpremote(), "connect", port]
+    if not files:
+        # First: on an image without a ROMFS partition mpremote stops here, and the code already
+        # on the board stays as it was (removing it first would leave a board that cannot start).
+        cmd += ["romfs", "deploy", ROMFS_IMAGE, "+"]
     for folder in ("firmware", "lib"):
         # `rm -r` fails harmlessly-but-loudly on a fresh board; exec a guarded rmtree instead.
         cmd += ["exec", _rmtree_snippet(folder), "+"]
     if files:
         cmd += ["fs", "cp", "-r", os.path.join(DEVICE, "firmware"), os.path.join(DEVICE, "lib"), ":", "+"]
-    else:
-        cmd += ["romfs", "deploy", ROMFS_IMAGE, "+"]
     cmd += ["fs", "cp", os.path.join(DEVICE, "boot.py"), os.path.join(DEVICE, "main.py"), ":", "+"]
     if identity_file is not None:
         tmp = BOARD_IDENTITY + ".tmp"

@@ -113,8 +113,10 @@ def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():
         else:
             step.append(arg)
     steps.append(step)
-    assert steps[0][0] == "exec" and steps[0][1].endswith("rm('/firmware')\n") and steps[1][1].endswith("rm('/lib')\n")
-    assert steps[2] == ["romfs", "deploy", deploy.ROMFS_IMAGE]  # once the folders that would shadow /rom are gone
+    # The image first: a board without a ROMFS partition refuses it and keeps the code it has...
+    assert steps[0] == ["romfs", "deploy", deploy.ROMFS_IMAGE]
+    # ...then the folders that would shadow /rom go
+    assert steps[1][0] == "exec" and steps[1][1].endswith("rm('/firmware')\n") and steps[2][1].endswith("rm('/lib')\n")
     assert steps[-1] == ["reset"]
     files = " ".join(deploy.plan("/dev/fake", files=True))
     assert "romfs" not in files and "fs cp -r" in files  # boards with PSRAM: the .mpy tree on the filesystem

@@ -34,7 +34,8 @@ def test_a_short_soak_passes_every_check(tmp_path):
 
 def test_the_verdict_fails_what_it_should():
     plan = soak.make_plan(3600, "/nonexistent", [[0, "end", None]])
-    good = {"upload": {"pending": 0, "lost": 0}, "records_closed": 3, "energy": {"import_wh": 100.0, "export_wh": 0.0},
+    good = {"upload": {}, "records_closed": 3, "records_pending": 0, "records_lost": 0,
+            "energy": {"import_wh": 100.0, "export_wh": 0.0},
             "task_failures": {}, "meter_errors": 0, "windows": 3500,
             "soak": {"events": [], "last_window_ms": 3600000, "accounted_ms": 3600000, "heap_live": [],
                      "portal_ok": 1, "portal_failed": 0}}

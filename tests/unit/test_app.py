@@ -9,7 +9,7 @@ from firmware.board import Board
 from firmware.bootguard import BootGuard
 from firmware.meter import Meter
 from simworld import world
-from support import raises
+from support import MICROPYTHON, raises, skip
 from tools.sim import mains
 
 
@@ -129,3 +129,74 @@ def test_the_status_led_says_setup_connecting_online_and_fault():
     world.advance_us(10_000_000)  # no window has closed for 10 s: measurement is not healthy
     assert app.led_state(d) == "fault"
     assert set(app.LED_PATTERNS) == {"fault", "setup", "connecting", "online", "uploading_failed"}
+
+
+def test_a_failing_task_is_started_again_after_a_pause_that_doubles():
+    if not MICROPYTHON:
+        skip("the composition root's tasks use MicroPython's asyncio (sleep_ms)")
+    import asyncio
+
+    world.set_realtime()  # asyncio waits in real time here
+    starts = []
+
+    async def flaky():
+        starts.append(time.ticks_ms())
+        if len(starts) <= 3:
+            raise OSError("the radio said no")
+        return None  # the fourth start has nothing to do and ends on purpose
+
+    class Dev:
+        task_failures = {}
+
+    real = app.TASK_RESTART_MS
+    app.TASK_RESTART_MS = (20, 50)
+    try:
+        asyncio.run(app._supervise(Dev, "portal", flaky))
+    finally:
+        app.TASK_RESTART_MS = real
+        asyncio.new_event_loop()
+    pauses = [time.ticks_diff(b, a) for a, b in zip(starts, starts[1:])]
+    assert Dev.task_failures == {"portal": 3} and len(starts) == 4
+    assert 20 <= pauses[0] < 35 and 40 <= pauses[1] < 55 and 50 <= pauses[2] < 65, pauses  # doubling, capped
+
+
+def test_ten_healthy_minutes_clear_the_failed_starts():
+    if not MICROPYTHON:
+        skip("the composition root's tasks use MicroPython's asyncio (sleep_ms)")
+    import asyncio
+
+    world.set_realtime()
+    board = Board()
+    guard = BootGuard(board)
+    guard.failed()
+    guard.failed()
+
+    class Meter:
+        healthy_now = False
+
+        def healthy(self, now_ms):
+            return self.healthy_now
+
+    class Dev:
+        pass
+
+    Dev.board, Dev.meter, Dev.boot_guard = board, Meter(), guard
+    real = app.STABLE_MS, app.WDT_FEED_MS
+    app.STABLE_MS, app.WDT_FEED_MS = 100, 10
+
+    async def run(ms):
+        try:
+            await asyncio.wait_for(app._watchdog(Dev), ms / 1000)
+        except asyncio.TimeoutError:
+            pass
+
+    try:
+        asyncio.run(run(200))  # past STABLE_MS, but the meter is not healthy: nothing is forgotten
+        assert BootGuard(board).failures == 2
+        Dev.meter.healthy_now = True
+        asyncio.run(run(200))
+        assert BootGuard(board).failures == 0  # the count in RTC memory is cleared
+    finally:
+        app.STABLE_MS, app.WDT_FEED_MS = real
+        world.wdt = None  # the simulated watchdog cannot be stopped either: power the world off
+        asyncio.new_event_loop()

@@ -185,3 +185,35 @@ def test_the_station_is_never_asked_to_connect_over_a_live_connection():
     net.reconnect()  # the setup page saved another network while this one is up
     net.tick()
     assert calls[-2:] == ["disconnect", "connect"]
+
+
+def test_retries_of_an_absent_network_back_off_to_five_minutes_and_reset_once_joined():
+    world.networks = []
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    attempts = []
+    connect = board.sta.connect
+
+    def counting(*a, **k):
+        attempts.append(world.now_us() // 1000)
+        return connect(*a, **k)
+
+    board.sta.connect = counting
+    for _ in range(3600):  # an hour without the router, ticking as the portal task does
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert [round(g / 1000) for g in gaps[:4]] == [30, 60, 120, 240], gaps  # (within a tick)
+    assert max(gaps) < (links.RETRY_MAX_MS + 2 * links.TICK_MS) and len(attempts) < 20
+    world.networks = [Network("HomeNet", "correct horse")]  # back
+    for _ in range(1400):  # at most the longest wait, then joined
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.online_via == "wifi"
+    world.networks = []  # the next outage: retries start from 30 s again
+    board.sta.disconnect()
+    lost_ms = world.now_us() // 1000
+    del attempts[:]
+    for _ in range(400):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.online_via is None and [round((t - lost_ms) / 1000) for t in attempts[:2]] == [30, 90], attempts

@@ -137,7 +137,7 @@ def test_accelerated_clock_skips_idle_waits_and_stops_at_timers():
     import asyncio
     import select
 
-    world.set_accelerated()
+    world.set_accelerated(60000)
     poller = select.poll()
     flag = asyncio.ThreadSafeFlag()
     poller.register(flag, select.POLLIN)

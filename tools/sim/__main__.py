@@ -116,8 +116,8 @@ def _start_ingest(folder, extra_args=(), quiet=False):
 def heap_bytes(spec):
     """The heap that `micropython -X heapsize=SPEC` gives, in bytes, as the unix port reads SPEC.
 
-    "96wK" is 96 K 32-bit words' worth: objects here take about twice the bytes they do on the
-    ESP32, so the port doubles a w-size on this 64-bit machine.
+    "96wK" is 96 KiB's worth of 32-bit words: objects here take about twice the bytes they do on
+    the ESP32, so the port doubles a w-size on this 64-bit machine.
     """
     import struct
 
@@ -162,6 +162,8 @@ def cmd_device(args):
             prepare_upload(state_dir, "https://localhost:%d" % port,
                            os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, args.record_interval)
         if args.duration:
+            if not 0 < args.duration <= 144 * 3600:  # asyncio's sleeps reach 2**29 ms: ~6.2 days
+                raise UsageError("--duration: must be more than 0 and at most 518400 s (6 days)")
             extra += ["--run-ms", str(int(args.duration * 1000))]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(args.scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
@@ -223,8 +225,8 @@ def cmd_run(args):
 def cmd_soak(args):
     from tools.sim import soak
 
-    if not 0 < args.hours <= 168:
-        raise UsageError("--hours: must be more than 0 and at most 168 (got %g)" % args.hours)
+    if not 0 < args.hours <= 144:  # asyncio's sleeps and ticks_diff reach 2**29 ms: ~6.2 days
+        raise UsageError("--hours: must be more than 0 and at most 144 (got %g)" % args.hours)
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
     try:

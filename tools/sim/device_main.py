@@ -43,6 +43,8 @@ ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
 SOAK = _option("--soak")
 STATE_DIR, SCENARIO = _args[0], _args[1]
+if HEAP_BYTES is not None and ROM is None:
+    raise SystemExit("sim: --heap-bytes needs --rom (the firmware's code must not take its heap)")
 
 if ROM is not None:
     import vfs
@@ -74,7 +76,9 @@ plan = None
 if SOAK is not None:
     with open(SOAK) as f:
         plan = json.load(f)
-    world.set_accelerated()  # before asyncio is imported: its poller comes from select.py
+    if RUN_MS is None:
+        raise SystemExit("sim: --soak needs --run-ms")
+    world.set_accelerated(int(RUN_MS))  # before asyncio is imported: its poller comes from select.py
 else:
     world.set_realtime()
 world.lan_link = True  # the Ethernet cable is in (used if config.json enables the LAN)
@@ -279,8 +283,11 @@ if REPORT is not None:
         "meter_errors": device.meter.errors,
         "task_failures": device.task_failures,
         "energy": r["total"],
-        "upload": {k: up.get(k) for k in ("state", "message", "records_sent", "live_sent", "pending", "lost")},
+        "upload": {k: up.get(k) for k in ("state", "message", "records_sent", "live_sent")},
         "gc_collections": device.heap.collections,
+        # the spool's own counts: the uploader's status is a snapshot from its last round
+        "records_pending": device.uploader.spool.pending(),
+        "records_lost": device.uploader.spool.lost,
         "records_closed": device.uploader.spool.next_seq,
         "skipped_ms": world.skipped_us // 1000,
         "network_waits": world.network_waits,

@@ -13,7 +13,7 @@
 # first seconds of every run (in real time, the ms ticks follow the host's: see set_realtime).
 # set_accelerated() is real time that skips idle stretches: when the firmware's event loop waits
 # only for its own timers, the clock jumps to the next one instead of sleeping (select.py in this
-# folder does the jumping), so a simulated day passes in well under an hour of host time.
+# folder does the jumping), so a simulated day passes in 1.5-2 hours of host time.
 
 import sys
 
@@ -43,6 +43,7 @@ else:
     _schedule = micropython.schedule
 
 TICKS_PERIOD = 1 << 30  # ESP32: ticks_ms/ticks_us wrap here
+HOST_TICKS_PERIOD = 1 << 62  # the unix port's: its C asyncio core keys tasks with ticks_ms() to this
 START_US = TICKS_PERIOD - 5_000_000  # ticks_us wraps 5 s into every run
 ADC_READ_US = 35  # one oneshot conversion on the ESP32 (~28.5 kS/s in a viper loop)
 
@@ -87,6 +88,8 @@ class World:
     def reset(self):
         self.realtime = False
         self.accelerated = False
+        self.ticks_mask = TICKS_PERIOD - 1  # time.py's ticks wrap here (see set_realtime)
+        self.ticks_half = TICKS_PERIOD // 2
         self.skipped_us = 0  # how far the clock has jumped ahead of the host's (accelerated mode)
         self.idle_hooks = []  # called by select.py each time the event loop would wait
         self.network_waits = 0  # times select.py waited for the host's network in real time
@@ -111,28 +114,39 @@ class World:
         self.wall_base_us = self._now_us
 
     # Clock
-    def set_realtime(self, on=True):
+    def set_realtime(self, on=True, ahead_ms=60000):
         now = self.now_us()
         self.realtime = on
         self._rt_offset = 0
         if on:
-            # MicroPython's C asyncio core stamps a task it queues without a time (create_task) with
-            # the port's own ticks_ms(); our ticks_ms() must agree with it modulo the 2**30 wrap, or
-            # that task waits (host - simulated) ms of real time before it runs (the device hangs as
-            # soon as the host has been up longer than the simulated clock's start, ~18 min). So the
-            # offset is a whole number of ms-tick periods, and the clock jumps ahead to it (the RTC
-            # does not: it keeps its time). The us ticks then wrap wherever the host's do.
-            period = 1000 * TICKS_PERIOD
+            # MicroPython's C asyncio core stamps a task it queues without a time (create_task,
+            # Event.set) with the port's own ticks_ms(), which wraps at 2**62, and orders its queue
+            # with that period; our ticks_ms() must agree with it, or that task waits behind every
+            # sleeping one (the device hangs). With 2**30 ticks that holds while the host's ms
+            # ticks stay below 2**30 (up less than ~12 days) for the whole run, ahead_ms included
+            # (how far the clock may get ahead of the host's: the accelerated clock skips the
+            # run's length): the offset is then a whole number of ms-tick periods, and the clock
+            # jumps ahead to it (the RTC does not: it keeps its time). Otherwise the ticks wrap at
+            # the unix port's period and equal the host's: no 2**30 wrap in this run, and the
+            # firmware's µs ticks, kept in 32-bit arrays, glitch once every 71 minutes.
             host = _host_us()
-            self._rt_offset = -((host - now) // period) * period  # the smallest such offset >= now - host
+            if host // 1000 + ahead_ms >= TICKS_PERIOD:
+                print("sim: the host has been up %d days: the simulated ticks follow its own, without the "
+                      "ESP32's 2**30 wrap" % (host // 86_400_000_000))
+                self.ticks_mask, self.ticks_half = HOST_TICKS_PERIOD - 1, HOST_TICKS_PERIOD // 2
+                self._rt_offset = 0
+            else:
+                period = 1000 * TICKS_PERIOD
+                self._rt_offset = -((host - now) // period) * period  # the smallest such offset >= now - host
             new = host + self._rt_offset
             self.wall_base_us += new - now
             now = new
         self._now_us = now
 
-    def set_accelerated(self):
-        """Real time, but idle waits are skipped (see select.py): call before asyncio is imported."""
-        self.set_realtime()
+    def set_accelerated(self, run_ms):
+        """Real time, but idle waits are skipped (see select.py): call before asyncio is imported,
+        with how long the run will be (the clock gets that far ahead of the host's)."""
+        self.set_realtime(ahead_ms=run_ms + 60000)
         self.accelerated = True
 
     def skip_us(self, us):

@@ -1,12 +1,13 @@
 # time — shadows MicroPython's built-in time module on the desktop with the simulated board's clock.
 #
-# ticks_* wrap at 2**30 like the ESP32's (the unix port's wrap at 2**62 and would hide bugs), and
+# ticks_* wrap at 2**30 like the ESP32's (the unix port's wrap at 2**62 and would hide bugs; see
+# simworld.set_realtime for the runs that must use the port's period), and
 # time()/localtime() follow the simulated RTC, which starts unset (2000-01-01) until NTP or
 # machine.RTC sets it. Only MicroPython loads this file (CPython's time is built in).
 
 import sys
 
-from simworld import TICKS_PERIOD, world
+from simworld import world
 
 _p, sys.path = sys.path, []  # the real built-in module, for calendar arithmetic
 try:
@@ -14,8 +15,6 @@ try:
 finally:
     sys.path = _p
 
-_MASK = TICKS_PERIOD - 1
-_HALF = TICKS_PERIOD // 2
 
 mktime = _t.mktime
 
@@ -27,12 +26,14 @@ def gmtime(secs=None):
 localtime = gmtime  # the board's RTC runs in UTC
 
 
+# The period is world.ticks_mask + 1: 2**30 as on the ESP32, or the unix port's own when the clock
+# follows a host that has been up for days, or skips ahead (simworld.set_realtime).
 def ticks_us():
-    return world.now_us() & _MASK
+    return world.now_us() & world.ticks_mask
 
 
 def ticks_ms():
-    return (world.now_us() // 1000) & _MASK
+    return (world.now_us() // 1000) & world.ticks_mask
 
 
 def ticks_cpu():
@@ -40,11 +41,11 @@ def ticks_cpu():
 
 
 def ticks_add(ticks, delta):
-    return (ticks + delta) & _MASK
+    return (ticks + delta) & world.ticks_mask
 
 
 def ticks_diff(ticks1, ticks2):
-    return ((ticks1 - ticks2 + _HALF) & _MASK) - _HALF
+    return ((ticks1 - ticks2 + world.ticks_half) & world.ticks_mask) - world.ticks_half
 
 
 def sleep_us(us):
