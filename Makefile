@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test sim build deploy bench lint typecheck clean
+.PHONY: venv test sim soak build deploy bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,9 @@ test: venv
 
 sim: venv
 	$(PY) -m tools.sim device --ingest build/sim-ingest
+
+soak: venv
+	$(PY) -m tools.sim soak --hours $(or $(HOURS),24)
 
 build: venv
 	$(PY) -m tools.build
