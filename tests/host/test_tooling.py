@@ -81,6 +81,6 @@ def test_sim_device_starts_and_stops_cleanly_on_ctrl_c():
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 0
+    assert p.returncode == 0, "".join(lines) + out
     assert "meter: stopped" in out
     assert "Traceback" not in out
