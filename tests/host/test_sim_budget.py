@@ -3,24 +3,16 @@
 # ROMFS image as on the board. This test fails when the firmware no longer fits.
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
 
 from tools import mp
 from tools.sim.__main__ import heap_bytes
+from tools.sim.runner import free_port
 
 BUDGET = "96wK"
 MARGIN = 0.10  # of the heap left free at its lowest point: room for what the board adds and for growth
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _use_the_setup_page(port, until):
@@ -47,7 +39,7 @@ def test_heap_size_specs_read_as_the_unix_port_reads_them():
 
 
 def test_the_whole_device_fits_an_esp32_heap(tmp_path):
-    port, dns_port = _free_port(), _free_port()
+    port, dns_port = free_port(), free_port()
     p = subprocess.Popen([sys.executable, "-m", "tools.sim", "device", "--heapsize", BUDGET, "--duration", "20",
                           "--report", "json", "--ingest", str(tmp_path / "ingest"), "--port", str(port),
                           "--dns-port", str(dns_port), "--state-dir", str(tmp_path / "flash")],

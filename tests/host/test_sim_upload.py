@@ -1,27 +1,19 @@
 # `python -m tools.sim run --upload`: the simulated device uploads to a real `python -m tools.ingest` on 127.0.0.1.
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 
 from tools import mp
+from tools.sim.runner import free_port
 
 ROOT = mp.ROOT
 BALANCED = os.path.join(ROOT, "tools", "sim", "scenarios", "three-phase-balanced.json")
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _run_against_ingest(tmp_path, duration_s, fault=""):
-    port, certs, db = _free_port(), str(tmp_path / "certs"), str(tmp_path / "db.sqlite")
+    port, certs, db = free_port(), str(tmp_path / "certs"), str(tmp_path / "db.sqlite")
     fault_file = tmp_path / "fault"
     fault_file.write_text(fault)
     srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs", certs,

@@ -43,7 +43,7 @@ import tempfile
 import time
 
 from tools import mp
-from tools.sim.runner import UsageError, format_text, load_scenario_file, simulate
+from tools.sim.runner import UsageError, format_text, free_port, load_scenario_file, simulate
 
 DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
 DEFAULT_NETWORKS = os.path.join("tools", "sim", "networks.json")
@@ -93,10 +93,7 @@ def _start_ingest(folder, extra_args=(), quiet=False):
     import socket
 
     os.makedirs(folder, exist_ok=True)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     db = os.path.join(folder, "records.sqlite")
     srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs",
                             os.path.join(folder, "certs"), *extra_args, *([] if quiet else ["--verbose"])],
@@ -138,19 +135,21 @@ def heap_bytes(spec):
 SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
 
 
+def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
+    """device_main.py's arguments and the child's -X heapsize for a firmware heap of `heapsize`
+    (e.g. "96wK"): the code from the ROMFS image, the simulator's sim_bytes beside it."""
+    from tools import romfs
+
+    budget, rom = heap_bytes(heapsize), romfs.image_path()
+    return ["--rom", rom, "--heap-bytes", str(budget)], str(budget + os.path.getsize(rom) + sim_bytes)
+
+
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
         os.makedirs(state_dir, exist_ok=True)
         load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
-        extra, heapsize = [], None
-        if args.heapsize:
-            from tools import romfs
-
-            budget = heap_bytes(args.heapsize)
-            rom = romfs.image_path()
-            extra += ["--rom", rom, "--heap-bytes", str(budget)]
-            heapsize = str(budget + os.path.getsize(rom) + SIM_HEAP_BYTES)
+        extra, heapsize = budget_args(args.heapsize) if args.heapsize else ([], None)
         report = os.path.join(scratch, "report.json") if args.report else None
         if report:
             extra += ["--report", report]

@@ -31,6 +31,17 @@ class UsageError(Exception):
     pass
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def load_scenario_file(path):
     """The checked scenario in a JSON file; UsageError naming the file and the problem."""
     try:

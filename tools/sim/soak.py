@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 
-from tools import mp, romfs
+from tools import mp
 from tools.sim import mains, truth
 
 ENERGY_TOLERANCE = 0.005  # of the day's energy
@@ -145,8 +145,8 @@ def verdict(report, plan, seqs, duration_s):
 def run(hours, heapsize=None, keep=None, events=None):
     """Run a soak of `hours` simulated hours: (report, verdict, wall seconds). `events` replaces the
     day's plan ([fraction of the run, kind, argument]...), e.g. to measure one thing at a time."""
-    from tools.sim.__main__ import _start_ingest, heap_bytes
-    from tools.sim.runner import prepare_upload
+    from tools.sim.__main__ import _start_ingest, budget_args
+    from tools.sim.runner import free_port, prepare_upload
 
     duration_s = int(hours * 3600)
     if keep is not None and os.path.isdir(keep) and os.listdir(keep):
@@ -170,13 +170,12 @@ def run(hours, heapsize=None, keep=None, events=None):
             with open(scenario_path, "w") as f:
                 json.dump(plan["loads"][0], f)
             report_path = os.path.join(work, "report.json")
-            args = [state, scenario_path, "--run-ms", str(duration_s * 1000), "--port", str(_free_port()),
-                    "--dns-port", str(_free_port()), "--report", report_path, "--soak", plan_path]
+            args = [state, scenario_path, "--run-ms", str(duration_s * 1000), "--port", str(free_port()),
+                    "--dns-port", str(free_port()), "--report", report_path, "--soak", plan_path]
             heap = None
             if heapsize:
-                budget, rom = heap_bytes(heapsize), romfs.image_path()
-                args += ["--rom", rom, "--heap-bytes", str(budget)]
-                heap = str(budget + os.path.getsize(rom) + SIM_HEAP_BYTES)
+                extra, heap = budget_args(heapsize, SIM_HEAP_BYTES)
+                args += extra
             cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), *args, heapsize=heap)
             t0 = time.monotonic()
             with open(os.path.join(work, "console.log"), "w") as console:
@@ -198,16 +197,6 @@ def run(hours, heapsize=None, keep=None, events=None):
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _free_port():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def format_verdict(checks, hours, wall_s):
