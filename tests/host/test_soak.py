@@ -38,6 +38,7 @@ def test_the_verdict_fails_what_it_should():
             "energy": {"import_wh": 100.0, "export_wh": 0.0},
             "task_failures": {}, "meter_errors": 0, "windows": 3500,
             "soak": {"events": [], "last_window_ms": 3600000, "accounted_ms": 3600000, "heap_live": [],
+                     "heap_floor": [[h * 3600000, 100000 + (h % 2) * 3000] for h in range(1, 25)],
                      "portal_ok": 1, "portal_failed": 0}}
     p0 = soak.energy_truth(plan, [], 0, 3600000)[0]
     good["energy"]["import_wh"] = p0
@@ -53,8 +54,9 @@ def test_the_verdict_fails_what_it_should():
     drifted = verdict(energy={"import_wh": p0 * 1.006, "export_wh": 0.0})
     assert not drifted["energy = integral of the simulated power (0.5 %)"]
     assert not verdict(task_failures={"uploader": 1})["no task died, no window failed"]
-    live = dict(good["soak"], heap_live=[[0, 100000], [1, 101000], [2, 108000]])
-    assert not verdict(soak=live)["heap stable (live, hourly)"]
+    assert verdict()["heap stable (hourly floor, trend)"]  # 3 KB up and down every hour: no trend
+    leak = dict(good["soak"], heap_floor=[[h * 3600000, 100000 + 200 * h] for h in range(1, 25)])
+    assert not verdict(soak=leak)["heap stable (hourly floor, trend)"]  # 200 bytes an hour: 4.8 KB a day
 
 
 def test_soak_command_refuses_bad_hours():

@@ -191,10 +191,24 @@ class Soak:
         self.portal_ok = 0
         self.portal_failed = 0
         self.heap_live = []  # [t_ms, bytes in use after a collection]: once a simulated hour
+        self.heap_floor = []  # [t_ms, the least in use in that hour]: what a leak would raise
+        self._floor = None
+        self._floor_last_us = 0
         self.t0 = time.ticks_ms()
+
+    def _sample_floor(self):
+        """The heap in use, at most every SOAK_SAMPLE_US: its low points follow the firmware's
+        collection after each window, whatever was in flight when the hour struck."""
+        now = world.now_us()
+        if now - self._floor_last_us >= SOAK_SAMPLE_US:
+            self._floor_last_us = now
+            used = gc.mem_alloc()
+            if self._floor is None or used < self._floor:
+                self._floor = used
 
     async def run(self, device):
         t0 = self.t0 = time.ticks_ms()
+        world.idle_hooks.append(self._sample_floor)
         hour_ms = 3600000
         next_hour = hour_ms
         for t_s, kind, arg in self.events:
@@ -203,7 +217,11 @@ class Soak:
                 now = time.ticks_diff(time.ticks_ms(), t0)
                 if now >= next_hour:  # the hourly heap reading, between two events
                     gc.collect()
-                    self.heap_live.append([now, gc.mem_alloc() - (probe.base if probe else 0)])
+                    base = probe.base if probe else 0
+                    self.heap_live.append([now, gc.mem_alloc() - base])
+                    if self._floor is not None:
+                        self.heap_floor.append([now, self._floor - base])
+                        self._floor = None
                     next_hour += hour_ms
                     continue
                 if now >= due:
@@ -294,7 +312,7 @@ if REPORT is not None:
     }
     if soak is not None:
         out["soak"] = {"events": soak.done, "portal_ok": soak.portal_ok, "portal_failed": soak.portal_failed,
-                       "heap_live": soak.heap_live,
+                       "heap_live": soak.heap_live, "heap_floor": soak.heap_floor,
                        # the energy counters cover the meter's windows: accounted_ms up to the last one
                        "last_window_ms": time.ticks_diff(device.meter.last_ok_ms, soak.t0),
                        "accounted_ms": device.meter.report_ms()}
