@@ -109,7 +109,7 @@ class Identity:
         return SSID_PREFIX + self.serial
 
     def sign(self, message):
-        """hex(HMAC-SHA256(upload_key, message)) for an upload (message: bytes)."""
+        """hex(HMAC-SHA256(upload_key, message)) for an upload (message: bytes or a list of pieces)."""
         from hmacsha256 import hexdigest
 
         return hexdigest(self.upload_key, message)

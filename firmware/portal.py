@@ -29,6 +29,16 @@ def esc(s):
             .replace('"', "&quot;").replace("'", "&#39;"))
 
 
+def html_response(pieces, status=200):
+    """A page sent as the pieces it was built from, one after another. Never joined: a ~4 KB page
+    needs a ~4 KB free block, and after days of uptime a fragmented heap may have none to spare."""
+    body = [p.encode() if isinstance(p, str) else p for p in pieces]
+    # (microdot sends any iterator of bytes; pyright infers `bytes` from its default, b"")
+    return Response(iter(body), status, {  # pyright: ignore[reportArgumentType]
+        "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+        "Content-Length": str(sum(len(b) for b in body))})
+
+
 def signal_bars(rssi):
     return 4 if rssi >= -55 else 3 if rssi >= -67 else 2 if rssi >= -75 else 1
 
@@ -219,14 +229,14 @@ class Portal:
         lan_state, lan_ip = self.net.lan_status()
         a("<p>Ethernet (LAN): <b id=lan>%s</b></p></section>" % esc(
             "connected, address %s (used instead of WiFi)" % lan_ip if lan_state == "connected" else lan_state))
-        a(self._installer())
-        a("<script>%s</script></body></html>" % SCRIPT)
-        return Response("".join(p).encode(), status,
-                        {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+        self._installer(a)
+        a(b"<script>")
+        a(SCRIPT)
+        a(b"</script></body></html>")
+        return html_response(p, status)
 
-    def _installer(self):
-        p = ["<section><h2>Installer</h2>"]
-        a = p.append
+    def _installer(self, a):
+        a("<section><h2>Installer</h2>")
         ident = self.identity.identity
         model = self.store.config["meter"]["model"]
         a("<table class=kv><tr><th>Model</th><td>%s</td></tr>" % ("Public" if model == "public" else "Home"))
@@ -258,7 +268,6 @@ class Portal:
         a("</ul><h3>Factory reset</h3><form method=post action=\"/reset\"><label><input type=checkbox name=confirm"
           " value=yes required> Clear WiFi and all settings (serial number, PIN and energy counters stay)</label>"
           "<button type=submit class=second>Factory reset</button></form></section>")
-        return "".join(p)
 
     # --- routes -----------------------------------------------------------------------------------
     def _build(self):
@@ -372,31 +381,32 @@ def _form(req):
         return None
 
 
-HEAD = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width,initial-scale=1'><title>Meter setup</title><style>"
-        "body{font:16px/1.4 sans-serif;margin:0 auto;max-width:34em;padding:0 .8em;color:#111}"
-        "h1{font-size:1.3em}h2{font-size:1.15em;border-bottom:1px solid #ccc}h3{font-size:1em}"
-        "label{display:block;margin:.6em 0}input{font-size:1em;box-sizing:border-box}"
-        "input[name=ssid_manual],#pw{display:block;width:100%;padding:.5em}"
-        ".net{padding:.4em;border-bottom:1px solid #eee;margin:0;word-break:break-all}.sig{color:#2a7}"
-        "fieldset{border:1px solid #ccc;padding:.3em}"
-        "button{font-size:1em;padding:.6em 1.2em;margin:.3em 0}.second{background:#eee}.inline{display:inline}"
-        ".ok{background:#dfd;padding:.6em}.bad{background:#fdd;padding:.6em}"
-        "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.2em .3em}"
-        "li form{display:inline;margin-left:.5em}"
-        "</style></head><body><h1>Measurement device setup</h1>")
+HEAD = (b"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        b"<meta name=viewport content='width=device-width,initial-scale=1'><title>Meter setup</title><style>"
+        b"body{font:16px/1.4 sans-serif;margin:0 auto;max-width:34em;padding:0 .8em;color:#111}"
+        b"h1{font-size:1.3em}h2{font-size:1.15em;border-bottom:1px solid #ccc}h3{font-size:1em}"
+        b"label{display:block;margin:.6em 0}input{font-size:1em;box-sizing:border-box}"
+        b"input[name=ssid_manual],#pw{display:block;width:100%;padding:.5em}"
+        b".net{padding:.4em;border-bottom:1px solid #eee;margin:0;word-break:break-all}.sig{color:#2a7}"
+        b"fieldset{border:1px solid #ccc;padding:.3em}"
+        b"button{font-size:1em;padding:.6em 1.2em;margin:.3em 0}.second{background:#eee}.inline{display:inline}"
+        b".ok{background:#dfd;padding:.6em}.bad{background:#fdd;padding:.6em}"
+        b"table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.2em .3em}"
+        b"li form{display:inline;margin-left:.5em}"
+        b"</style></head><body><h1>Measurement device setup</h1>")
 
-SCRIPT = ("function u(){fetch('/api/readings').then(function(r){return r.json()}).then(function(d){"
-          "var t=document.getElementById('live');d.phases.forEach(function(p,i){var c=t.rows[i+1].cells;"
-          "c[1].textContent=p.vrms;c[2].textContent=p.irms;c[3].textContent=p.real_power_w;"
-          "c[4].textContent=p.direction});var l=document.getElementById('lan');"
-          "l.textContent=d.lan.state=='connected'?'connected, address '+d.lan.ip+' (used instead of WiFi)':d.lan.state;"
-          "g(d.diagnostics)}).catch(function(){})}"
+SCRIPT = (b"function u(){fetch('/api/readings').then(function(r){return r.json()}).then(function(d){"
+          b"var t=document.getElementById('live');d.phases.forEach(function(p,i){var c=t.rows[i+1].cells;"
+          b"c[1].textContent=p.vrms;c[2].textContent=p.irms;c[3].textContent=p.real_power_w;"
+          b"c[4].textContent=p.direction});var l=document.getElementById('lan');"
+          b"l.textContent=d.lan.state=='connected'?"
+          b"'connected, address '+d.lan.ip+' (used instead of WiFi)':d.lan.state;"
+          b"g(d.diagnostics)}).catch(function(){})}"
           # the diagnostics list, rebuilt with textContent only (never innerHTML) when it changes
-          "function g(ds){var ul=document.getElementById('diags'),k=JSON.stringify(ds);if(ul.dataset.k==k)return;"
-          "ul.dataset.k=k;ul.textContent='';if(!ds.length){ds=[{message:'Wiring looks right.'}]}"
-          "ds.forEach(function(x){var li=document.createElement('li');li.textContent=x.message;if(x.fixable){"
-          "var f=document.createElement('form');f.method='post';f.action='/fix';[['code',x.code],['phase',x.phase]]"
-          ".forEach(function(h){var i=document.createElement('input');i.type='hidden';i.name=h[0];i.value=h[1];"
-          "f.appendChild(i)});var b=document.createElement('button');b.textContent='Fix it';f.appendChild(b);"
-          "li.appendChild(f)}ul.appendChild(li)})}setInterval(u,3000);")
+          b"function g(ds){var ul=document.getElementById('diags'),k=JSON.stringify(ds);if(ul.dataset.k==k)return;"
+          b"ul.dataset.k=k;ul.textContent='';if(!ds.length){ds=[{message:'Wiring looks right.'}]}"
+          b"ds.forEach(function(x){var li=document.createElement('li');li.textContent=x.message;if(x.fixable){"
+          b"var f=document.createElement('form');f.method='post';f.action='/fix';[['code',x.code],['phase',x.phase]]"
+          b".forEach(function(h){var i=document.createElement('input');i.type='hidden';i.name=h[0];i.value=h[1];"
+          b"f.appendChild(i)});var b=document.createElement('button');b.textContent='Fix it';f.appendChild(b);"
+          b"li.appendChild(f)}ul.appendChild(li)})}setInterval(u,3000);")

@@ -96,7 +96,9 @@ class Spool:
         while len(self.files) >= self.max_files:
             self._drop_oldest_file()
         first, count = self.ram[0][0], len(self.ram)
-        atomicfile.replace(self._path(first, count), b"\n".join(r for _, r in self.ram) + b"\n")
+        # in pieces, as they are read back: ram_max records make several KB, more than a
+        # fragmented heap may hold in one block
+        atomicfile.replace(self._path(first, count), [p for _, r in self.ram for p in (r, b"\n")])
         self.files.append((first, count))
         self.ram = []
 
@@ -117,10 +119,10 @@ class Spool:
         if self._loaded is None or self._loaded[0] != first:
             recs = []
             try:
-                data = atomicfile.read(self._path(first, count)) or b""
+                lines = atomicfile.read_lines(self._path(first, count)) or ()
             except OSError:  # unreadable: its records are lost, not a reason to stop all uploads
-                data = b""
-            for line in data.split(b"\n"):
+                lines = ()
+            for line in lines:
                 try:
                     recs.append((json.loads(line)["seq"], line))
                 except (ValueError, KeyError, TypeError):

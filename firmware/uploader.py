@@ -151,8 +151,12 @@ class Uploader:
         batch = self.spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
         if not batch:
             return None
-        body = b'{"serial":' + json.dumps(self.identity.serial).encode() + b',"records":[' + b",".join(
-            r for _, r in batch) + b"]}"
+        # The body as pieces (lib/https sends them in turn): a batch is up to batch_bytes, and after
+        # days of uptime the heap may have no free block that large.
+        body = [b'{"serial":' + json.dumps(self.identity.serial).encode() + b',"records":[']
+        for i, (_, r) in enumerate(batch):
+            body.append(b"," + r if i else r)
+        body.append(b"]}")
         status, reply = await self._send(client, "/v1/records", body)
         if 200 <= status < 300:
             try:

@@ -8,6 +8,10 @@
 # overwrite(path, data) write in place with no rename: one metadata commit instead of two, for callers
 #                       that keep their own redundancy (alternating slots with a checksum).
 # read(path, max_bytes) the content as bytes, or None if there is no such file.
+# read_lines(path)      the content as a list of lines (bytes, newline removed), or None: each
+#                       line is its own small allocation, never the whole file in one block.
+#
+# data may be bytes, str, or a list of bytes pieces written one after another (as if joined).
 #
 # Every file access goes through this module's `open` and `os`, so a test can cut the power at any
 # byte by substituting them (tests/unit/powercut.py).
@@ -38,8 +42,27 @@ def read(path, max_bytes=None):
     return data
 
 
+def read_lines(path):
+    """The file's lines without their newlines, or None if it does not exist."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        if e.args and e.args[0] == _ENOENT:
+            return None
+        raise
+    lines = []
+    try:
+        while True:
+            line = f.readline()
+            if not line:
+                return lines
+            lines.append(line[:-1] if line.endswith(b"\n") else line)
+    finally:
+        f.close()
+
+
 def replace(path, data):
-    """Atomically make `path` hold exactly `data` (bytes or str)."""
+    """Atomically make `path` hold exactly `data` (bytes, str or a list of bytes pieces)."""
     tmp = path + TMP_SUFFIX
     try:
         _write(tmp, data)
@@ -78,7 +101,8 @@ def _write(path, data):
         data = data.encode()
     f = open(path, "wb")
     try:
-        f.write(data)
+        for piece in data if isinstance(data, list) else (data,):
+            f.write(piece)
         f.flush()
     finally:
         f.close()

@@ -6,12 +6,14 @@ _BLOCK = 64
 
 
 def hmac_sha256(key, msg):
-    """The 32-byte HMAC-SHA256 of msg (bytes) under key (bytes)."""
+    """The 32-byte HMAC-SHA256 of msg under key (bytes); msg is bytes, or a list of bytes pieces
+    signed as if joined (a large message need not be copied into one block)."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + bytes(_BLOCK - len(key))
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
+    for piece in msg if isinstance(msg, list) else (msg,):
+        inner.update(piece)
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
     outer.update(inner.digest())
     return outer.digest()

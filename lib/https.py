@@ -3,6 +3,8 @@
 #     c = Client("https://host:8443", ca_der, resolve=board.resolve)
 #     status, body = await c.request("POST", "/v1/records", body, {"X-Meter-Serial": "..."})
 #
+# The body is bytes, or a list of bytes pieces sent one after another as if joined: a large body
+# then never needs one large block of a fragmented heap.
 # TLS always verifies: SSLContext(PROTOCOL_TLS_CLIENT), verify_mode CERT_REQUIRED, the CA given as
 # DER bytes, server_hostname = the URL's host. The host name is resolved through `resolve(host,
 # port) -> address string` (the board's DNS seam; tests replace it), so the connection itself
@@ -45,6 +47,11 @@ def parse_url(url):
     if not host or not 0 < port < 65536:
         raise ValueError("url: needs a host and a port 1-65535")
     return host, port, path.rstrip("/")
+
+
+def body_length(body):
+    """The length of a body given as bytes or as a list of bytes pieces."""
+    return sum(len(p) for p in body) if isinstance(body, list) else len(body)
 
 
 def _default_resolve(host, port):
@@ -119,7 +126,8 @@ class Client:
                 pass
 
     async def request(self, method, path, body=b"", headers=None):
-        """(status, reply body bytes). Reuses the open connection; opens one if there is none."""
+        """(status, reply body bytes). body: bytes or a list of bytes pieces. Reuses the open
+        connection; opens one if there is none."""
         try:
             return await asyncio.wait_for(self._request(method, path, body, headers), self.timeout_ms / 1000)
         except asyncio.TimeoutError:
@@ -142,10 +150,10 @@ class Client:
 
     async def _request(self, method, path, body, headers):
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: keep-alive\r\n" % (
-            method, self.base_path, path, self.host, len(body))
+            method, self.base_path, path, self.host, body_length(body))
         for k in headers or {}:
             head += "%s: %s\r\n" % (k, headers[k])
-        data = head.encode() + b"\r\n" + body
+        head = (head + "\r\n").encode()
         line = b""
         for _ in range(2):
             # A kept-alive connection the server has meanwhile closed fails before any reply: then
@@ -156,10 +164,15 @@ class Client:
             r, w = self._r, self._w
             if r is None or w is None:
                 raise HttpError("connect", "no connection")
-            self.bytes_sent += len(data)
             try:
-                w.write(data)
+                w.write(head)
+                if isinstance(body, list):
+                    for piece in body:
+                        w.write(piece)
+                else:
+                    w.write(body)
                 await w.drain()
+                self.bytes_sent += len(head) + body_length(body)
                 line = await r.readline()
             except OSError:
                 if not reused:

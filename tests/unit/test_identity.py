@@ -18,6 +18,9 @@ def test_hmac_sha256_matches_rfc_4231():
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     assert hexdigest(b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First") == (
         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    # A message given in pieces (an upload body is sent that way) is signed as if joined.
+    assert hexdigest(b"Jefe", [b"what do ya ", b"", b"want for nothing?"]) == (
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
 
 
 def test_upload_key_is_derived_from_fleet_key_serial_and_pin():

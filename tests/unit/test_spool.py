@@ -186,18 +186,18 @@ def test_a_foreign_state_file_or_an_unreadable_spool_file_does_not_stop_the_spoo
     first, count = s2.files[0]
     import atomicfile
 
-    read = atomicfile.read
+    read_lines = atomicfile.read_lines
     bad = s2._path(first, count)
 
-    def failing_read(path, *a):
+    def failing_read(path):
         if path == bad:
             raise OSError(5)  # EIO: the flash cannot read this file back
-        return read(path, *a)
+        return read_lines(path)
 
-    atomicfile.read = failing_read
+    atomicfile.read_lines = failing_read
     try:
         out = s2.batch(10, 100000)
     finally:
-        atomicfile.read = read
+        atomicfile.read_lines = read_lines
     # The unreadable file's records are counted lost, and the next file's go out instead.
     assert s2.lost >= count and _seqs(out) == [2, 3]

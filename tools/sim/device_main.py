@@ -121,6 +121,7 @@ def _ballast():
 
 
 SOAK_SAMPLE_US = 50000
+BLOCK_SAMPLE_US = 1000000  # the largest free block: tried once a second (it takes ~20 allocations)
 
 
 class HeapProbe:
@@ -134,7 +135,23 @@ class HeapProbe:
         self.peak_bytes = 0
         self.free_min_bytes = gc.mem_free()
         self.samples = 0
-        self._last_us = 0
+        self.largest_free_min_bytes = self.largest_free()
+        self._last_us = self._block_us = 0
+
+    @staticmethod
+    def largest_free():
+        """The largest block the heap can still give, in bytes (found by trying): how fragmented
+        the firmware has left it, where mem_free() says only how much is free in all."""
+        gc.collect()
+        lo, hi = 0, gc.mem_free()
+        while hi - lo > 16:
+            mid = (lo + hi) // 2
+            try:
+                bytearray(mid)
+                lo = mid
+            except MemoryError:
+                hi = mid
+        return lo
 
     def sample_now_and_then(self):
         """On the accelerated clock: at most every SOAK_SAMPLE_US (mem_alloc() walks the whole heap)."""
@@ -144,6 +161,10 @@ class HeapProbe:
             self.sample()
 
     def sample(self):
+        now = world.now_us()
+        if now - self._block_us >= BLOCK_SAMPLE_US:
+            self._block_us = now
+            self.largest_free_min_bytes = min(self.largest_free_min_bytes, self.largest_free())
         used = gc.mem_alloc() - self.base
         free = gc.mem_free()
         if used > self.peak_bytes:
@@ -324,6 +345,7 @@ if REPORT is not None:
             "heap_live_peak_bytes": device.heap.live_peak_bytes - probe.base,
             "heap_free_min_bytes": probe.free_min_bytes,
             "heap_samples": probe.samples,
+            "heap_largest_free_min_bytes": probe.largest_free_min_bytes,
             "rom_bytes": len(_image),
         })
     with open(REPORT, "w") as f:
