@@ -173,10 +173,11 @@ def print_heap(report):
     budget = report["heap_bytes"]
     print("heap (ESP32-WROOM-32 without PSRAM, code from ROMFS), measured in %s on this 64-bit host, where "
           "objects take about twice the bytes:" % WROOM32_HEAP)
-    print("  peak %d bytes of %d (%.0f%%), live after collection %d, fewest free %d; uploads %s, %d windows"
+    print("  peak %d bytes of %d (%.0f%%), live after collection %d, fewest free %d (largest free block at "
+          "least %d); uploads %s, %d windows"
           % (report["heap_peak_bytes"], budget, 100.0 * report["heap_peak_bytes"] / budget,
-             report["heap_live_peak_bytes"], report["heap_free_min_bytes"], report["upload"]["state"],
-             report["windows"]))
+             report["heap_live_peak_bytes"], report["heap_free_min_bytes"], report["heap_largest_free_min_bytes"],
+             report["upload"]["state"], report["windows"]))
     print("  on the board: about %.0f KiB of its ~96 KiB at the peak" % (report["heap_peak_bytes"] / 2048))
 
 

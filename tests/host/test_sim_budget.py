@@ -13,6 +13,10 @@ from tools.sim.runner import free_port
 
 BUDGET = "96wK"
 MARGIN = 0.10  # of the heap left free at its lowest point: room for what the board adds and for growth
+# The heap is never compacted: free memory ends up in holes between the objects that outlive a
+# window. Pages, upload bodies and spool files go in pieces of ~1 KB at most (a record is ~0.7 KB);
+# before they did, the 3.7 KB page failed with 40 KB free in holes of at most 1.1 KB.
+LARGEST_BLOCK_MIN = 1024
 
 
 def _use_the_setup_page(port, until):
@@ -57,6 +61,7 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     assert report["heap_bytes"] == budget
     assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] < budget
     assert report["heap_free_min_bytes"] > MARGIN * budget, report
+    assert report["heap_largest_free_min_bytes"] >= LARGEST_BLOCK_MIN, report
     assert report["heap_samples"] > 1000  # sampled every few ms through the whole run
     # ...and everything was working while it was measured:
     assert statuses.count(200) >= 20, statuses  # the setup page and its live readings

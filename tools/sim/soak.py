@@ -139,8 +139,9 @@ def verdict(report, plan, seqs, duration_s):
                     % (len(ys), min(ys), max(ys), per_day, HEAP_GROWTH_BYTES)))
     if "heap_bytes" in report:  # --heapsize: the firmware never came within 10 % of running out
         out.append(("fits the ESP32 heap", report["heap_free_min_bytes"] > 0.10 * report["heap_bytes"],
-                    "peak %d of %d bytes, fewest free %d" % (report["heap_peak_bytes"], report["heap_bytes"],
-                                                             report["heap_free_min_bytes"])))
+                    "peak %d of %d bytes, fewest free %d, largest free block at least %d"
+                    % (report["heap_peak_bytes"], report["heap_bytes"], report["heap_free_min_bytes"],
+                       report["heap_largest_free_min_bytes"])))
     out.append(("no task died, no window failed", not report["task_failures"] and report["meter_errors"] == 0,
                 "task failures %s, meter errors %d" % (report["task_failures"] or "none", report["meter_errors"])))
     covered = soak["accounted_ms"] / 1000.0
