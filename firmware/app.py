@@ -250,10 +250,6 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, wat
     try:
         asyncio.run(_run(device, run_ms, extra_tasks))
     except KeyboardInterrupt:
-        # A Ctrl-C that lands inside a collection (on the unix port, the simulator's, a SIGINT can)
-        # leaves the collector's flag set and the heap locked: the orderly stop could then not save
-        # the energy counters. A collection, and only that, clears it; on a sound heap it is harmless.
-        gc.collect()
         device.stopped_by_user = True
     finally:
         device.shutdown()

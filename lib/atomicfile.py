@@ -22,17 +22,24 @@ TMP_SUFFIX = ".tmp"
 _ENOENT = 2
 
 
+def _open_existing(path):
+    """The file opened for reading, or None if it does not exist. Other I/O errors raise OSError."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        if e.args and e.args[0] == _ENOENT:
+            return None
+        raise
+
+
 def read(path, max_bytes=None):
     """The file's bytes, or None if it does not exist. Other I/O errors raise OSError.
 
     With max_bytes, a longer file raises ValueError instead of filling the heap.
     """
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        if e.args and e.args[0] == _ENOENT:
-            return None
-        raise
+    f = _open_existing(path)
+    if f is None:
+        return None
     try:
         data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     finally:
@@ -44,12 +51,9 @@ def read(path, max_bytes=None):
 
 def read_lines(path):
     """The file's lines without their newlines, or None if it does not exist."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        if e.args and e.args[0] == _ENOENT:
-            return None
-        raise
+    f = _open_existing(path)
+    if f is None:
+        return None
     lines = []
     try:
         while True:

@@ -36,14 +36,13 @@ Scenario files and the report are described in docs/SIMULATOR.md; examples are i
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from tools import mp
-from tools.sim.runner import UsageError, format_text, free_port, load_scenario_file, simulate
+from tools.sim.runner import UsageError, format_text, free_port, load_scenario_file, run_until_stopped, simulate
 
 DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
 DEFAULT_NETWORKS = os.path.join("tools", "sim", "networks.json")
@@ -82,10 +81,7 @@ def cmd_portal(args):
                          str(args.dns_port), *([str(int(args.duration * 1000))] if args.duration else []),
                          heapsize=args.heapsize)
         sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d)\n" % (args.port, args.dns_port))
-        child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *a: child.terminate())
-        return child.wait()
+        return run_until_stopped(cmd, cwd=mp.ROOT)
 
 
 def _start_ingest(folder, extra_args=(), quiet=False):
@@ -168,10 +164,7 @@ def cmd_device(args):
                          os.path.abspath(args.scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
         # The firmware's console goes to stderr when stdout carries the report.
-        child = subprocess.Popen(cmd, env=mp.env(), cwd=mp.ROOT, stdout=sys.stderr if report else None)
-        # Ctrl-C reaches the child too (same process group): let it shut down, then report its status.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        rc = child.wait()
+        rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None)
         stored = None
         if srv is not None:
             srv.terminate()

@@ -3,7 +3,8 @@
 # Started by `python -m tools.sim device` as
 #     device_main.py STATE_DIR SCENARIO.json [--run-ms N] [--port P] [--dns-port P] [--report FILE]
 #                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json]
-# and stops cleanly on Ctrl-C. STATE_DIR stands in for the board's flash: the firmware uses relative
+# and stops cleanly on Ctrl-C (tools/sim/stop.py: the host asks, the firmware sees a KeyboardInterrupt
+# in its event loop, as on the board). STATE_DIR stands in for the board's flash: the firmware uses relative
 # file names (on the board the working directory is /), so running it from inside STATE_DIR keeps
 # config.json, identity.json and the energy counters there, from one run to the next.
 #
@@ -98,6 +99,10 @@ if plan is not None:
         gc.collect()
 import asyncio  # noqa: E402  (frozen in the board's firmware, its objects in RAM: before the ballast)
 import time  # noqa: E402
+
+from tools.sim import stop  # noqa: E402  (imports asyncio: only once set_accelerated() has run)
+
+stopper = stop.watcher()  # Ctrl-C, when the host asks for it
 
 import machine  # noqa: E402, F401
 import network  # noqa: E402, F401
@@ -305,7 +310,7 @@ from tools.sim.simnet import SimBoard  # noqa: E402  (DNS and NTP answered by th
 overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
 soak = Soak(plan) if plan is not None else None
-extra = ([probe.run] if probe else []) + ([soak.run] if soak else [])
+extra = ([probe.run] if probe else []) + ([soak.run] if soak else []) + ([stopper] if stopper else [])
 # The setup page on the desktop: http://127.0.0.1:8080 (DNS catch-all on 127.0.0.1:8053), never 0.0.0.0.
 # In a soak it is served only while the access point is up, as on the board.
 device = app.main(board=SimBoard(), run_ms=None if RUN_MS is None else int(RUN_MS), meter_overrides=overrides,

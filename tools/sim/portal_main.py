@@ -60,7 +60,10 @@ async def heap(req):
 device.portal.app.url_map.insert(0, device.portal.app.url_map.pop())  # ahead of the portal's catch-all route
 
 try:
-    asyncio.run(app._run(device, run_ms))
+    from tools.sim import stop
+
+    stopper = stop.watcher()  # Ctrl-C, as the host asks for it
+    asyncio.run(app._run(device, run_ms, [stopper] if stopper else []))
 except KeyboardInterrupt:
     pass
 finally:

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,37 @@ RUN_MAIN = os.path.join(mp.ROOT, "tools", "sim", "run_main.py")
 
 class UsageError(Exception):
     pass
+
+
+def run_until_stopped(cmd, **popen_kw):
+    """Run a MicroPython child that stops on request (device_main.py, portal_main.py); its exit status.
+
+    The child runs in a session of its own, so a Ctrl-C in the terminal (SIGINT), or a SIGTERM,
+    reaches only this process, which asks the child to stop by creating a stop file (never in the
+    device's own folder): tools/sim/stop.py turns that into a KeyboardInterrupt between two
+    bytecodes, as on the board. A second Ctrl-C kills the child."""
+    with tempfile.TemporaryDirectory(prefix="meter-stop-") as folder:
+        stop_file = os.path.join(folder, "stop")
+        env = dict(popen_kw.pop("env", None) or mp.env(), SIM_STOP_FILE=stop_file, SIM_HOST_PID=str(os.getpid()))
+        child = subprocess.Popen(cmd, env=env, start_new_session=True, **popen_kw)
+        asked = []
+
+        def stop(signum, frame):
+            if asked:
+                child.kill()
+            asked.append(signum)
+            with open(stop_file, "w"):
+                pass
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return child.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def free_port():
