@@ -49,20 +49,29 @@ def read(path, max_bytes=None):
     return data
 
 
-def read_lines(path):
-    """The file's lines without their newlines, or None if it does not exist."""
+def read_lines(path, chunk_bytes=512):
+    """The file's lines without their newlines, or None if it does not exist. Read in chunks:
+    MicroPython's readline() reads a file one byte per call."""
     f = _open_existing(path)
     if f is None:
         return None
-    lines = []
+    lines, tail = [], b""
     try:
         while True:
-            line = f.readline()
-            if not line:
-                return lines
-            lines.append(line[:-1] if line.endswith(b"\n") else line)
+            chunk = f.read(chunk_bytes)
+            if not chunk:
+                break
+            tail += chunk
+            start = tail.find(b"\n") + 1
+            while start:
+                lines.append(tail[:start - 1])
+                tail = tail[start:]
+                start = tail.find(b"\n") + 1
     finally:
         f.close()
+    if tail:
+        lines.append(tail)  # a last line without its newline
+    return lines
 
 
 def replace(path, data):

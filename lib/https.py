@@ -165,13 +165,13 @@ class Client:
             if r is None or w is None:
                 raise HttpError("connect", "no connection")
             try:
+                # Drained piece by piece: a Stream that cannot send at once (a TLS handshake in
+                # progress, a full send buffer) appends each write to one growing buffer.
                 w.write(head)
-                if isinstance(body, list):
-                    for piece in body:
-                        w.write(piece)
-                else:
-                    w.write(body)
                 await w.drain()
+                for piece in body if isinstance(body, list) else (body,):
+                    w.write(piece)
+                    await w.drain()
                 self.bytes_sent += len(head) + body_length(body)
                 line = await r.readline()
             except OSError:

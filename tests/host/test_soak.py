@@ -22,10 +22,11 @@ EVENTS = [  # (fraction of the run, kind, argument)
 
 def test_a_short_soak_passes_every_check(tmp_path):
     report, checks, wall_s = soak.run(0.1, keep=str(tmp_path / "run"), events=EVENTS)
-    failed = [(name, detail) for name, ok, detail in checks if not ok]
+    failed = [(name, detail) for name, ok, detail in checks if ok is False]
     assert not failed, soak.format_verdict(checks, 0.1, wall_s)
     names = [name for name, _, _ in checks]
     assert "every interval record at the ingest" in names and "the setup page answered" in names
+    assert dict((n, ok) for n, ok, _ in checks)["heap stable (hourly floor, trend)"] is None  # 6 min: too short
     kinds = [e[1] for e in report["soak"]["events"]]
     assert kinds.count("load") == 3 and kinds.count("fault") == 8 and kinds.count("portal") == 1
     assert report["skipped_ms"] > 60000  # the clock did skip idle time
@@ -57,6 +58,13 @@ def test_the_verdict_fails_what_it_should():
     assert verdict()["heap stable (hourly floor, trend)"]  # 3 KB up and down every hour: no trend
     leak = dict(good["soak"], heap_floor=[[h * 3600000, 100000 + 200 * h] for h in range(1, 25)])
     assert not verdict(soak=leak)["heap stable (hourly floor, trend)"]  # 200 bytes an hour: 4.8 KB a day
+    short = dict(good["soak"], heap_floor=good["soak"]["heap_floor"][:3])  # 3 h: 2 floors after the first
+    assert verdict(soak=short)["heap stable (hourly floor, trend)"] is None  # not checked, not passed
+    budget = {"heap_bytes": 196608, "heap_peak_bytes": 160000, "heap_free_min_bytes": 30000,
+              "heap_largest_free_min_bytes": 4000}
+    assert verdict(**budget)["fits the ESP32 heap"]
+    assert not verdict(**dict(budget, heap_free_min_bytes=19000))["fits the ESP32 heap"]
+    assert not verdict(**dict(budget, heap_largest_free_min_bytes=900))["fits the ESP32 heap"]  # fragmented
 
 
 def test_soak_command_refuses_bad_hours():

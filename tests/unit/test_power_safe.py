@@ -162,3 +162,16 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_debris():
         with FullFlash():
             store.save(NEW)
     assert files(d) == before
+
+
+def test_lines_come_back_as_written_whatever_the_chunk_size():
+    path = tmpdir() + "/lines"
+    assert atomicfile.read_lines(path) is None  # no such file
+    records = [b'{"seq":%d,"x":"%s"}' % (i, b"y" * (i * 37 % 300)) for i in range(12)]
+    atomicfile.replace(path, [p for r in records for p in (r, b"\n")])  # pieces, as the spool writes
+    for chunk in (1, 7, 64, 512, 100000):
+        assert atomicfile.read_lines(path, chunk) == records
+    atomicfile.replace(path, b"a\n\nb")  # an empty line, and a last one cut short by a power loss
+    assert atomicfile.read_lines(path, 2) == [b"a", b"", b"b"]
+    atomicfile.replace(path, b"")
+    assert atomicfile.read_lines(path) == []

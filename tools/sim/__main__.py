@@ -232,7 +232,7 @@ def cmd_soak(args):
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         sys.stdout.write(soak.format_verdict(checks, args.hours, wall_s) + "\n")
-    return 0 if all(ok for _, ok, _ in checks) else 1
+    return 0 if all(ok is not False for _, ok, _ in checks) else 1  # None: not checked (too short)
 
 
 def cmd_truth(args):

@@ -32,33 +32,45 @@ class UsageError(Exception):
     pass
 
 
+STOP_GRACE_S = 15  # after a stop request, how long the child may take before it is killed
+
+
 def run_until_stopped(cmd, **popen_kw):
     """Run a MicroPython child that stops on request (device_main.py, portal_main.py); its exit status.
 
-    The child runs in a session of its own, so a Ctrl-C in the terminal (SIGINT), or a SIGTERM,
-    reaches only this process, which asks the child to stop by creating a stop file (never in the
+    The child runs in a session of its own, so a Ctrl-C in the terminal (SIGINT), a SIGTERM or a
+    SIGHUP reaches only this process, which asks the child to stop through a stop file (never in the
     device's own folder): tools/sim/stop.py turns that into a KeyboardInterrupt between two
-    bytecodes, as on the board. A second Ctrl-C kills the child."""
+    bytecodes, as on the board. A second Ctrl-C, or a child still running STOP_GRACE_S later, is
+    killed."""
     with tempfile.TemporaryDirectory(prefix="meter-stop-") as folder:
         stop_file = os.path.join(folder, "stop")
+        open(stop_file, "wb").close()
         env = dict(popen_kw.pop("env", None) or mp.env(), SIM_STOP_FILE=stop_file, SIM_HOST_PID=str(os.getpid()))
-        child = subprocess.Popen(cmd, env=env, start_new_session=True, **popen_kw)
         asked = []
 
         def stop(signum, frame):
-            if asked:
-                child.kill()
-            asked.append(signum)
-            with open(stop_file, "w"):
-                pass
+            asked.append(time.monotonic())
+            if len(asked) == 1:
+                sys.stderr.write("sim: stopping (Ctrl-C again to kill it)\n")
+                with open(stop_file, "ab") as f:
+                    f.write(b"x")
 
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+        previous = {s: signal.signal(s, stop) for s in signals}  # before the child exists: no gap
+        child = None
         try:
-            return child.wait()
+            child = subprocess.Popen(cmd, env=env, start_new_session=True, **popen_kw)
+            while True:
+                try:
+                    return child.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    if len(asked) > 1 or (asked and time.monotonic() - asked[0] > STOP_GRACE_S):
+                        child.kill()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            if child.poll() is None:
+            if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
 
