@@ -292,6 +292,7 @@ class Soak:
 
 
 probe = None
+_held = None  # bound before the ballast: a new global could grow the module's dict in a full heap
 if HEAP_BYTES is not None:
     _held = _ballast()
     _reserve = None  # the firmware's heap: one free region
