@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 from tools import mp
+from tools.sim.runner import free_port
 
 NETWORKS = {
     "connect_delay_ms": 800,
@@ -19,14 +20,6 @@ NETWORKS = {
         {"ssid": "NoLease", "password": "password123", "rssi": -66, "dhcp": False},
     ],
 }
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class PortalSim:

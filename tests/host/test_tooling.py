@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tools import build, mp
+from tools.sim.runner import free_port
 
 ROOT = mp.ROOT
 BIN = os.path.dirname(sys.executable)
@@ -115,8 +116,6 @@ def test_the_simulated_device_stops_itself_when_the_host_process_is_killed():
     # the middle of its C code): it must not outlive a `python -m tools.sim` that is killed outright.
     if not os.path.isdir("/proc/self"):
         pytest.skip("the device watches its host through /proc (Linux)")
-    from tools.sim.runner import free_port
-
     p = subprocess.Popen([sys.executable, "-m", "tools.sim", "device", "--port", str(free_port()),
                           "--dns-port", str(free_port())],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

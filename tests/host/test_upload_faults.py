@@ -5,7 +5,6 @@
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from tools import ingest, mp, provision
+from tools.sim.runner import free_port
 
 ROOT = mp.ROOT
 LATE_MS = 300
@@ -39,10 +39,7 @@ def _free_port():
     """A port no other scenario of this run has been given (the scenarios run at once)."""
     with _ports_lock:
         while True:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
+            port = free_port()
             if port not in _ports:
                 _ports.add(port)
                 return port

@@ -75,11 +75,11 @@ def run_until_stopped(cmd, **popen_kw):
                 child.wait()
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+def free_port(kind=None):
+    """A port on 127.0.0.1 that nothing uses just now: TCP, or kind=socket.SOCK_DGRAM for UDP."""
     import socket
 
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET, kind or socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
