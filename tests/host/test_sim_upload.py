@@ -1,6 +1,7 @@
 # `python -m tools.sim run --upload`: the simulated device uploads to a real `python -m tools.ingest` on 127.0.0.1.
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -54,3 +55,56 @@ def test_upload_without_a_ca_is_refused_with_a_message(tmp_path):
     p = subprocess.run([sys.executable, "-m", "tools.sim", "run", "--scenario", BALANCED, "--duration", "1",
                         "--upload", "https://localhost:1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--ca" in p.stderr
+
+
+def test_an_identity_from_another_fleet_key_is_remade_for_the_servers(tmp_path, capsys):
+    from tools import ingest, provision
+    from tools.sim.runner import prepare_upload
+
+    old_certs, certs, flash = tmp_path / "old", tmp_path / "certs", tmp_path / "flash"
+    for d in (old_certs, certs):
+        ingest.ensure_certs(str(d))  # as `python -m tools.ingest --certs d` leaves it
+        provision.fleet_key_for(str(d), None)
+    prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))
+    made = json.loads((flash / "identity.json").read_text())
+    prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))  # same key: left alone
+    assert json.loads((flash / "identity.json").read_text()) == made and "re-made" not in capsys.readouterr().err
+
+    prepare_upload(str(flash), "https://localhost:1", str(certs / "ca.der"))  # the ingest folder made anew
+    remade = json.loads((flash / "identity.json").read_text())
+    assert remade["serial"] == made["serial"] == "SIM-1" and remade != made
+    assert remade == json.loads(provision.identity.derive(provision.read_fleet_key(str(certs / "fleet.key")),
+                                                          "SIM-1").to_json())
+    assert "made from another fleet key" in capsys.readouterr().err
+
+
+def _device_run(ingest_dir):
+    p = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--duration", "15", "--report", "json",
+                        "--ingest", str(ingest_dir), "--port", str(free_port()), "--dns-port",
+                        str(free_port(kind=socket.SOCK_DGRAM))], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout)
+
+
+def test_make_sim_twice_is_one_device_whose_records_all_reach_the_ingest(tmp_path):
+    # `make sim` keeps build/sim-ingest; the device's flash is kept inside it, so a second run goes on
+    # numbering records where the first stopped instead of sending seq 0 again (taken for a duplicate).
+    from firmware.spool import SEQ_BLOCK
+
+    def stored_seqs():
+        db = sqlite3.connect(str(tmp_path / "ingest" / "records.sqlite"))
+        try:
+            return {seq for (seq,) in db.execute("SELECT seq FROM records")}
+        finally:
+            db.close()
+
+    first = _device_run(tmp_path / "ingest")
+    before = stored_seqs()
+    second = _device_run(tmp_path / "ingest")
+    new = stored_seqs() - before
+    assert before and new, (before, new)
+    # a restart numbers from the next reserved block (spool.py), as after a power cut
+    assert min(new) >= SEQ_BLOCK > max(before), (before, new)
+    assert second["records_lost"] == 0 and second["ingest_records"] == len(before) + len(new)
+    assert second["energy"]["import_wh"] > first["energy"]["import_wh"] > 0  # the counters went on too
+    assert (tmp_path / "ingest" / "flash" / "identity.json").exists()

@@ -4,8 +4,9 @@
                                [--ingest DIR] [--heapsize 96wK] [--report json] [--port 8080]
                                 the whole device, in real time, until Ctrl-C. The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
-                                folder DIR, kept between runs; without --state-dir a fresh temporary
-                                folder, removed afterwards. --heapsize runs it as on an ESP32 without
+                                --state-dir folder, kept between runs; without it, with --ingest the
+                                ingest folder's flash/ (the server remembers the device), else a fresh
+                                temporary folder, removed afterwards. --heapsize runs it as on an ESP32 without
                                 PSRAM (code from ROMFS, that much heap); --report json prints the
                                 heap figures (heap_peak_bytes...) when it stops.
     python -m tools.sim portal [--port 8080] [--dns-port 8053] [--state-dir DIR] [--networks FILE.json]
@@ -142,7 +143,10 @@ def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
 
 def cmd_device(args):
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
-        state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
+        # The ingest remembers the device (its records by seq, the fleet key its identity is made
+        # from), so with --ingest the device's flash is kept too: a fresh one would number its records
+        # from 0 again and the server would take them for ones it already has.
+        state_dir = os.path.abspath(args.state_dir or (os.path.join(args.ingest, "flash") if args.ingest else scratch))
         os.makedirs(state_dir, exist_ok=True)
         load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
         extra, heapsize = budget_args(args.heapsize) if args.heapsize else ([], None)
@@ -261,7 +265,7 @@ def main(argv=None):
     d.add_argument("--record-interval", type=int, default=10, metavar="S",
                    help="with --ingest: seconds per interval record (default 10; 10-3600)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
-                                       "(default: a fresh temporary folder)")
+                                       "(default: DIR/flash with --ingest, else a fresh temporary folder)")
     d.add_argument("--ingest", metavar="DIR", help="also run a local ingest server (python -m tools.ingest; "
                                                    "CA, fleet key and records.sqlite in DIR) and upload to it")
     d.set_defaults(fn=cmd_device)

@@ -103,11 +103,35 @@ def load_scenario_file(path):
         raise UsageError("scenario file %s: %s" % (path, e)) from None
 
 
+def _match_fleet_key(ident_path, fleet_key):
+    """Re-make identity.json when it was made from another fleet key than the server's.
+
+    That happens when the ingest folder was made anew while the device's flash was kept: the
+    server would refuse every upload's signature. The serial is kept, so the records stay that
+    device's.
+    """
+    identity = importlib.import_module("firmware.identity")
+    with open(ident_path) as f:
+        old = f.read()
+    try:
+        serial = json.loads(old)["serial"]
+        text = identity.derive(fleet_key, serial).to_json()
+    except (ValueError, TypeError, KeyError):
+        return  # not an identity that could be re-made: the device says what is wrong with it
+    if old.strip() == text:
+        return
+    with open(ident_path, "w") as f:
+        f.write(text + "\n")
+    sys.stderr.write("sim: identity.json in %s was made from another fleet key than the ingest server's: "
+                     "re-made for %s from the server's\n" % (os.path.dirname(ident_path), serial))
+
+
 def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval_s=10, serial="SIM-1"):
     """Make the state dir (the board's flash) a device that uploads to url, trusting the CA in ca_path.
 
-    identity.json: kept if present, else made for `serial` from the fleet key (default: fleet.key
-    next to the CA file, as `python -m tools.ingest` leaves it). config.json: its upload section set.
+    identity.json: made for `serial` from the fleet key (default: fleet.key next to the CA file, as
+    `python -m tools.ingest` leaves it) if missing, re-made for its own serial if it was made from
+    another fleet key, else kept. config.json: its upload section set.
     """
     from tools import provision  # puts lib/ on sys.path for firmware.config and firmware.identity
 
@@ -119,12 +143,14 @@ def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval
     except OSError as e:
         raise UsageError("--ca %s: cannot read it: %s" % (ca_path, e.strerror or e)) from None
     ident_path = os.path.join(state_dir, "identity.json")
+    key_path = fleet_key_path or os.path.join(os.path.dirname(os.path.abspath(ca_path)), "fleet.key")
     if not os.path.exists(ident_path):
-        key_path = fleet_key_path or os.path.join(os.path.dirname(os.path.abspath(ca_path)), "fleet.key")
         if not os.path.exists(key_path):
             raise UsageError("no identity.json in the state dir and no fleet key at %s (--fleet-key)" % key_path)
         _, produced = provision.provision(state_dir, serial, key_path, log=lambda m: None)
         os.replace(produced, ident_path)
+    elif os.path.exists(key_path):
+        _match_fleet_key(ident_path, provision.read_fleet_key(key_path))
     cfg_path = os.path.join(state_dir, "config.json")
     doc = {}
     if os.path.exists(cfg_path):
