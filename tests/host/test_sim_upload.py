@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from tools import mp
 from tools.sim.runner import free_port
 
@@ -57,29 +59,47 @@ def test_upload_without_a_ca_is_refused_with_a_message(tmp_path):
     assert p.returncode == 2 and "--ca" in p.stderr
 
 
-def test_an_identity_from_another_fleet_key_is_remade_for_the_servers(tmp_path, capsys):
+def test_an_identity_from_another_fleet_key_is_refused_and_left_as_it_is(tmp_path):
     from tools import ingest, provision
-    from tools.sim.runner import prepare_upload
+    from tools.sim.runner import UsageError, prepare_upload
 
     old_certs, certs, flash = tmp_path / "old", tmp_path / "certs", tmp_path / "flash"
     for d in (old_certs, certs):
         ingest.ensure_certs(str(d))  # as `python -m tools.ingest --certs d` leaves it
         provision.fleet_key_for(str(d), None)
     prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))
-    made = json.loads((flash / "identity.json").read_text())
-    prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))  # same key: left alone
-    assert json.loads((flash / "identity.json").read_text()) == made and "re-made" not in capsys.readouterr().err
+    made = (flash / "identity.json").read_bytes()
+    prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))  # its own server: fine
+    assert (flash / "identity.json").read_bytes() == made
 
-    prepare_upload(str(flash), "https://localhost:1", str(certs / "ca.der"))  # the ingest folder made anew
-    remade = json.loads((flash / "identity.json").read_text())
-    assert remade["serial"] == made["serial"] == "SIM-1" and remade != made
-    assert remade == json.loads(provision.identity.derive(provision.read_fleet_key(str(certs / "fleet.key")),
-                                                          "SIM-1").to_json())
-    assert "made from another fleet key" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="made from another fleet key than .*fleet.key, so the server would refuse"):
+        prepare_upload(str(flash), "https://localhost:1", str(certs / "ca.der"))  # another server
+    assert (flash / "identity.json").read_bytes() == made
+
+    (flash / "identity.json").write_bytes(made[:40])  # damaged: left for the device to report
+    prepare_upload(str(flash), "https://localhost:1", str(certs / "ca.der"))
+    assert (flash / "identity.json").read_bytes() == made[:40]
+
+
+def test_a_fresh_flash_for_a_server_that_has_its_records_is_warned_about(tmp_path, capsys):
+    from tools import ingest
+    from tools.sim.__main__ import _warn_numbering_again
+
+    db = str(tmp_path / "records.sqlite")
+    ingest.Ingest(db, b"k" * 32).db.execute("INSERT INTO records VALUES ('SIM-1', 0, '{}', 0)").connection.commit()
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "identity.json").write_text('{"serial": "SIM-1"}')
+    _warn_numbering_again(str(flash), db)
+    assert "already has 1 records of SIM-1" in capsys.readouterr().err
+    (flash / "spool").mkdir()
+    (flash / "spool" / "state.json").write_text('{"reserved": 64}')  # this flash has numbered records
+    _warn_numbering_again(str(flash), db)
+    assert capsys.readouterr().err == ""
 
 
 def _device_run(ingest_dir):
-    p = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--duration", "15", "--report", "json",
+    p = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--duration", "20", "--report", "json",
                         "--ingest", str(ingest_dir), "--port", str(free_port()), "--dns-port",
                         str(free_port(kind=socket.SOCK_DGRAM))], cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -103,8 +123,9 @@ def test_make_sim_twice_is_one_device_whose_records_all_reach_the_ingest(tmp_pat
     second = _device_run(tmp_path / "ingest")
     new = stored_seqs() - before
     assert before and new, (before, new)
-    # a restart numbers from the next reserved block (spool.py), as after a power cut
-    assert min(new) >= SEQ_BLOCK > max(before), (before, new)
-    assert second["records_lost"] == 0 and second["ingest_records"] == len(before) + len(new)
+    # a restart numbers from the next reserved block (spool.py), as after a power cut; a fresh flash
+    # would number from 0 again. (A record the first run left unsent arrives now, below the block.)
+    assert max(before) < SEQ_BLOCK and any(seq >= SEQ_BLOCK for seq in new), (before, new)
+    assert second["records_lost"] == 0 and second["upload"]["records_sent"] >= 1
     assert second["energy"]["import_wh"] > first["energy"]["import_wh"] > 0  # the counters went on too
     assert (tmp_path / "ingest" / "flash" / "identity.json").exists()

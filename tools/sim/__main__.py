@@ -1,11 +1,11 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
     python -m tools.sim device [--scenario FILE.json] [--duration SECONDS] [--state-dir DIR]
-                               [--ingest DIR] [--heapsize 96wK] [--report json] [--port 8080]
+                               [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
                                 the whole device, in real time, until Ctrl-C. The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
-                                --state-dir folder, kept between runs; without it, with --ingest the
-                                ingest folder's flash/ (the server remembers the device), else a fresh
+                                folder DIR, kept between runs; without --state-dir, INGEST/flash
+                                with --ingest (the server remembers the device), else a fresh
                                 temporary folder, removed afterwards. --heapsize runs it as on an ESP32 without
                                 PSRAM (code from ROMFS, that much heap); --report json prints the
                                 heap figures (heap_peak_bytes...) when it stops.
@@ -142,6 +142,8 @@ def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
 
 
 def cmd_device(args):
+    if args.duration and not 0 < args.duration <= 144 * 3600:  # asyncio's sleeps reach 2**29 ms: ~6.2 days
+        raise UsageError("--duration: must be more than 0 and at most 518400 s (6 days)")
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         # The ingest remembers the device (its records by seq, the fleet key its identity is made
         # from), so with --ingest the device's flash is kept too: a fresh one would number its records
@@ -153,29 +155,29 @@ def cmd_device(args):
         report = os.path.join(scratch, "report.json") if args.report else None
         if report:
             extra += ["--report", report]
-        srv = None
-        if args.ingest:
-            from tools.sim.runner import prepare_upload
-
-            srv, port, db = _start_ingest(os.path.abspath(args.ingest))
-            prepare_upload(state_dir, "https://localhost:%d" % port,
-                           os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None, args.record_interval)
         if args.duration:
-            if not 0 < args.duration <= 144 * 3600:  # asyncio's sleeps reach 2**29 ms: ~6.2 days
-                raise UsageError("--duration: must be more than 0 and at most 518400 s (6 days)")
             extra += ["--run-ms", str(int(args.duration * 1000))]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(args.scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
-        # The firmware's console goes to stderr when stdout carries the report.
-        rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None)
-        stored = None
-        if srv is not None:
-            srv.terminate()
-            srv.wait(10)
-            import sqlite3
+        srv = stored = None
+        try:
+            if args.ingest:
+                from tools.sim.runner import prepare_upload
 
-            stored = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()[0]
+                srv, port, db = _start_ingest(os.path.abspath(args.ingest))
+                prepare_upload(state_dir, "https://localhost:%d" % port,
+                               os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None,
+                               args.record_interval)
+                _warn_numbering_again(state_dir, db)
+            # The firmware's console goes to stderr when stdout carries the report.
+            rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None)
+        finally:
+            if srv is not None:
+                srv.terminate()
+                srv.wait(10)
+        if srv is not None:
+            stored = _count_records(db)
             sys.stderr.write("sim: the ingest server stored %d interval records in %s "
                              "(python -m tools.ingest --db %s --dump)\n" % (stored, db, db))
         if report:
@@ -188,6 +190,36 @@ def cmd_device(args):
                 out["ingest_records"] = stored
             sys.stdout.write(json.dumps(out) + "\n")
         return rc
+
+
+def _count_records(db, serial=None):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        if serial is None:
+            return con.execute("SELECT count(*) FROM records").fetchone()[0]
+        return con.execute("SELECT count(*) FROM records WHERE serial = ?", (serial,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+def _warn_numbering_again(state_dir, db):
+    """A flash that never numbered a record, uploading to a server that has this serial's records
+    (--state-dir a new folder, or an ingest folder from before the flash was kept in it)."""
+    if os.path.exists(os.path.join(state_dir, "spool", "state.json")):
+        return
+    try:
+        with open(os.path.join(state_dir, "identity.json")) as f:
+            serial = json.load(f)["serial"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # damaged: the device says so
+    have = _count_records(db, serial)
+    if have:
+        sys.stderr.write("sim: warning: the ingest server already has %d records of %s, and this device's "
+                         "flash (%s) numbers its records from 0 again: the server keeps the ones it has "
+                         "by number and drops these as duplicates. Remove the ingest folder to start over "
+                         "with a new server and device.\n" % (have, serial, state_dir))
 
 
 def _duration(args):
@@ -265,9 +297,9 @@ def main(argv=None):
     d.add_argument("--record-interval", type=int, default=10, metavar="S",
                    help="with --ingest: seconds per interval record (default 10; 10-3600)")
     d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
-                                       "(default: DIR/flash with --ingest, else a fresh temporary folder)")
-    d.add_argument("--ingest", metavar="DIR", help="also run a local ingest server (python -m tools.ingest; "
-                                                   "CA, fleet key and records.sqlite in DIR) and upload to it")
+                                       "(default: INGEST/flash with --ingest, else a fresh temporary folder)")
+    d.add_argument("--ingest", metavar="INGEST", help="also run a local ingest server (python -m tools.ingest; "
+                                                      "CA, fleet key and records.sqlite in INGEST) and upload to it")
     d.set_defaults(fn=cmd_device)
 
     p = sub.add_parser("portal", help="the device with its setup portal on 127.0.0.1 and a scripted radio")

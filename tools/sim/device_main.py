@@ -96,9 +96,10 @@ if plan is not None:
             srcs[i].noise = world.sources[i].noise
             srcs[i]._k = world.sources[i]._k
         srcs = None
+        gc.collect()
     # Load 0 (the scenario's currents) from the plan's own sources: the scenario's three current
-    # tables (12 KB) go now, not at the first load change, which made the first two hours' heap
-    # floors 12 KB higher than the rest.
+    # tables (12 KB) go now, not at the first load change, which kept the heap floors 12 KB higher
+    # until then.
     world.sources.update(LOADS[0])
     gc.collect()
 import asyncio  # noqa: E402  (frozen in the board's firmware, its objects in RAM: before the ballast)

@@ -103,35 +103,27 @@ def load_scenario_file(path):
         raise UsageError("scenario file %s: %s" % (path, e)) from None
 
 
-def _match_fleet_key(ident_path, fleet_key):
-    """Re-make identity.json when it was made from another fleet key than the server's.
-
-    That happens when the ingest folder was made anew while the device's flash was kept: the
-    server would refuse every upload's signature. The serial is kept, so the records stay that
-    device's.
-    """
-    identity = importlib.import_module("firmware.identity")
-    with open(ident_path) as f:
-        old = f.read()
+def _check_fleet_key(ident_path, fleet_key, key_path):
+    """UsageError when identity.json was made from another fleet key than key_path's: the server
+    would refuse every upload's signature. A damaged file is left to the device to report."""
+    identity = importlib.import_module("firmware.identity")  # (prepare_upload put lib/ on sys.path)
     try:
-        serial = json.loads(old)["serial"]
-        text = identity.derive(fleet_key, serial).to_json()
-    except (ValueError, TypeError, KeyError):
-        return  # not an identity that could be re-made: the device says what is wrong with it
-    if old.strip() == text:
+        with open(ident_path, "rb") as f:
+            ident = identity.parse(f.read().decode())
+    except (ValueError, UnicodeError):
         return
-    with open(ident_path, "w") as f:
-        f.write(text + "\n")
-    sys.stderr.write("sim: identity.json in %s was made from another fleet key than the ingest server's: "
-                     "re-made for %s from the server's\n" % (os.path.dirname(ident_path), serial))
+    if identity.derive(fleet_key, ident.serial).upload_key != ident.upload_key:
+        raise UsageError("%s (serial %s) was made from another fleet key than %s, so the server would refuse "
+                         "its uploads: remove it (one is made for this server) or use the server that "
+                         "fleet key belongs to" % (ident_path, ident.serial, key_path))
 
 
 def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval_s=10, serial="SIM-1"):
     """Make the state dir (the board's flash) a device that uploads to url, trusting the CA in ca_path.
 
     identity.json: made for `serial` from the fleet key (default: fleet.key next to the CA file, as
-    `python -m tools.ingest` leaves it) if missing, re-made for its own serial if it was made from
-    another fleet key, else kept. config.json: its upload section set.
+    `python -m tools.ingest` leaves it) if missing; kept if present, refused (UsageError) if it was
+    made from another fleet key. config.json: its upload section set.
     """
     from tools import provision  # puts lib/ on sys.path for firmware.config and firmware.identity
 
@@ -150,7 +142,7 @@ def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval
         _, produced = provision.provision(state_dir, serial, key_path, log=lambda m: None)
         os.replace(produced, ident_path)
     elif os.path.exists(key_path):
-        _match_fleet_key(ident_path, provision.read_fleet_key(key_path))
+        _check_fleet_key(ident_path, provision.read_fleet_key(key_path), key_path)
     cfg_path = os.path.join(state_dir, "config.json")
     doc = {}
     if os.path.exists(cfg_path):
