@@ -91,6 +91,15 @@ def open_db(path):
     return db
 
 
+def stored_seqs(path, serial):
+    """The sequence numbers of serial's records in the database at path, in order."""
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT seq FROM records WHERE serial = ? ORDER BY seq", (serial,))]
+    finally:
+        db.close()
+
+
 def dump(path, out=sys.stdout):
     db = open_db(path)
     for serial, seq, record in db.execute("SELECT serial, seq, record FROM records ORDER BY serial, seq"):

@@ -110,13 +110,10 @@ def test_make_sim_twice_is_one_device_whose_records_all_reach_the_ingest(tmp_pat
     # `make sim` keeps build/sim-ingest; the device's flash is kept inside it, so a second run goes on
     # numbering records where the first stopped instead of sending seq 0 again (taken for a duplicate).
     from firmware.spool import SEQ_BLOCK
+    from tools.ingest import stored_seqs as seqs
 
     def stored_seqs():
-        db = sqlite3.connect(str(tmp_path / "ingest" / "records.sqlite"))
-        try:
-            return {seq for (seq,) in db.execute("SELECT seq FROM records")}
-        finally:
-            db.close()
+        return set(seqs(str(tmp_path / "ingest" / "records.sqlite"), "SIM-1"))
 
     first = _device_run(tmp_path / "ingest")
     before = stored_seqs()

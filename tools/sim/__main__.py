@@ -177,7 +177,11 @@ def cmd_device(args):
                 srv.terminate()
                 srv.wait(10)
         if srv is not None:
-            stored = _count_records(db)
+            import sqlite3
+
+            con = sqlite3.connect(db)
+            stored = con.execute("SELECT count(*) FROM records").fetchone()[0]
+            con.close()
             sys.stderr.write("sim: the ingest server stored %d interval records in %s "
                              "(python -m tools.ingest --db %s --dump)\n" % (stored, db, db))
         if report:
@@ -192,18 +196,6 @@ def cmd_device(args):
         return rc
 
 
-def _count_records(db, serial=None):
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        if serial is None:
-            return con.execute("SELECT count(*) FROM records").fetchone()[0]
-        return con.execute("SELECT count(*) FROM records WHERE serial = ?", (serial,)).fetchone()[0]
-    finally:
-        con.close()
-
-
 def _warn_numbering_again(state_dir, db):
     """A flash that never numbered a record, uploading to a server that has this serial's records
     (--state-dir a new folder, or an ingest folder from before the flash was kept in it)."""
@@ -214,7 +206,9 @@ def _warn_numbering_again(state_dir, db):
             serial = json.load(f)["serial"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # damaged: the device says so
-    have = _count_records(db, serial)
+    from tools import ingest
+
+    have = len(ingest.stored_seqs(db, serial))
     if have:
         sys.stderr.write("sim: warning: the ingest server already has %d records of %s, and this device's "
                          "flash (%s) numbers its records from 0 again: the server keeps the ones it has "

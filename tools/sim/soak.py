@@ -22,12 +22,12 @@ missing at the ingest, a task dies, the meter errs.
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
 
 from tools import mp
+from tools.ingest import stored_seqs
 from tools.sim import mains, truth
 
 ENERGY_TOLERANCE = 0.005  # of the day's energy
@@ -121,14 +121,6 @@ def trend_per_hour(points):
     residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys)) / (n - 2)
     t = next((t for dof, t in _T95 if n - 2 <= dof), 1.96)
     return slope, t * (residual / spread) ** 0.5
-
-
-def ingest_seqs(db, serial):
-    con = sqlite3.connect(db)
-    try:
-        return sorted(r[0] for r in con.execute("SELECT DISTINCT seq FROM records WHERE serial = ?", (serial,)))
-    finally:
-        con.close()
 
 
 def verdict(report, plan, seqs, duration_s):
@@ -236,7 +228,7 @@ def run(hours, heapsize=None, keep=None, events=None):
             report = json.load(f)
         with open(os.path.join(state, "identity.json")) as f:
             serial = json.load(f)["serial"]
-        checks = verdict(report, plan, ingest_seqs(db, serial), duration_s)
+        checks = verdict(report, plan, stored_seqs(db, serial), duration_s)
         return report, checks, wall_s
     finally:
         if keep is None:
