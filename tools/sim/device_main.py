@@ -114,18 +114,20 @@ import network  # noqa: E402, F401
 
 
 def _ballast():
-    """Take every free byte of the heap, largest pieces first (first fit fills the holes last)."""
-    held = []
+    """Take every free byte of the heap, largest pieces first (first fit fills the holes last). The
+    pieces hang on a chain of tuples: a list grows by moving to a larger block, which a nearly full heap
+    refuses, and the ballast stopped there with 36 KB of holes left for the firmware."""
+    held = None
     gc.collect()
     chunk = gc.mem_free()
     while chunk >= 32:
         try:
-            held.append(bytearray(max(chunk - 64, 1)))  # the header takes a block of its own
+            held = (held, bytearray(max(chunk - 64, 1)))  # the header takes a block of its own
         except MemoryError:
             chunk //= 2
-    while True:  # the last one-block holes
+    while True:  # the last two-block holes
         try:
-            held.append((chunk,))
+            held = (held,)
         except MemoryError:
             return held
 
@@ -146,6 +148,9 @@ class HeapProbe:
         self.free_min_bytes = gc.mem_free()
         self.samples = 0
         self.largest_free_min_bytes = self.largest_free()
+        # what the firmware was given: the budget, in one piece but for the bytes preloaded
+        self.given_bytes = self.free_min_bytes + PRELOADED
+        self.given_largest_bytes = self.largest_free_min_bytes
         self._last_us = self._block_us = 0
 
     @staticmethod
@@ -318,10 +323,10 @@ if HEAP_BYTES is not None:
     gc.collect()
     _excess = gc.mem_free() + PRELOADED - int(HEAP_BYTES)  # garbage the simulator left, freed just now
     if _excess > 64:
-        _held.append(bytearray(_excess - 32))
+        _held = (_held, bytearray(_excess - 32))
     probe = HeapProbe(int(HEAP_BYTES))
-    print("sim: the firmware has %d bytes of heap (its code runs from the ROMFS image %s)"
-          % (gc.mem_free() + PRELOADED, ROM))
+    print("sim: the firmware has %d bytes of heap, %d in one piece (its code runs from the ROMFS image %s)"
+          % (probe.given_bytes, probe.given_largest_bytes, ROM))
 
 from firmware import app  # noqa: E402
 from tools.sim.simnet import SimBoard  # noqa: E402  (DNS and NTP answered by the simulation)
@@ -367,6 +372,8 @@ if REPORT is not None:
         probe.sample()
         out.update({
             "heap_bytes": probe.budget,
+            "heap_given_bytes": probe.given_bytes,
+            "heap_given_largest_bytes": probe.given_largest_bytes,
             "heap_peak_bytes": probe.peak_bytes,
             "heap_live_peak_bytes": device.heap.live_peak_bytes - probe.base,
             "heap_free_min_bytes": probe.free_min_bytes,
