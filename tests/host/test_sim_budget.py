@@ -58,9 +58,11 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     report = json.loads(out)
     budget = heap_bytes(BUDGET)
     assert report["heap_bytes"] == budget
-    # given exactly that, in one piece (the simulator's holes once went to the firmware instead)
-    assert budget - 128 <= report["heap_given_bytes"] <= budget, report
-    assert report["heap_given_largest_bytes"] >= budget - 4096, report
+    # Given that much in all (less the probe's own bytes) and in one piece, but for what the simulator
+    # had to load first (the firmware's profiles): the simulator's holes once went to the firmware
+    # instead, and as much was taken out of its one piece.
+    assert budget - 256 <= report["heap_given_bytes"] <= budget, report
+    assert report["heap_given_largest_bytes"] >= budget - report["heap_preloaded_bytes"] - 1024, report
     assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] < budget
     assert report["heap_free_min_bytes"] > HEAP_FREE_MIN_FRACTION * budget, report
     assert report["heap_largest_free_min_bytes"] >= LARGEST_BLOCK_MIN_BYTES, report

@@ -122,10 +122,10 @@ def _ballast():
     chunk = gc.mem_free()
     while chunk >= 32:
         try:
-            held = (held, bytearray(max(chunk - 64, 1)))  # the header takes a block of its own
+            held = (held, bytearray(max(chunk - 64, 1)))  # the array's header and the tuple: a block each
         except MemoryError:
             chunk //= 2
-    while True:  # the last two-block holes
+    while True:  # the last one-block holes (32 bytes on this port: a 1-tuple fits)
         try:
             held = (held,)
         except MemoryError:
@@ -141,17 +141,17 @@ class HeapProbe:
     and each time the event loop would wait on the accelerated clock."""
 
     def __init__(self, budget_bytes):
-        gc.collect()
         self.budget = budget_bytes
+        # every attribute bound first, so that the probe's own table has its final size when measured
+        self.base = self.peak_bytes = self.free_min_bytes = self.samples = self.largest_free_min_bytes = 0
+        self.given_bytes = self.given_largest_bytes = self._last_us = self._block_us = 0
+        gc.collect()
         self.base = gc.mem_alloc() - PRELOADED  # everything that is not the firmware's
-        self.peak_bytes = 0
         self.free_min_bytes = gc.mem_free()
-        self.samples = 0
         self.largest_free_min_bytes = self.largest_free()
         # what the firmware was given: the budget, in one piece but for the bytes preloaded
         self.given_bytes = self.free_min_bytes + PRELOADED
         self.given_largest_bytes = self.largest_free_min_bytes
-        self._last_us = self._block_us = 0
 
     @staticmethod
     def largest_free():
@@ -166,6 +166,7 @@ class HeapProbe:
                 lo = mid
             except MemoryError:
                 hi = mid
+            gc.collect()  # the trial's blocks: left as garbage, the next trial's header would split the hole
         return lo
 
     def sample_now_and_then(self):
@@ -321,7 +322,9 @@ if HEAP_BYTES is not None:
     _held = _ballast()
     _reserve = None  # the firmware's heap: one free region
     gc.collect()
-    _excess = gc.mem_free() + PRELOADED - int(HEAP_BYTES)  # garbage the simulator left, freed just now
+    # Free now beyond the budget: the freed reserve's own header (32 bytes), and whatever garbage the
+    # ballast's last collection missed, taken back here so that the firmware gets the budget alone.
+    _excess = gc.mem_free() + PRELOADED - int(HEAP_BYTES)
     if _excess > 64:
         _held = (_held, bytearray(_excess - 32))
     probe = HeapProbe(int(HEAP_BYTES))
@@ -374,6 +377,7 @@ if REPORT is not None:
             "heap_bytes": probe.budget,
             "heap_given_bytes": probe.given_bytes,
             "heap_given_largest_bytes": probe.given_largest_bytes,
+            "heap_preloaded_bytes": PRELOADED,
             "heap_peak_bytes": probe.peak_bytes,
             "heap_live_peak_bytes": device.heap.live_peak_bytes - probe.base,
             "heap_free_min_bytes": probe.free_min_bytes,
