@@ -84,7 +84,11 @@ def test_the_heap_check_compares_the_same_hours_a_cycle_apart():
     assert heap(lambda h: 100000 + (3000 if h > 12 else 0))[0] is False  # 3 KB at the second cycle's events
     assert heap(lambda h: 100000 + (8000 if h > 2 else 0))[0]  # once, in the warm-up: the first upload's imports
     assert heap(lambda h: 100000 + (5000 if h == 20 else 0))[0]  # one odd hour does not decide
-    assert heap(lambda h: 100000 + (5000 if h in (19, 20, 21, 22) else 0))[0] is False  # most of them do
+    assert heap(lambda h: 100000 + (5000 if h in (20, 22) else 0))[0] is False  # two do
+    assert heap(lambda h: 100000 + max(0, h - 21) * 2500)[0] is False  # a leak from hour 21 on: two pairs
+    ok, detail = heap(lambda h: 100000 + 200 * h, hours=14)  # 7 h cycles: hours 4-6 against 11-13
+    assert ok is False and "hours 4-6 against 11-13" in detail and "at most +1194" in detail, detail
+    assert heap(lambda h: 100000 + 150 * h, hours=14)[0]  # 1,050 bytes a cycle: 3.6 KB a day
     assert heap(lambda h: 100000, hours=12)[0] is None  # 12 h: too few quiet hours in a cycle
     assert heap(lambda h: 100000 + 10 * h, hours=5)[0] is None  # half cycles of 2.5 h: no hour pairs
 
