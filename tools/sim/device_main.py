@@ -260,7 +260,7 @@ class Soak:
         hour_ms = 3600000
         next_hour = hour_ms
         for t_s, kind, arg in self.events:
-            due = int(t_s * 1000)
+            due = round(t_s * 1000)  # (a cycle's times are sums of floats: 58751.99999 s is 58752)
             while True:
                 now = time.ticks_diff(time.ticks_ms(), t0)
                 if now >= next_hour:  # the hourly heap reading, between two events

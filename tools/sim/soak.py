@@ -3,20 +3,22 @@
     python -m tools.sim soak [--hours 24] [--heapsize 96wK] [--report json|text] [--keep DIR]
 
 The device runs under the MicroPython unix port with its code from ROMFS in an ESP32's heap, uploads
-over TLS to a local ingest server, and lives through a plan scaled to the run's length:
+over TLS to a local ingest server, and lives through a plan scaled to the run's length: one half-day
+cycle, played twice, so that the second half repeats the first under the same conditions:
 
-  * eleven load changes through six household loads (night, morning, EV charging, solar export,
-    an unbalanced evening with harmonics...);
-  * four outages: the server answering 500, the Ethernet link pulled (and the server resetting
-    connections) long enough for the setup access point to come up, a server that hangs, and one
-    that drops kept-alive connections;
-  * three visits to the setup page (a short BOOT press, then the page and its live readings).
+  * a load change every 1/12 of the run through six household loads (night, morning, EV charging,
+    solar export, an unbalanced evening with harmonics...);
+  * in the first 40 % of each cycle, four outages: the server answering 500, the Ethernet link
+    pulled (and the server resetting connections) long enough for the setup access point to come
+    up, a server that hangs, and one that drops kept-alive connections; and two visits to the setup
+    page (a short BOOT press, then the page and its live readings);
+  * the rest of each cycle: the loads alone.
 
 The clock skips the time the firmware's event loop spends idle (tools/simboard/select.py): a
-simulated day takes about 1.5-2 hours of host time, most of it the simulated ADC conversions. The
-verdict checks what a day in a panel must not do: the heap grows (hourly floors), energy
-drifts from the integral of the simulated power by more than 0.5 %, an interval record goes
-missing at the ingest, a task dies, the meter errs.
+simulated day takes about 1.5-2.5 hours of host time, most of it the simulated ADC conversions. The
+verdict checks what a day in a panel must not do: the heap grows (hourly floors in the second cycle's
+quiet part against the same hours of the first), energy drifts from the integral of the simulated
+power by more than 0.5 %, an interval record goes missing at the ingest, a task dies, the meter errs.
 """
 
 import json
@@ -31,8 +33,9 @@ from tools.ingest import stored_seqs
 from tools.sim import mains, truth
 
 ENERGY_TOLERANCE = 0.005  # of the day's energy
-HEAP_GROWTH_BYTES = 4096  # a day's growth of the hourly heap floor (least-squares trend), at most
-HEAP_FLOORS_MIN = 3  # hourly floors after the first hour that a trend needs: a run of 4 h or more
+HEAP_GROWTH_BYTES = 4096  # a day's growth of the hourly heap floor, at most (2 KB between the two cycles)
+HEAP_PAIRS_MIN = 3  # floors paired across the cycles that the check needs: a run of 14 h or more
+QUIET_FROM = 0.4  # of a cycle: the events are over, the loads alone change
 # In an ESP32's heap (--heapsize): at its lowest, at least this share of the heap free (room for what
 # the board adds and for growth), and a free block of this size (the heap is never compacted; the
 # device asks for ~1 KB pieces at most while it runs: records, parts of the page).
@@ -51,16 +54,20 @@ LOADS = [  # per phase: [irms, phase_deg (current lagging voltage; ~180 exports)
     ("evening", [[20.0, 30.0], [15.0, 35.0], [25.0, 25.0]]),
     ("unbalanced", [[30.0, 20.0], [0.5, 0.0], [5.0, 40.0]]),
 ]
-# (fraction of the run, kind, argument): outages start and end, portal visits; loads every 1/12.
-EVENTS = [
-    (0.10, "portal", 3),
-    (0.15, "fault", "500"), (0.18, "fault", ""),
-    (0.35, "link", False), (0.35, "fault", "reset"), (0.38, "link", True), (0.38, "fault", ""),
-    (0.50, "portal", 3),
-    (0.55, "fault", "hang"), (0.565, "fault", ""),
-    (0.75, "fault", "drop"), (0.77, "fault", ""),
-    (0.90, "portal", 3),
+# One cycle's events, (fraction of the cycle, kind, argument): outages start and end, portal visits,
+# all before QUIET_FROM. Half a day, played twice: the first cycle is the warm-up (every kind of
+# outage and the setup page once: pools filled, lazy imports done; the loads' first uses fall in its
+# quiet hours, measured at +128 bytes), the second repeats it, and the quiet hours after each are
+# compared. The outages keep their lengths in a 12 h cycle: 43, 43, 22 and 29 minutes.
+CYCLE_EVENTS = [
+    (0.02, "portal", 3),
+    (0.05, "fault", "500"), (0.11, "fault", ""),
+    (0.14, "link", False), (0.14, "fault", "reset"), (0.20, "link", True), (0.20, "fault", ""),
+    (0.23, "fault", "hang"), (0.26, "fault", ""),
+    (0.29, "fault", "drop"), (0.33, "fault", ""),
+    (0.36, "portal", 3),
 ]
+CYCLES = 2
 
 
 def load_scenario(k):
@@ -73,8 +80,9 @@ def load_scenario(k):
 def make_plan(duration_s, fault_file, events=None):
     """The plan device_main.py plays: loads, and events as [t_s, kind, argument] (default: the day's)."""
     if events is None:
+        cycle_s = duration_s / CYCLES  # the loads' own period too: six loads, one every 1/12 of the run
         events = [[duration_s * n / 12.0, "load", n % len(LOADS)] for n in range(1, 12)]
-        events += [[duration_s * f, kind, arg] for f, kind, arg in EVENTS]
+        events += [[cycle_s * (c + f), kind, arg] for c in range(CYCLES) for f, kind, arg in CYCLE_EVENTS]
     else:
         events = [list(e) for e in events]
     events.append([duration_s, "end", None])
@@ -100,27 +108,17 @@ def energy_truth(plan, events_done, start_ms, end_ms):
     return imp, exp
 
 
-# Student's t, two-sided 95 %, by degrees of freedom (above the last: 1.96)
-_T95 = ((1, 12.71), (2, 4.30), (3, 3.18), (4, 2.78), (5, 2.57), (6, 2.45), (7, 2.36), (8, 2.31), (9, 2.26),
-        (10, 2.23), (12, 2.18), (15, 2.13), (20, 2.09), (30, 2.04), (60, 2.00))
-
-
-def trend_per_hour(points):
-    """Least-squares slope of [t_ms, bytes] points in bytes per hour, and the half-width of its 95 %
-    confidence interval (None with fewer than three points)."""
-    xs = [t / 3.6e6 for t, _ in points]
-    ys = [b for _, b in points]
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    spread = sum((x - mx) ** 2 for x in xs)
-    if not spread:
-        return 0.0, None
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
-    if n < 3:
-        return slope, None
-    residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys)) / (n - 2)
-    t = next((t for dof, t in _T95 if n - 2 <= dof), 1.96)
-    return slope, t * (residual / spread) ** 0.5
+def paired_floors(floors, cycle_ms):
+    """The hourly floors [t_ms, bytes] of the first cycle's quiet part, each with the floor of the same
+    hour one cycle later: [(hour, first, second)]; none when a cycle is not a whole number of hours."""
+    hour_ms = 3600000
+    if cycle_ms % hour_ms:
+        return []
+    cycle_h = cycle_ms // hour_ms
+    # the hour that ends at t (the device stops just before the run's last reading: a day has 23)
+    by_hour = {round(t / hour_ms): b for t, b in floors}
+    return [(h, by_hour[h], by_hour[h + cycle_h]) for h in sorted(by_hour)
+            if (h - 1) * hour_ms >= QUIET_FROM * cycle_ms and h <= cycle_h and h + cycle_h in by_hour]
 
 
 def verdict(report, plan, seqs, duration_s):
@@ -143,24 +141,25 @@ def verdict(report, plan, seqs, duration_s):
     out.append(("energy = integral of the simulated power (0.5 %)", ok,
                 "import %.1f Wh (integral %.1f, %+.3f %%), export %.1f Wh (integral %.1f, %+.3f %%)"
                 % (e["import_wh"], imp, 100 * d_imp / gross, e["export_wh"], exp, 100 * d_exp / gross)))
-    floor = report["soak"].get("heap_floor", [])[1:]  # from the second hour: the first fills pools
-    if len(floor) >= HEAP_FLOORS_MIN:
-        # Each floor wanders by a KB or two with what is alive at that moment, so the trend is
-        # judged with its uncertainty: shown to stay under the limit, shown to exceed it, or neither
-        # (then "n/a": a longer run is needed, it is not a pass).
-        slope, half = trend_per_hour(floor)
-        per_day, half_day = slope * 24, half * 24
-        ys = [b for _, b in floor]
-        ok = True if per_day + half_day <= HEAP_GROWTH_BYTES else False if per_day - half_day > HEAP_GROWTH_BYTES \
-            else None
-        out.append(("heap stable (hourly floor, trend)", ok,
-                    "%d hourly floors %d-%d bytes, trend %+.0f ± %.0f bytes/day (95 %%; at most %d)%s"
-                    % (len(ys), min(ys), max(ys), per_day, half_day, HEAP_GROWTH_BYTES,
-                       "" if ok is not None else ": inconclusive, a longer run is needed")))
+    # The heap: each hour's floor steps by a KB or two with what is alive at its lowest point (an
+    # upload's connection, a diagnostic message), so floors are compared only under the same
+    # conditions: the quiet hours of the second cycle against the same hours of the first, the
+    # second cycle's events between them. A leak, per hour or per event, raises the pairs after it
+    # alike; one pair may be over the limit (one odd hour does not decide), two may not.
+    cycle_ms = duration_s * 1000 // CYCLES
+    pairs = paired_floors(report["soak"].get("heap_floor", []), cycle_ms)
+    limit = HEAP_GROWTH_BYTES * cycle_ms // 86400000  # 2 KB between the cycles of a day
+    name = "heap stable (quiet hours, a cycle apart)"
+    if len(pairs) >= HEAP_PAIRS_MIN:
+        growth = sorted(b - a for _, a, b in pairs)
+        out.append((name, growth[-2] <= limit,
+                     "floors of hours %d-%d against %d-%d: %s bytes; all but one at most %+d"
+                     % (pairs[0][0], pairs[-1][0], pairs[0][0] + cycle_ms // 3600000,
+                        pairs[-1][0] + cycle_ms // 3600000, ", ".join("%+d" % (b - a) for _, a, b in pairs),
+                        limit)))
     else:  # said, not passed: a short soak shows nothing about growth
-        out.append(("heap stable (hourly floor, trend)", None,
-                    "not checked: %d hourly floors after the first hour, %d needed (a run of %d h or more)"
-                    % (len(floor), HEAP_FLOORS_MIN, HEAP_FLOORS_MIN + 1)))
+        out.append((name, None, "not checked: %d hourly floors paired across the cycles, %d needed "
+                                "(a run of 14 h or more, an even number of hours)" % (len(pairs), HEAP_PAIRS_MIN)))
     if "heap_bytes" in report:  # --heapsize: the firmware never came close to running out
         fits = (report["heap_free_min_bytes"] > HEAP_FREE_MIN_FRACTION * report["heap_bytes"]
                 and report["heap_largest_free_min_bytes"] >= LARGEST_BLOCK_MIN_BYTES)

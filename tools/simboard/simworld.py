@@ -13,7 +13,7 @@
 # first seconds of every run (in real time, the ms ticks follow the host's: see set_realtime).
 # set_accelerated() is real time that skips idle stretches: when the firmware's event loop waits
 # only for its own timers, the clock jumps to the next one instead of sleeping (select.py in this
-# folder does the jumping), so a simulated day passes in 1.5-2 hours of host time.
+# folder does the jumping), so a simulated day passes in 1.5-2.5 hours of host time.
 
 import sys
 
