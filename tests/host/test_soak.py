@@ -36,13 +36,18 @@ def test_a_short_soak_passes_every_check(tmp_path):
     assert report["upload"]["records_sent"] >= 5 and report["soak"]["portal_ok"] == 4
 
 
-def test_the_verdict_fails_what_it_should():
-    plan = soak.make_plan(3600, "/nonexistent", [[0, "end", None]])
-    good = {"upload": {}, "records_closed": 3, "records_pending": 0, "records_lost": 0,
-            "energy": {"import_wh": 100.0, "export_wh": 0.0},
+def _an_hours_report():
+    """A soak's report of one hour in which everything went right (energy to be filled in)."""
+    return {"upload": {}, "records_closed": 3, "records_pending": 0, "records_lost": 0,
+            "energy": {"import_wh": 0.0, "export_wh": 0.0},
             "task_failures": {}, "meter_errors": 0, "windows": 3500,
             "soak": {"events": [], "last_window_ms": 3600000, "accounted_ms": 3600000, "heap_live": [],
                      "heap_floor": [], "portal_ok": 1, "portal_failed": 0}}
+
+
+def test_the_verdict_fails_what_it_should():
+    plan = soak.make_plan(3600, "/nonexistent", [[0, "end", None]])
+    good = _an_hours_report()
     p0 = soak.energy_truth(plan, [], 0, 3600000)[0]
     good["energy"]["import_wh"] = p0
 
@@ -66,13 +71,9 @@ def test_the_verdict_fails_what_it_should():
 
 def test_the_heap_check_compares_the_same_hours_a_cycle_apart():
     plan = soak.make_plan(86400, "/nonexistent")
-    day = {"upload": {}, "records_closed": 0, "records_pending": 0, "records_lost": 0,
-           "energy": {"import_wh": 0.0, "export_wh": 0.0}, "task_failures": {}, "meter_errors": 0, "windows": 0,
-           "soak": {"events": [], "last_window_ms": 3600000, "accounted_ms": 3600000, "heap_live": [],
-                    "portal_ok": 0, "portal_failed": 0}}  # (only the heap check is read here)
 
     def heap(floor_at, hours=24):
-        report = json.loads(json.dumps(day))
+        report = _an_hours_report()  # (only the heap check is read here)
         report["soak"]["heap_floor"] = [[h * 3600000 + 37, floor_at(h)] for h in range(1, hours)]
         checks = {name: (ok, detail) for name, ok, detail in soak.verdict(report, plan, [], hours * 3600)}
         return checks[HEAP]

@@ -151,12 +151,11 @@ def verdict(report, plan, seqs, duration_s):
     limit = HEAP_GROWTH_BYTES * cycle_ms // 86400000  # 2 KB between the cycles of a day
     name = "heap stable (quiet hours, a cycle apart)"
     if len(pairs) >= HEAP_PAIRS_MIN:
-        growth = sorted(b - a for _, a, b in pairs)
-        out.append((name, growth[-2] <= limit,
-                     "floors of hours %d-%d against %d-%d: %s bytes; all but one at most %+d"
-                     % (pairs[0][0], pairs[-1][0], pairs[0][0] + cycle_ms // 3600000,
-                        pairs[-1][0] + cycle_ms // 3600000, ", ".join("%+d" % (b - a) for _, a, b in pairs),
-                        limit)))
+        first, last, cycle_h = pairs[0][0], pairs[-1][0], cycle_ms // 3600000
+        growth = [b - a for _, a, b in pairs]
+        out.append((name, sorted(growth)[-2] <= limit,
+                    "floors of hours %d-%d against %d-%d: %s bytes; all but one at most %+d"
+                    % (first, last, first + cycle_h, last + cycle_h, ", ".join("%+d" % g for g in growth), limit)))
     else:  # said, not passed: a short soak shows nothing about growth
         out.append((name, None, "not checked: %d hourly floors paired across the cycles, %d needed "
                                 "(a run of 14 h or more, an even number of hours)" % (len(pairs), HEAP_PAIRS_MIN)))
