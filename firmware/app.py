@@ -164,7 +164,6 @@ class Device:
         self.console = Console()
         # Setup access point, WiFi/LAN links and the setup page (firmware/links.py, firmware/portal.py).
         self.links = links.Links(self.board, self.store, self.identity, log=log)
-        self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links, log=log)
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
         self.stopped_by_user = False  # Ctrl-C on the console, not a failure
         self.use_watchdog = False  # run_on_board() turns it on: once started it cannot be stopped
@@ -178,6 +177,8 @@ class Device:
         self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
                                  resolve=self.board.resolve, clock_ready=self.board.clock_ready,
                                  sync_clock=self.board.sync_clock, log=log)
+        self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links,
+                                    self.uploader, log=log)
 
     def on_readings(self, readings):
         self.windows += 1

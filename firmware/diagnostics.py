@@ -98,7 +98,7 @@ def evaluate(phases, frequency_hz, settings, ct_range_a, single_phase):
         ph = phases[p]
         c = ph["ct"]
         if ph["ct_mean_code"] < CT_UNPLUGGED_CODE:
-            out.append({"code": "ct_unplugged", "phase": p + 1,
+            out.append({"code": "ct_unplugged", "phase": p + 1, "ct": c + 1,
                         "message": "The current clamp on L%d (CT %d) is not plugged in, or its cable is broken. "
                         "Plug it into CT socket %d." % (p + 1, c + 1, c + 1)})
             continue
@@ -112,13 +112,13 @@ def evaluate(phases, frequency_hz, settings, ct_range_a, single_phase):
         if flip[c]:
             fixed = list(reversed_now)
             fixed[c] = not fixed[c]
-            out.append({"code": "ct_reversed", "phase": p,
+            out.append({"code": "ct_reversed", "phase": p, "ct": c + 1,
                         "message": "Power on L%d flows out of the building, and this site has no generation: "
                         "CT %d is on backwards (its arrow must point towards the load). Turn it round, "
                         "or tap Fix to invert it in software." % (p, c + 1),
                         "fix": {"ct_reversed": fixed}})
         if new_phase[c] != p:
-            out.append({"code": "ct_wrong_phase", "phase": p,
+            out.append({"code": "ct_wrong_phase", "phase": p, "ct": c + 1,
                         "message": "CT %d is read as L%d, but its current is 120° away from L%d's voltage: it "
                         "clamps the L%d conductor. Move it to L%d, or tap Fix to remap it in software." % (
                             c + 1, p, p, new_phase[c], p),

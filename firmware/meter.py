@@ -86,6 +86,24 @@ class Meter:
         self.last_ok_ms = time.ticks_ms()  # when a window last closed without error
         self._ever = [False, False, False]  # has phase p been measured at all yet?
         self._measured = 0
+        # After a settings change: the window under way straddles it, and a phase is judged again
+        # only once a window has measured it wholly with the new settings.
+        self._straddle = False
+        self._settled = [True, True, True]
+
+    def change_settings(self, changes):
+        """Measure with changed settings (a software fix from the setup page) from the next burst on.
+
+        The window under way has bursts taken with the old settings, so its wiring is not judged,
+        nor any window until each phase has been measured in a window of its own since; and the
+        diagnostics of the last window, which judged the old settings, are withdrawn at once."""
+        self.settings.update(changes)
+        self._straddle = True
+        for p in range(3):
+            self._settled[p] = False
+        if self.readings is not None:
+            self.readings["diagnostics"] = []
+            self.readings["judged"] = False
 
     # --- timing ---------------------------------------------------------------------------
     def start(self, flag=None):
@@ -326,6 +344,8 @@ class Meter:
                 last["voltage_own"] = a["own"] or self._v_own[p]
                 last["ct"] = a["ct"]
                 last["ct_mean_code"] = a["ct_code"]
+                if not self._straddle:
+                    self._settled[p] = True
             self._acc[p] = self._zero()
         if self._freq_n:
             self._frequency_hz = self._freq_sum / self._freq_n
@@ -334,8 +354,10 @@ class Meter:
         self._freq_n = 0
         self.energy.add([self._last[p]["real_power_w"] for p in range(3)], dt_ms)
         single = self._single_phase()
-        diags = diagnostics.evaluate(self._last, freq, self.settings, self.ct_range_a, single)
-        self.readings = self._readings(now, freq, single, diags)
+        judged = not self._straddle and self._settled[0] and self._settled[1] and self._settled[2]
+        self._straddle = False
+        diags = diagnostics.evaluate(self._last, freq, self.settings, self.ct_range_a, single) if judged else []
+        self.readings = self._readings(now, freq, single, diags, judged)
         self._account(dt_ms, freq)
         self.last_ok_ms = time.ticks_ms()
         return self.readings
@@ -351,7 +373,7 @@ class Meter:
             return False
         return self._last[0]["voltage_own"] and not self._last[1]["voltage_own"] and not self._last[2]["voltage_own"]
 
-    def _readings(self, now, freq, single, diags):
+    def _readings(self, now, freq, single, diags, judged=True):
         e = self.energy.wh()
         phases = []
         total_w = 0.0
@@ -371,6 +393,7 @@ class Meter:
             "phases": phases,
             "total": _total(total_w, e),
             "diagnostics": diags,
+            "judged": judged,  # False: the window straddled a settings change, its wiring was not judged
             "energy_mwh": self.energy.snapshot(),  # exact integer counters (floats are 32-bit on the board)
         }
 

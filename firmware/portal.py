@@ -1,12 +1,14 @@
 # portal — the setup web server on the access point: WiFi setup, live readings and wiring fixes.
 #
-# One self-contained page (no external assets, works at 360 px, the form works without JavaScript):
-# networks found by scan (every SSID HTML-escaped: scanned names are attacker-controlled), manual
-# SSID, password with show/hide, LAN status; the installer view with live per-phase readings
-# (GET /api/readings, refreshed by a few lines of script), wiring diagnostics with one-tap fixes,
-# model, serial number and PIN for cloud pairing, and the firmware version. Phone captive-portal
-# probes, and any unknown Host, are redirected to the setup page while the device needs setup.
-# Built on microdot; lib/httpguard puts the size, time and connection limits around it.
+# Routes: GET / (the page, firmware/portal_page.py), GET /api/status (everything the page shows, as
+# JSON: firmware/status.py; /api/readings, its old name, redirects there), and the forms: POST
+# /connect, /scan, /fix, /reset. Every POST answers with a redirect back to the page (Post/Redirect/
+# Get), so reloading never sends a form again; its outcome travels as a notice whose number is in
+# the redirect's URL, shown by that URL only. Joining a network runs in the background while the page
+# says so and reloads itself until the outcome is known. A fix sets a target value (CT 2 inverted:
+# yes), never a toggle, so a second tap changes nothing. Phone captive-portal probes, and any unknown
+# Host, are redirected to the setup page while the device needs setup. Built on microdot;
+# lib/httpguard puts the size, time and connection limits around it.
 
 import asyncio
 import json
@@ -15,35 +17,20 @@ import time
 
 from microdot import Microdot, Response
 
-from firmware import VERSION, factory, links
+from firmware import factory, links, portal_page, status
 from firmware.schema import WIFI_PASSPHRASE, WIFI_SSID, ConfigError
 
 PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/library/test/success.html",
           "/connecttest.txt", "/ncsi.txt", "/canonical.html", "/success.txt")
 MAX_NETWORKS = 20
-
-
-def esc(s):
-    """s made safe as HTML text or a quoted attribute value."""
-    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;").replace("'", "&#39;"))
-
-
-def html_response(pieces, status=200):
-    """A page sent as the pieces it was built from, one after another. Never joined: a ~4 KB page
-    needs a ~4 KB free block, and after days of uptime a fragmented heap may have none to spare."""
-    body = [p.encode() if isinstance(p, str) else p for p in pieces]
-    # (microdot sends any iterator of bytes; pyright infers `bytes` from its default, b"")
-    return Response(iter(body), status, {  # pyright: ignore[reportArgumentType]
-        "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-        "Content-Length": str(sum(len(b) for b in body))})
-
-
-def signal_bars(rssi):
-    return 4 if rssi >= -55 else 3 if rssi >= -67 else 2 if rssi >= -75 else 1
-
-
 SCAN_EVERY_MS = 15000  # a scan blocks the event loop ~2 s on the ESP32: never more often than this
+
+# The rules of a WiFi name and password, as an installer reads them (firmware/schema.py has the exact ones).
+SSID_WORDS = "The network name must be 1 to 32 bytes long (an accented letter counts 2, an emoji 4)."
+PASSWORD_WORDS = ("The WiFi password must be 8 to 63 characters long, using only letters without accents, "
+                  "digits, spaces and keyboard symbols (or the 64-character hex key). Leave it empty for an "
+                  "open network.")
+
 
 def scan_list(raw):
     """[(ssid, rssi, secured)] strongest first, one entry per name, hidden and undecodable names left out."""
@@ -62,15 +49,41 @@ def scan_list(raw):
     return out[:MAX_NETWORKS]
 
 
-class Portal:
-    """The setup page's web app. parts: board, store, identity, meter, links (see firmware/app.py)."""
+def fix_changes(form, settings):
+    """The meter settings a /fix form asks for, as targets: ({key: value}, words) or (None, why not).
 
-    def __init__(self, board, store, identity, meter, net, ap_addr=links.AP_ADDR, known_hosts=(), log=print):
+    ct=N&reversed=0|1 sets CT N's direction; ct_phase=a,b,c sets which phase each CT clamps."""
+    if "ct_phase" in form:
+        try:
+            target = [int(x) for x in form["ct_phase"].split(",")]
+        except ValueError:
+            target = []
+        if sorted(target) != [1, 2, 3]:
+            return None, "That change is not valid: each CT must read a different phase (1, 2 and 3)."
+        if target == [1, 2, 3]:
+            return {"ct_phase": target}, "Every CT is read as the phase it is fitted on again."
+        return {"ct_phase": target}, "CTs now read as: %s." % ", ".join(
+            "CT %d on L%d" % (c + 1, p) for c, p in enumerate(target))
+    ct, rev = form.get("ct"), form.get("reversed")
+    if ct not in ("1", "2", "3") or rev not in ("0", "1"):
+        return None, "That change is not valid: nothing was changed."
+    target = list(settings["ct_reversed"])
+    target[int(ct) - 1] = rev == "1"
+    return {"ct_reversed": target}, ("CT %s is now inverted in software." % ct if rev == "1"
+                                     else "CT %s is read as fitted again (no longer inverted)." % ct)
+
+
+class Portal:
+    """The setup page's web app. parts: board, store, identity, meter, links, uploader (firmware/app.py)."""
+
+    def __init__(self, board, store, identity, meter, net, uploader, ap_addr=links.AP_ADDR, known_hosts=(),
+                 log=print):
         self.board = board
         self.store = store
         self.identity = identity
         self.meter = meter
         self.net = net
+        self.uploader = uploader
         self.ap_addr = ap_addr
         self.home = "http://%s/" % ap_addr
         self.known_hosts = (ap_addr,) + tuple(known_hosts)
@@ -78,6 +91,13 @@ class Portal:
         self.networks = []
         self._scanned_ms = None
         self.joining = False
+        self.join_state = None  # {"state": "connecting"|"connected"|"failed", "ssid", "message"} of the last join
+        self._join_task = None
+        # The outcome of the last form, shown by GET /?n=<number> only: [number, kind, text, ssid];
+        # a join has its own, so that another form meanwhile does not hide where it ends.
+        self.notice = [0, None, None, ""]
+        self.join_notice = [0, None, None, ""]
+        self._notices = 0
         self.app = self._build()
 
     # --- serving ----------------------------------------------------------------------------------
@@ -143,6 +163,28 @@ class Portal:
         return self.networks
 
     # --- actions ----------------------------------------------------------------------------------
+    def say(self, kind, text, ssid=""):
+        """Make the notice the next page shows; the URL that shows it (and only it)."""
+        self._notices += 1
+        self.notice = [self._notices, kind, text, ssid]
+        return "/?n=%d" % self._notices
+
+    def start_join(self, ssid, password):
+        """Try the network in the background; the page shows progress. The URL to show it on."""
+        if self.joining:  # a second tap: show the attempt under way
+            return "/?n=%d" % self.join_notice[0]
+        self.joining = True
+        self.join_state = {"state": "connecting", "ssid": ssid, "message": "Connecting to %s..." % ssid}
+        self._notices += 1
+        self.join_notice = [self._notices, "busy", "Connecting to %s..." % ssid, ssid]
+        self._join_task = asyncio.create_task(self._join(ssid, password))
+        return "/?n=%d" % self._notices
+
+    async def _join(self, ssid, password):
+        ok, message = await self.join(ssid, password)
+        self.join_state = {"state": "connected" if ok else "failed", "ssid": ssid, "message": message}
+        self.join_notice = [self.join_notice[0], "ok" if ok else "bad", message, ssid]
+
     async def join(self, ssid, password, poll_ms=250):
         """Try the network while the AP stays up; on success save it. Returns (ok, message)."""
         self.joining = True
@@ -161,113 +203,54 @@ class Portal:
         finally:
             self.joining = False
             self.net.busy = False
-        if outcome == links.OK:
-            try:
-                self.store.update({"wifi": {"ssid": ssid, "password": password}})
-            except (ConfigError, OSError) as e:
-                return False, "Connected, but the settings could not be saved (%s)." % e
-            self.net.reconnect()
         self.log("portal: joining a network: %s" % outcome)
-        return outcome == links.OK, links.outcome_message(outcome, ssid, j.ip if j else None)
+        message = links.outcome_message(outcome, ssid, j.ip if j else None)
+        if outcome != links.OK:
+            return False, message
+        try:
+            self.store.update({"wifi": {"ssid": ssid, "password": password}})
+        except (ConfigError, OSError) as e:
+            return False, "Connected, but the settings could not be saved (%s)." % e
+        self.net.reconnect()
+        return True, message + "\n" + self.next_steps(ssid)
 
-    def apply_fix(self, code, phase):
-        """Apply the fix of the diagnostic (code, phase) the meter reports now. (ok, message)."""
-        r = self.meter.readings
-        for d in (r or {}).get("diagnostics", []):
-            if d["code"] == code and str(d["phase"]) == phase and d.get("fix"):
-                try:
-                    self.store.update({"meter": d["fix"]})
-                except (ConfigError, OSError) as e:
-                    return False, "The fix could not be saved (%s)." % e
-                self.meter.settings.update(d["fix"])
-                return True, "Fixed: %s" % d["message"]
-        return False, "That problem is no longer reported: nothing was changed."
+    def next_steps(self, ssid):
+        """What happens after a successful join, in the order the installer will see it."""
+        ident = self.identity.identity
+        ap = ident.ap_ssid() if ident is not None else "the setup network"
+        if self.store.config["ap"]["mode"] == "always":
+            return "The setup network %s stays on (ap.mode is always)." % ap
+        return ("What happens next: the setup network %s closes about %d minutes after the meter is online, "
+                "and your phone drops off it and goes back to its usual network. The meter then sends its "
+                "readings to the cloud over %s. To open this page again later, press the meter's button "
+                "briefly and join %s again." % (ap, links.AP_LINGER_MS // 60000, ssid, ap))
+
+    def apply_fix(self, form):
+        """Set the meter settings a /fix form asks for. (ok, message)."""
+        changes, words = fix_changes(form, self.meter.settings)
+        if changes is None:
+            return False, words
+        try:
+            self.store.update({"meter": changes})
+        except (ConfigError, OSError) as e:
+            return False, "The change could not be saved (%s): nothing was changed." % e
+        self.meter.change_settings(changes)
+        self.log("portal: meter settings changed: %s" % words)
+        return True, words + " The wiring is checked again over the next readings."
 
     # --- views ------------------------------------------------------------------------------------
-    def readings_doc(self):
-        r = self.meter.readings
-        lan_state, lan_ip = self.net.lan_status()
-        doc = {"online": self.net.online_via, "lan": {"state": lan_state, "ip": lan_ip},
-               "phases": [], "diagnostics": [], "wiring": None, "frequency_hz": None}
-        if r:
-            doc["wiring"] = r["wiring"]
-            doc["frequency_hz"] = round(r["frequency_hz"], 2)
-            for ph in r["phases"]:
-                doc["phases"].append({"phase": ph["phase"], "vrms": round(ph["vrms"], 1), "irms": round(ph["irms"], 2),
-                                      "real_power_w": round(ph["real_power_w"]), "direction": ph["direction"]})
-            for d in r["diagnostics"]:
-                doc["diagnostics"].append({"code": d["code"], "phase": d["phase"], "message": d["message"],
-                                           "fixable": bool(d.get("fix"))})
-        return doc
+    def status_doc(self):
+        return status.document(self.meter, self.uploader, self.net, self.store, self.join_state)
 
-    def page(self, message=None, ok=True, ssid="", status=200):
-        p = []
-        a = p.append
-        a(HEAD)
-        if message:
-            a('<p id=msg class="%s" role=status>%s</p>' % ("ok" if ok else "bad", esc(message)))
-        cfg = self.store.config
-        cur = cfg["wifi"]["ssid"]
-        a("<section><h2>WiFi</h2>")
-        if cur:
-            a("<p>Saved network: <b>%s</b>%s</p>" % (esc(cur), " (connected)" if self.net.online_via == "wifi" else ""))
-        a('<form method=post action="/connect"><fieldset id=nets><legend>Networks found</legend>')
-        if not self.networks:
-            a("<p>No networks found yet.</p>")
-        for i, (name, rssi, secured) in enumerate(self.networks):
-            a('<label class=net><input type=radio name=ssid value="%s"%s> <span class=ssid>%s</span>'
-              ' <span class=sig title="%d dBm">%s</span>%s</label>'
-              % (esc(name), " checked" if name == ssid or (not ssid and i == 0) else "", esc(name), rssi,
-                 "&#9679;" * signal_bars(rssi) + "&#9675;" * (4 - signal_bars(rssi)),
- " <span class=lock>secured</span>" if secured else " <span class=lock>open</span>"))
-        a('</fieldset><label>Other network (name)<input name=ssid_manual maxlength=32 autocomplete=off'
-          ' autocapitalize=none></label>'
-          '<label>Password<input type=password name=password id=pw maxlength=64 autocomplete=off></label>'
-          '<label class=inline><input type=checkbox id=show onclick="pw.type=this.checked?\'text\':\'password\'">'
-          ' Show password</label><button type=submit>Connect</button></form>'
-          '<form method=post action="/scan"><button type=submit class=second>Scan again</button></form>')
-        lan_state, lan_ip = self.net.lan_status()
-        a("<p>Ethernet (LAN): <b id=lan>%s</b></p></section>" % esc(
-            "connected, address %s (used instead of WiFi)" % lan_ip if lan_state == "connected" else lan_state))
-        self._installer(a)
-        a(b"<script>")
-        a(SCRIPT)
-        a(b"</script></body></html>")
-        return html_response(p, status)
-
-    def _installer(self, a):
-        a("<section><h2>Installer</h2>")
-        ident = self.identity.identity
-        model = self.store.config["meter"]["model"]
-        a("<table class=kv><tr><th>Model</th><td>%s</td></tr>" % ("Public" if model == "public" else "Home"))
-        if ident is not None:
-            a("<tr><th>Serial number</th><td id=serial>%s</td></tr><tr><th>PIN</th><td id=pin>%s</td></tr>"
-              % (esc(ident.serial), esc(ident.pin)))
-        a("<tr><th>Firmware</th><td>%s</td></tr></table>" % esc(VERSION))
-        refusal = self.identity.upload_refusal()
-        if refusal:
-            a("<p class=bad id=identity>%s</p>" % esc(refusal))
-        else:
-            a("<p>Pair the meter in the cloud with its serial number and PIN.</p>")
-        doc = self.readings_doc()
-        a("<h3>Live readings</h3><table id=live><tr><th></th><th>V</th><th>A</th><th>W</th><th></th></tr>")
-        for ph in doc["phases"] or [{"phase": n, "vrms": "-", "irms": "-", "real_power_w": "-", "direction": ""}
-                                    for n in (1, 2, 3)]:
-            a("<tr><th>L%s</th><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-              % (ph["phase"], ph["vrms"], ph["irms"], ph["real_power_w"], esc(ph["direction"])))
-        a("</table><ul id=diags>")
-        for d in doc["diagnostics"]:
-            a("<li>%s" % esc(d["message"]))
-            if d["fixable"]:
-                a('<form method=post action="/fix"><input type=hidden name=code value="%s">'
-                  '<input type=hidden name=phase value="%s"><button type=submit>Fix it</button></form>'
-                  % (esc(d["code"]), esc(d["phase"])))
-            a("</li>")
-        if not doc["diagnostics"]:
-            a("<li>Wiring looks right.</li>")
-        a("</ul><h3>Factory reset</h3><form method=post action=\"/reset\"><label><input type=checkbox name=confirm"
-          " value=yes required> Clear WiFi and all settings (serial number, PIN and energy counters stay)</label>"
-          "<button type=submit class=second>Factory reset</button></form></section>")
+    def page(self, n=None):
+        """The page; with n the number of the current notice, that notice shows on it."""
+        notice, ssid, refresh = None, "", None
+        for shown in (self.notice, self.join_notice):
+            if n is not None and n == shown[0] and shown[1] is not None:
+                notice, ssid = (shown[1], shown[2]), shown[3]
+                if shown[1] == "busy":
+                    refresh = "/?n=%d" % n
+        return portal_page.html_response(portal_page.page(self, self.status_doc(), notice, ssid, refresh))
 
     # --- routes -----------------------------------------------------------------------------------
     def _build(self):
@@ -291,55 +274,63 @@ class Portal:
                         origin is not None and origin not in ["http://" + h for h in portal.known_hosts]):
                     return Response(b"Changes are only accepted from the setup page itself.\n", 403)
 
+        def back(url):
+            return Response.redirect(url, 303)  # See Other: the browser GETs the page; a reload sends nothing
+
         @app.get("/")
         async def index(req):
-            return portal.page()
+            n = req.args.get("n") if req.args else None
+            return portal.page(int(n) if n and n.isdigit() and len(n) < 9 else None)
 
         @app.post("/scan")
         async def rescan(req):
             portal.scan()
-            return Response.redirect("/", 303)
+            return back("/")
 
         @app.post("/connect")
         async def connect(req):
             form = _form(req)
             if form is None:
-                return portal.page("The form did not arrive intact: try again.", False, status=400)
+                return back(portal.say("bad", "The form did not arrive intact: try again."))
             ssid = (form.get("ssid_manual") or "").strip() or form.get("ssid") or ""
             password = form.get("password") or ""
             if not ssid:
-                return portal.page("Network name: choose a network or type its name.", False, status=400)
+                return back(portal.say("bad", "Choose a network from the list, or type its name."))
             try:
                 WIFI_SSID("Network name", ssid)
+            except ConfigError:
+                return back(portal.say("bad", SSID_WORDS))
+            try:
                 WIFI_PASSPHRASE("Password", password)
-            except ConfigError as e:
-                return portal.page(str(e), False, ssid, status=400)
-            if portal.joining:
-                return portal.page("Already trying a network: wait a moment.", False, ssid, status=409)
-            ok, message = await portal.join(ssid, password)
-            return portal.page(message, ok, ssid)
+            except ConfigError:
+                return back(portal.say("bad", PASSWORD_WORDS, ssid))
+            return back(portal.start_join(ssid, password))
 
         @app.post("/fix")
         async def fix(req):
             form = _form(req)
             if form is None:
-                return portal.page("The form did not arrive intact: try again.", False, status=400)
-            ok, message = portal.apply_fix(form.get("code") or "", form.get("phase") or "")
-            return portal.page(message, ok, status=200 if ok else 409)
+                return back(portal.say("bad", "The form did not arrive intact: try again."))
+            ok, message = portal.apply_fix(form)
+            return back(portal.say("ok" if ok else "bad", message))
 
         @app.post("/reset")
         async def reset(req):
             form = _form(req)
             if form is None or form.get("confirm") != "yes":
-                return portal.page("Factory reset needs the confirmation box ticked.", False, status=400)
+                return back(portal.say("bad", "Factory reset needs the confirmation box ticked: nothing was changed."))
             factory.factory_reset(portal.store, portal.log)
             portal.net.reconnect()
-            return portal.page("Factory reset done: WiFi and settings cleared.", True)
+            return back(portal.say("ok", "Factory reset done: WiFi and settings cleared."))
+
+        @app.get("/api/status")
+        async def api_status(req):
+            return Response(json.dumps(portal.status_doc()).encode(), 200,
+                            {"Content-Type": "application/json", "Cache-Control": "no-store"})
 
         @app.get("/api/readings")
-        async def readings(req):
-            return Response(json.dumps(portal.readings_doc()).encode(), 200,
-                            {"Content-Type": "application/json", "Cache-Control": "no-store"})
+        async def api_readings(req):  # its old name: everything it gave is in /api/status now
+            return Response.redirect("/api/status", 308)
 
         @app.route("/<path:rest>", methods=["GET", "POST"])
         async def elsewhere(req, rest):  # microdot runs before_request only for routes it knows
@@ -379,34 +370,3 @@ def _form(req):
         return out
     except Exception:
         return None
-
-
-HEAD = (b"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        b"<meta name=viewport content='width=device-width,initial-scale=1'><title>Meter setup</title><style>"
-        b"body{font:16px/1.4 sans-serif;margin:0 auto;max-width:34em;padding:0 .8em;color:#111}"
-        b"h1{font-size:1.3em}h2{font-size:1.15em;border-bottom:1px solid #ccc}h3{font-size:1em}"
-        b"label{display:block;margin:.6em 0}input{font-size:1em;box-sizing:border-box}"
-        b"input[name=ssid_manual],#pw{display:block;width:100%;padding:.5em}"
-        b".net{padding:.4em;border-bottom:1px solid #eee;margin:0;word-break:break-all}.sig{color:#2a7}"
-        b"fieldset{border:1px solid #ccc;padding:.3em}"
-        b"button{font-size:1em;padding:.6em 1.2em;margin:.3em 0}.second{background:#eee}.inline{display:inline}"
-        b".ok{background:#dfd;padding:.6em}.bad{background:#fdd;padding:.6em}"
-        b"table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.2em .3em}"
-        b"li form{display:inline;margin-left:.5em}"
-        b"</style></head><body><h1>Measurement device setup</h1>")
-
-SCRIPT = (b"function u(){fetch('/api/readings').then(function(r){return r.json()}).then(function(d){"
-          b"var t=document.getElementById('live');d.phases.forEach(function(p,i){var c=t.rows[i+1].cells;"
-          b"c[1].textContent=p.vrms;c[2].textContent=p.irms;c[3].textContent=p.real_power_w;"
-          b"c[4].textContent=p.direction});var l=document.getElementById('lan');"
-          b"l.textContent=d.lan.state=='connected'?"
-          b"'connected, address '+d.lan.ip+' (used instead of WiFi)':d.lan.state;"
-          b"g(d.diagnostics)}).catch(function(){})}"
-          # the diagnostics list, rebuilt with textContent only (never innerHTML) when it changes
-          b"function g(ds){var ul=document.getElementById('diags'),k=JSON.stringify(ds);if(ul.dataset.k==k)return;"
-          b"ul.dataset.k=k;ul.textContent='';if(!ds.length){ds=[{message:'Wiring looks right.'}]}"
-          b"ds.forEach(function(x){var li=document.createElement('li');li.textContent=x.message;if(x.fixable){"
-          b"var f=document.createElement('form');f.method='post';f.action='/fix';[['code',x.code],['phase',x.phase]]"
-          b".forEach(function(h){var i=document.createElement('input');i.type='hidden';i.name=h[0];i.value=h[1];"
-          b"f.appendChild(i)});var b=document.createElement('button');b.textContent='Fix it';f.appendChild(b);"
-          b"li.appendChild(f)}ul.appendChild(li)})}setInterval(u,3000);")

@@ -71,7 +71,7 @@ class Uploader:
         self.enabled = refusal is None
         self.status = {"state": "off" if refusal else "starting", "message": refusal or "starting",
                        "pending": 0, "lost": spool.lost, "rejected": spool.rejected, "records_sent": 0,
-                       "live_sent": 0, "live_dropped": 0, "last_ok_ms": None, "last_error": None,
+                       "live_sent": 0, "live_dropped": 0, "last_ok_s": None, "last_error": None,
                        "retry_in_ms": 0, "connections": 0}
 
     # -- the measurement side: cheap, never blocks -------------------------------------------------
@@ -236,7 +236,8 @@ class Uploader:
                 await _sleep_ms(self._failed(why))
                 continue
             self._failures = 0
-            self.status.update({"state": "ok", "message": "uploading", "last_ok_ms": time.ticks_ms(),
+            # Wall-clock time (set: TLS needed it), not ticks: an age from ticks would wrap after ~6 days.
+            self.status.update({"state": "ok", "message": "uploading", "last_ok_s": time.time(),
                                 "retry_in_ms": 0, "pending": self.spool.pending()})
             # Backfilling: next batch at once (yielding to the meter); otherwise wait for the next frame.
             await self._pause()

@@ -154,6 +154,25 @@ class Page:
         self.eval(expression)
         self.b.wait_event("Page.loadEventFired", self.session, timeout)
 
+    def color_scheme(self, scheme):
+        """Render as a phone set to "dark" or "light" would (prefers-color-scheme)."""
+        self.b.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+                    self.session)
+
+    def wait_for(self, expression, timeout_s=20.0):
+        """Evaluate expression every 0.25 s until it is truthy; its value. An error (the page was
+        reloading itself meanwhile, an element not there yet) counts as not yet."""
+        why = "false"
+        for _ in range(int(timeout_s * 4)):
+            try:
+                value = self.eval(expression)
+                if value:
+                    return value
+            except RuntimeError as e:
+                why = str(e)
+            time.sleep(0.25)
+        raise AssertionError("not true within %g s (%s): %s" % (timeout_s, why, expression))
+
     def screenshot(self, path):
         data = self.b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
                            self.session)["data"]

@@ -1,5 +1,6 @@
-# The installer's phone flow in real headless Chromium at a 360 px phone viewport, against the portal
-# served by `python -m tools.sim portal` on 127.0.0.1. Screenshots go to build/screenshots/.
+# The installer's phone in real headless Chromium (360x640 and 390x844 viewports, light and dark), against
+# the device served by `python -m tools.sim portal` on 127.0.0.1. Screenshots go to build/screenshots/;
+# docs/screenshots/ holds copies of them (docs/INSTALL.md shows them).
 import json
 import os
 import shutil
@@ -13,36 +14,67 @@ from tools import mp
 
 SHOTS = os.path.join(mp.ROOT, "build", "screenshots")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCENARIOS = os.path.join(mp.ROOT, "tools", "sim", "scenarios")
+PHONES = {"small": (360, 640), "large": (390, 844)}
+
+# Every word on the page that a line break splits in two (scanned network names may wrap anywhere:
+# they can be 32 characters without a space).
+SPLIT_WORDS = """(() => { const bad = []; const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let n; while ((n = w.nextNode())) { if (n.parentElement.closest('script,.ssid')) continue;
+    const re = /\\S+/g; let m; while ((m = re.exec(n.data))) { const r = document.createRange();
+      r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
+      const tops = new Set([...r.getClientRects()].filter(x => x.width > 0).map(x => Math.round(x.top)));
+      if (tops.size > 1) bad.push(m[0]); } } return bad; })()"""
 
 
 @pytest.fixture(scope="module")
-def phone(tmp_path_factory):
+def browser():
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium) when run as root")
-    sim = PortalSim(str(tmp_path_factory.mktemp("portal-browser")))
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    browser = Browser(CHROMIUM, profile)
-    try:
-        yield sim, browser.page()
-    finally:
-        browser.close()
-        sim.stop()
-        shutil.rmtree(profile, ignore_errors=True)
+    b = Browser(CHROMIUM, profile)
+    yield b
+    b.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def sim(tmp_path, request):
+    scenario = getattr(request, "param", None)  # a bundled scenario's name, by indirect parametrization
+    extra = ("--scenario", os.path.join(SCENARIOS, scenario + ".json")) if scenario else ()
+    s = PortalSim(str(tmp_path / "device"), extra=extra)
+    yield s
+    s.stop()
 
 
 def _msg(page):
     return page.eval("(document.getElementById('msg')||{}).textContent||''")
 
 
-def test_phone_flow_scan_bad_password_then_good_password_saved(phone):
-    sim, page = phone
+def _fits_a_phone(page, width):
+    assert page.eval("document.documentElement.scrollWidth") <= width  # nothing sticks out sideways
+    assert page.eval(SPLIT_WORDS) == []  # and no word is split across two lines
+    # Touch targets: every button and radio row at least 44 px high (Apple's and Google's guidance).
+    small = page.eval("[...document.querySelectorAll('button, label.net')].filter(e => e.offsetParent)"
+                      ".map(e => e.getBoundingClientRect().height).filter(h => h < 44)")
+    assert small == []
+
+
+def _joins(sim):
+    return sim.output().count("portal: joining a network:")
+
+
+@pytest.mark.parametrize("phone", sorted(PHONES))
+def test_phone_flow_scan_bad_password_progress_then_good_password_saved(browser, sim, phone):
+    width, height = PHONES[phone]
+    page = browser.page(width, height)
     page.navigate(sim.base + "/")
     assert page.eval("document.title") == "Meter setup"
     names = page.eval("[...document.querySelectorAll('#nets .ssid')].map(e => e.textContent)")
     assert names[0] == "HomeNet" and "<script>alert(1)</script>" in names and len(names) == 5
-    assert page.eval("document.documentElement.scrollWidth") <= 360  # nothing sticks out on a phone
-    assert page.eval("document.querySelectorAll('#live tr').length") == 4
-    page.screenshot(os.path.join(SHOTS, "1-setup-page.png"))
+    _fits_a_phone(page, width)
+    assert page.eval("document.getElementById('cloud').textContent").startswith("Uploads are off")
+    page.screenshot(os.path.join(SHOTS, "%s-setup-page.png" % phone))
 
     page.eval("document.getElementById('show').click()")
     assert page.eval("document.getElementById('pw').type") == "text"  # show password
@@ -52,23 +84,37 @@ def test_phone_flow_scan_bad_password_then_good_password_saved(phone):
     page.act_and_wait_load("document.querySelector('input[value=\"HomeNet\"]').click();"
                            "document.getElementById('pw').value='not the password';"
                            "document.querySelector('form[action=\"/connect\"] button').click()")
-    assert "Wrong password for HomeNet" in _msg(page)
-    page.screenshot(os.path.join(SHOTS, "2-wrong-password.png"))
+    # The page answers at once and says it is connecting, instead of hanging while the radio tries.
+    assert "Connecting to HomeNet" in _msg(page)
+    assert page.eval("document.querySelector('form[action=\"/connect\"]')") is None
+    page.screenshot(os.path.join(SHOTS, "%s-connecting.png" % phone))
+    page.wait_for("document.getElementById('msg').className.indexOf('busy') < 0")  # it reloads by itself
+    assert "Wrong password for HomeNet" in _msg(page) and "nothing was saved" in _msg(page)
+    assert page.eval("document.querySelector('input[value=\"HomeNet\"]').checked")  # still chosen
+    _fits_a_phone(page, width)
+    page.screenshot(os.path.join(SHOTS, "%s-wrong-password.png" % phone))
     assert not os.path.exists(os.path.join(sim.state_dir, "config.json"))  # nothing saved
 
     page.act_and_wait_load("document.querySelector('input[value=\"HomeNet\"]').click();"
                            "document.getElementById('pw').value='correct horse';"
                            "document.querySelector('form[action=\"/connect\"] button').click()")
+    page.wait_for("document.getElementById('msg').className.indexOf('busy') < 0")
     msg = _msg(page)
     assert "Connected to HomeNet" in msg and "192.168.1.77" in msg
-    page.screenshot(os.path.join(SHOTS, "3-connected.png"))
+    assert "closes about 3 minutes after the meter is online" in msg and "press the meter's button" in msg
+    page.screenshot(os.path.join(SHOTS, "%s-connected.png" % phone))
     with open(os.path.join(sim.state_dir, "config.json")) as f:
-        saved = json.load(f)
-    assert saved["wifi"] == {"ssid": "HomeNet", "password": "correct horse"}
+        assert json.load(f)["wifi"] == {"ssid": "HomeNet", "password": "correct horse"}
+    # A reload shows the outcome again and posts nothing (Post/Redirect/Get).
+    joins = _joins(sim)
+    page.act_and_wait_load("location.reload()")
+    assert "Connected to HomeNet" in _msg(page) and _joins(sim) == joins
+    # The network's status follows, from the page's own refresh.
+    page.wait_for("document.getElementById('net').textContent.indexOf('HomeNet') >= 0")
 
 
-def test_installer_view_shows_live_readings_and_pairing_facts(phone):
-    sim, page = phone
+def test_installer_view_live_readings_with_fixed_decimals_pairing_facts_and_dark_mode(browser, sim):
+    page = browser.page(*PHONES["large"])
     page.navigate(sim.base + "/")
     with open(os.path.join(sim.state_dir, "identity.json")) as f:
         ident = json.load(f)
@@ -79,43 +125,70 @@ def test_installer_view_shows_live_readings_and_pairing_facts(phone):
                       ".map(r => [...r.cells].map(c => c.textContent))")
     for row in cells:
         assert 220 < float(row[1]) < 240 and float(row[2]) > 5 and row[4] == "import"
-    page.eval("document.querySelector('h2:nth-of-type(2), section:nth-of-type(2)').scrollIntoView()")
-    page.screenshot(os.path.join(SHOTS, "4-installer.png"))
+        assert len(row[1].split(".")[1]) == 1 and len(row[2].split(".")[1]) == 2 and "." not in row[3]
+    assert page.eval("document.getElementById('derived').hidden")  # no derived phase: no footnote
+    _fits_a_phone(page, PHONES["large"][0])
+    page.color_scheme("dark")
+    page.navigate(sim.base + "/")
+    bg = page.eval("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(x) for x in bg[bg.index("(") + 1:-1].split(",")[:3]) < 150, bg  # dark, for a dark cupboard
+    page.screenshot(os.path.join(SHOTS, "large-dark.png"))
+    page.color_scheme("light")
 
 
-def test_a_reversed_ct_is_reported_and_fixed_with_one_tap(tmp_path):
-    scenario = os.path.join(mp.ROOT, "tools", "sim", "scenarios", "reversed-ct.json")
-    sim = PortalSim(str(tmp_path / "state"), extra=("--scenario", scenario))
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    browser = Browser(CHROMIUM, profile)
-    try:
-        page = browser.page()
-        for _ in range(40):  # the first windows' readings, then the diagnosis
-            page.navigate(sim.base + "/")
-            if page.eval("document.querySelectorAll('#diags form').length"):
-                break
-            page.eval("new Promise(r => setTimeout(r, 250))")
-        assert "L2" in page.eval("document.getElementById('diags').textContent")
-        assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "export"
-        page.eval("document.getElementById('diags').scrollIntoView()")
-        page.screenshot(os.path.join(SHOTS, "5-wiring-diagnostic.png"))
-        page.act_and_wait_load("document.querySelector('#diags form button').click()")
-        assert _msg(page).startswith("Fixed:")
-        with open(os.path.join(sim.state_dir, "config.json")) as f:
-            assert json.load(f)["meter"]["ct_reversed"] == [False, True, False]
-        for _ in range(40):  # the running meter uses the fix from its next window on
-            page.eval("new Promise(r => setTimeout(r, 250))")
-            doc = json.loads(page.eval("fetch('/api/readings').then(r => r.text())"))
-            if not doc["diagnostics"] and doc["phases"][1]["direction"] == "import":
-                break
-        assert doc["diagnostics"] == [] and doc["phases"][1]["direction"] == "import"
-        for _ in range(20):  # the open page catches up by itself (the script refreshes every 3 s)
-            if page.eval("document.getElementById('diags').textContent") == "Wiring looks right.":
-                break
-            page.eval("new Promise(r => setTimeout(r, 250))")
-        assert page.eval("document.getElementById('diags').textContent") == "Wiring looks right."
-        assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "import"
-    finally:
-        browser.close()
-        sim.stop()
-        shutil.rmtree(profile, ignore_errors=True)
+@pytest.mark.parametrize("sim", ["reversed-ct"], indirect=True)
+def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, sim):
+    page = browser.page(*PHONES["small"])
+    for _ in range(40):  # the first windows' readings, then the diagnosis
+        page.navigate(sim.base + "/")
+        if page.eval("document.querySelectorAll('#diags form').length"):
+            break
+        page.eval("new Promise(r => setTimeout(r, 250))")
+    assert "L2" in page.eval("document.getElementById('diags').textContent")
+    assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "export"
+    assert page.eval("document.getElementById('fixes').textContent") == "None: every CT is read as it is fitted."
+    page.eval("document.getElementById('wiring').scrollIntoView()")
+    page.screenshot(os.path.join(SHOTS, "small-wiring-diagnostic.png"))
+    page.act_and_wait_load("document.querySelector('#diags form button').click()")
+    assert page.eval("location.pathname + location.search").startswith("/?n=")  # redirected: a reload posts nothing
+    assert _msg(page).startswith("CT 2 is now inverted in software.")
+    # The page after the fix shows no stale diagnostic and no second Fix button...
+    assert page.eval("document.querySelectorAll('#diags form').length") == 0
+    # ...and lists the fix in force, with its Undo.
+    assert "CT 2 is inverted in software" in page.eval("document.getElementById('fixes').textContent")
+    assert page.eval("document.querySelector('#fixes button').textContent") == "Undo"
+    with open(os.path.join(sim.state_dir, "config.json")) as f:
+        assert json.load(f)["meter"]["ct_reversed"] == [False, True, False]
+    # The open page catches up by itself (the script refreshes every 3 s).
+    page.wait_for("document.getElementById('diags').textContent == 'Wiring looks right.'")
+    assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "import"
+    page.eval("document.getElementById('wiring').scrollIntoView()")
+    page.screenshot(os.path.join(SHOTS, "small-fix-in-force.png"))
+    # Tapping the same fix again (an old tab, a double tap) sets the same target: nothing flips back.
+    page.eval("fetch('/fix', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'},"
+              " body: 'ct=2&reversed=1'})")
+    with open(os.path.join(sim.state_dir, "config.json")) as f:
+        assert json.load(f)["meter"]["ct_reversed"] == [False, True, False]
+    page.act_and_wait_load("document.querySelector('#fixes button').click()")
+    assert "CT 2 is read as fitted again" in _msg(page)
+    with open(os.path.join(sim.state_dir, "config.json")) as f:
+        assert json.load(f)["meter"]["ct_reversed"] == [False, False, False]
+    page.wait_for("document.querySelectorAll('#diags form').length == 1")  # reversed again, so reported again
+
+
+@pytest.mark.parametrize("sim", ["wiring-faults"], indirect=True)
+def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash(browser, sim):
+    page = browser.page(*PHONES["small"])
+    page.navigate(sim.base + "/")
+    page.wait_for("document.getElementById('diags').textContent.indexOf('not plugged in') >= 0")
+    page.eval("new Promise(r => setTimeout(r, 3500))")
+    rows = page.eval("[...document.querySelectorAll('#live tr')].slice(1)"
+                     ".map(r => [...r.cells].map(c => c.textContent))")
+    assert rows[1][1].endswith("*")
+    assert page.eval("document.querySelectorAll('#live tr')[2].cells[1].className") == "derived"
+    assert not page.eval("document.getElementById('derived').hidden")
+    assert "No voltage on L2" in page.eval("document.getElementById('diags').textContent")
+    assert rows[2][2] == "\u2014" and rows[2][3] == "\u2014" and rows[2][4] == "no CT"
+    _fits_a_phone(page, PHONES["small"][0])
+    page.eval("document.getElementById('meter').scrollIntoView()")
+    page.screenshot(os.path.join(SHOTS, "small-derived-and-unplugged.png"))

@@ -1,6 +1,7 @@
 # The setup portal served by `python -m tools.sim portal`: the installer's flow over HTTP, captive-portal
 # probes, and the HTTP and DNS servers under hostile input (the server stays up, the heap comes back).
 import json
+import os
 import socket
 import time
 import urllib.parse
@@ -41,6 +42,29 @@ def _get(sim, path, host=None):
     return raw(sim.port, ("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host or "127.0.0.1:%d" % sim.port)).encode())
 
 
+def _location(r):
+    for line in r.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"location:"):
+            return line.split(b":", 1)[1].strip().decode()
+    return None
+
+
+def _submit(sim, path, fields):
+    """POST a form as the page does, follow the redirect back to the page (waiting while it says it
+    is connecting): (the redirect's URL, the page it shows)."""
+    r = _post(sim, path, fields)
+    assert status(r) == 303, r[:300]  # Post/Redirect/Get: a reload of the result never posts again
+    url = _location(r)
+    assert url.startswith("/")
+    for _ in range(100):
+        page = _get(sim, url)
+        assert status(page) == 200
+        if b"http-equiv=refresh" not in page:
+            return url, page.split(b"\r\n\r\n", 1)[1]
+        time.sleep(0.2)
+    raise AssertionError("still connecting after 20 s")
+
+
 def test_phone_probes_and_unknown_hosts_are_sent_to_the_setup_page_while_unconfigured(sim):
     for host, path in (("connectivitycheck.gstatic.com", "/generate_204"),
                        ("captive.apple.com", "/hotspot-detect.html"),
@@ -51,7 +75,7 @@ def test_phone_probes_and_unknown_hosts_are_sent_to_the_setup_page_while_unconfi
         assert status(r) == 302, r[:200]
         assert b"\r\nLocation: http://192.168.251.1/\r\n" in r
     r = _get(sim, "/", "192.168.251.1")  # the AP address itself is the setup page
-    assert status(r) == 200 and b"Measurement device setup" in r
+    assert status(r) == 200 and b"<h1>Meter setup</h1>" in r
 
 
 def test_the_page_lists_scanned_networks_with_hostile_names_escaped(sim):
@@ -65,22 +89,42 @@ def test_the_page_lists_scanned_networks_with_hostile_names_escaped(sim):
     assert body.index("HomeNet") < body.index("Cafe Libre")  # strongest first
 
 
-def test_bad_input_is_named_and_nothing_is_saved(sim):
-    r = _post(sim, "/connect", {"ssid": "HomeNet", "password": "short"})
-    assert status(r) == 400 and b"Password: must be 8-63 printable ASCII" in r
-    r = _post(sim, "/connect", {"ssid_manual": "x" * 33, "password": "whatever1"})
-    assert status(r) == 400 and b"Network name: must be 1-32 bytes" in r
-    r = _post(sim, "/connect", {"password": "whatever1"})
-    assert status(r) == 400 and b"choose a network" in r
+def test_bad_input_is_named_in_plain_words_and_nothing_is_saved(sim):
+    _, page = _submit(sim, "/connect", {"ssid": "HomeNet", "password": "short"})
+    assert b"The WiFi password must be 8 to 63 characters long" in page
+    assert b'value="HomeNet" checked' in page  # the chosen network stays chosen
+    _, page = _submit(sim, "/connect", {"ssid_manual": "x" * 33, "password": "whatever1"})
+    assert b"The network name must be 1 to 32 bytes long" in page
+    _, page = _submit(sim, "/connect", {"password": "whatever1"})
+    assert b"Choose a network from the list, or type its name." in page
+    assert not os.path.exists(os.path.join(sim.state_dir, "config.json"))
 
 
 def test_connection_outcomes_in_plain_words(sim):
     r = _post(sim, "/connect", {"ssid": "HomeNet", "password": "wrong password"})
-    assert status(r) == 200 and b"Wrong password for HomeNet" in r
-    r = _post(sim, "/connect", {"ssid_manual": "Elsewhere", "password": "whatever1"})
-    assert b"Network Elsewhere not found" in r
-    r = _post(sim, "/connect", {"ssid": "<script>alert(1)</script>", "password": "whatever1"})
-    assert b"Connected to &lt;script&gt;alert(1)&lt;/script&gt;" in r and b"10.9.9.9" in r
+    url = _location(r)
+    first = _get(sim, url)  # the page answers at once, while the radio is still trying
+    assert b"Connecting to HomeNet" in first and b"http-equiv=refresh content='2;url=%s'" % url.encode() in first
+    doc = json.loads(_get(sim, "/api/status").split(b"\r\n\r\n", 1)[1])
+    assert doc["join"]["state"] == "connecting" and doc["join"]["ssid"] == "HomeNet"
+    busy = _post(sim, "/connect", {"ssid": "HomeNet", "password": "correct horse"})  # a second tap meanwhile
+    assert _location(busy) == url  # shows the attempt under way, starts no other
+    for _ in range(100):
+        page = _get(sim, url)
+        if b"http-equiv=refresh" not in page:
+            break
+        time.sleep(0.2)
+    assert b"Wrong password for HomeNet" in page and b"(nothing was saved)" in page
+    _, page = _submit(sim, "/connect", {"ssid_manual": "Elsewhere", "password": "whatever1"})
+    assert b"Network Elsewhere not found" in page
+    url, page = _submit(sim, "/connect", {"ssid": "<script>alert(1)</script>", "password": "whatever1"})
+    assert b"Connected to &lt;script&gt;alert(1)&lt;/script&gt;" in page and b"10.9.9.9" in page
+    assert b"What happens next: the setup network Measurement Device_" in page
+    # Reloading the result shows it again and tries nothing again; the plain page has no stale notice.
+    again = _get(sim, url).split(b"\r\n\r\n", 1)[1]
+    assert b"Connected to" in again and b"msg busy" not in again and b"http-equiv=refresh" not in again
+    assert b"Connected to &lt;script" not in _get(sim, "/").split(b"\r\n\r\n", 1)[1]
+    assert sim.output().count("portal: joining a network:") == 3
 
 
 def test_once_configured_the_probes_get_their_usual_answers(sim):
@@ -93,12 +137,18 @@ def test_once_configured_the_probes_get_their_usual_answers(sim):
     assert status(r) == 200 and b"Success" in r
 
 
-def test_live_readings_endpoint(sim):
-    doc = json.loads(_get(sim, "/api/readings").split(b"\r\n\r\n", 1)[1])
-    assert [p["phase"] for p in doc["phases"]] == [1, 2, 3]
-    for p in doc["phases"]:
+def test_the_status_endpoint_has_the_readings_upload_and_links(sim):
+    doc = json.loads(_get(sim, "/api/status").split(b"\r\n\r\n", 1)[1])
+    phases = doc["readings"]["phases"]
+    assert [p["phase"] for p in phases] == [1, 2, 3]
+    for p in phases:
         assert 220 < p["vrms"] < 240 and p["irms"] > 5 and p["direction"] == "import"
-    assert doc["lan"]["state"] == "off"
+        assert p["voltage_derived"] is False and p["ct_unplugged"] is False
+    assert doc["links"]["lan"]["state"] == "off" and doc["links"]["ap_up"] in (True, False)
+    assert doc["upload"]["state"] == "off" and doc["upload"]["pending_records"] == 0
+    assert doc["fixes"] == [] and doc["diagnostics"] == []
+    r = _get(sim, "/api/readings")  # its old name
+    assert status(r) == 308 and _location(r) == "/api/status"
 
 
 def test_malformed_requests_get_a_clean_4xx(sim):
@@ -120,7 +170,8 @@ def test_malformed_requests_get_a_clean_4xx(sim):
     r = raw(sim.port, b"POST /connect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       b"Content-Type: application/x-www-form-urlencoded\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    assert status(r) == 400 and b"did not arrive intact" in r
+    assert status(r) == 303
+    assert b"did not arrive intact" in _get(sim, _location(r))
 
 
 def test_changes_come_only_from_the_setup_page_itself(sim):

@@ -22,7 +22,7 @@ def _use_the_setup_page(port, until):
     """GET the page and its live readings the way a phone does, until `until`; the answers' statuses."""
     statuses = []
     while time.monotonic() < until:
-        for path in ("/", "/api/readings"):
+        for path in ("/", "/api/status"):
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 c.request("GET", path, headers={"Host": "127.0.0.1:%d" % port})

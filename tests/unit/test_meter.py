@@ -78,11 +78,33 @@ def test_applying_a_diagnostic_fix_corrects_the_readings():
     diag = [d for d in last["diagnostics"] if d["code"] == "ct_reversed"]
     assert len(diag) == 1 and diag[0]["phase"] == 2
     assert last["phases"][1]["real_power_w"] < 0
-    m.settings.update(diag[0]["fix"])  # what the setup page's one-tap fix does to the running meter
-    last = _run(m, 2.0)[-1]
+    world.advance_us(400_000)  # mid-window
+    m.change_settings(diag[0]["fix"])  # what the setup page's one-tap fix does to the running meter
+    assert m.readings["diagnostics"] == [] and m.readings["judged"] is False  # the old judgement is withdrawn
+    rs = _run(m, 2.0)
     m.stop()
+    # The window that straddles the change mixes bursts of both settings: it is not judged.
+    assert rs[0]["judged"] is False and rs[0]["diagnostics"] == []
+    last = rs[-1]
+    assert last["judged"] is True
     assert last["phases"][1]["real_power_w"] > 2000
     assert last["diagnostics"] == []
+
+
+def test_after_a_settings_change_each_phase_is_judged_only_once_measured_wholly_with_the_new_settings():
+    s = {"noise_lsb": 1.0, "phases": [{"vrms": 230.0, "irms": 10.0, "phase_deg": 10.0} for _ in range(3)]}
+    s["phases"][0]["ct_reversed"] = True
+    mains.connect(world, mains.load_scenario(s))
+    m = Meter(Board(), {"window_ms": 250, "burst_period_ms": 200})  # 1-2 bursts a window: 1-2 of 3 phases
+    m.start()
+    assert any(d["code"] == "ct_reversed" for d in _run(m, 2.0)[-1]["diagnostics"])
+    m.change_settings({"ct_reversed": [True, False, False]})
+    rs = _run(m, 2.0)
+    m.stop()
+    first_judged = [r["judged"] for r in rs].index(True)
+    assert first_judged >= 2  # the straddling window, then until every phase had a window of its own
+    assert all(r["diagnostics"] == [] for r in rs)  # never a diagnostic of the old settings, nor a mixed one
+    assert all(r["judged"] for r in rs[first_judged:])
 
 
 def test_a_burst_without_enough_pairs_for_its_shifts_is_skipped_not_misread():

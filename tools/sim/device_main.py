@@ -43,6 +43,7 @@ REPORT = _option("--report")
 ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
 SOAK = _option("--soak")
+NETWORKS = _option("--networks", sys.argv[0].rsplit("/", 1)[0] + "/networks.json")  # (argv[0]: absolute)
 STATE_DIR, SCENARIO = _args[0], _args[1]
 if HEAP_BYTES is not None and ROM is None:
     raise SystemExit("sim: --heap-bytes needs --rom (the firmware's code must not take its heap)")
@@ -83,6 +84,9 @@ if SOAK is not None:
 else:
     world.set_realtime()
 world.lan_link = True  # the Ethernet cable is in (used if config.json enables the LAN)
+if plan is None:  # the setup page's WiFi part works too: the networks `tools.sim portal` scripts by default
+    with open(NETWORKS) as f:
+        world.set_radio(dict(json.load(f), lan_link=True))
 with open(SCENARIO) as f:
     scenario = mains.load_scenario(json.load(f))
 mains.connect(world, scenario)  # the simulated mains on the six ADC inputs
@@ -306,7 +310,7 @@ class Soak:
                 await asyncio.sleep_ms(250)
             codes = []
             for _ in range(arg):
-                for path in ("/", "/api/readings"):
+                for path in ("/", "/api/status"):
                     codes.append(await _get(HTTP_PORT, path))
                 await asyncio.sleep_ms(1000)
             ok = codes.count(200)

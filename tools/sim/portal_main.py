@@ -29,12 +29,7 @@ with open(scenario_path) as f:
 mains.connect(world, scenario)
 with open(networks_path) as f:
     radio = json.load(f)
-for n in radio.get("networks", []):
-    world.networks.append(simworld.Network(n["ssid"], n.get("password"), n.get("rssi", -60), n.get("channel", 6),
-                                           hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
-                                           ip=n.get("ip", "10.0.0.50")))
-world.connect_delay_us = int(radio.get("connect_delay_ms", 1500)) * 1000
-world.lan_link = bool(radio.get("lan_link", False))
+world.set_radio(radio)
 print("sim: radio from %s: %d networks" % (networks_path, len(world.networks)))
 
 from microdot import Response  # noqa: E402

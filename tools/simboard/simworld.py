@@ -85,6 +85,18 @@ class World:
     def __init__(self):
         self.reset()
 
+    def set_radio(self, doc):
+        """What the radio sees, from a networks document (tools/sim/networks.json): {"networks":
+        [{"ssid", "password" (null: open), "rssi", "channel", "hidden", "dhcp", "ip"}],
+        "connect_delay_ms", "lan_link"}."""
+        for n in doc.get("networks", []):
+            self.networks.append(Network(n["ssid"], n.get("password"), n.get("rssi", -60), n.get("channel", 6),
+                                         hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
+                                         ip=n.get("ip", "10.0.0.50")))
+        self.connect_delay_us = int(doc.get("connect_delay_ms", 1500)) * 1000
+        if "lan_link" in doc:
+            self.lan_link = bool(doc["lan_link"])
+
     def reset(self):
         self.realtime = False
         self.accelerated = False
