@@ -52,7 +52,7 @@ def test_power_and_power_factor_lagging_leading_and_export(name):
     generation = CASES[name][0]["meter"]["generation"]
     if generation and abs(want["phases"][0]["power_factor"]) < 0.6:
         # Balanced export at PF 0.5 looks exactly like rotated CTs exporting at PF 1: a site with
-        # generation cannot tell them apart (README, wiring diagnostics). Nothing to assert here.
+        # generation cannot tell them apart (docs/MEASUREMENT.md, "Wiring diagnostics"). Nothing to assert here.
         return
     assert [d["code"] for d in rep["diagnostics"]] == []  # correctly wired (export declared as generation)
 

@@ -199,10 +199,10 @@ def test_stores_persist_in_a_folder_between_micropython_runs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["config.json", "config.json.bak", "energy.a"]
 
 
-def test_readme_documents_every_config_key_with_its_default():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def test_config_doc_documents_every_config_key_with_its_default():
+    with open(os.path.join(ROOT, "docs", "CONFIG.md")) as f:
+        doc = f.read()
+    section = doc.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -212,6 +212,6 @@ def test_readme_documents_every_config_key_with_its_default():
     for name in config.SECTIONS:
         for key in config.SCHEMA[name]:
             field = "%s.%s" % (name, key)
-            assert field in rows, "README lacks " + field
+            assert field in rows, "docs/CONFIG.md lacks " + field
             assert json.dumps(defaults[name][key]) in rows[field].replace("`", ""), (field, rows[field])
     assert len(rows) == sum(len(config.SCHEMA[n]) for n in config.SECTIONS)
