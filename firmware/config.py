@@ -1,14 +1,14 @@
 # config — the device's settings: one schema-validated, versioned JSON file that survives power cuts.
 #
 # config.json holds {"version": 1, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
-# "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (the README's
-# "Configuration" table is the same list). A key left out of the file takes its default, so a newer
+# "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (docs/CONFIG.md's
+# table is the same list). A key left out of the file takes its default, so a newer
 # firmware can add settings; an unknown or invalid key is rejected with "section.key: rule".
 #
 # Saving writes config.json atomically (lib/atomicfile), then the same bytes to config.json.bak.
 # load() never raises and never writes: a missing, truncated, damaged, invalid or too-new config.json
-# falls back to the backup, then to the defaults, sets needs_setup (the setup access point must come
-# up) and records a Diagnostic (code + plain message). Identity and energy counters live in other
+# falls back to the backup, then to the defaults, sets needs_setup (the setup access point comes up
+# unless ap.mode is "off") and records a Diagnostic (code + plain message). Identity and energy counters live in other
 # files and are never touched here. Older files are brought up to date by MIGRATIONS at load time.
 
 import json

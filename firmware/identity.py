@@ -23,7 +23,8 @@
 # password) does not give the upload key away.
 #
 # A device without a valid identity still measures, but refuses to upload: load() says why on the
-# console and IdentityStatus.upload_refusal() gives the same sentence to the setup page.
+# console and IdentityStatus.upload_refusal() gives the same sentence to the setup page (where the page
+# can be reached: without an identity there is no password for the access point, so it stays down).
 
 import hashlib
 import json

@@ -66,6 +66,8 @@ class Uploader:
             refusal = "no device identity: uploads are off"
         if not self.url:
             refusal = "no upload URL configured: uploads are off"
+        elif not self.url.startswith("https://"):  # the settings allow http://; the meter sends only over TLS
+            refusal = "upload.url is not an https:// URL (the meter uploads only over TLS): uploads are off"
         elif not self.ca:
             refusal = "no CA certificate configured (upload.ca_cert): uploads are off"
         self.enabled = refusal is None

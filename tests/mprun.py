@@ -1,7 +1,7 @@
 # mprun — runs firmware test modules under the MicroPython unix port, which has no pytest.
 #
 # micropython tests/mprun.py DIR_OR_FILE...   (MICROPYPATH must hold tools/simboard, the repo root,
-# lib/ and tests/; tools/check.py and the Makefile set it). Every `test_*` function of every
+# lib/ and tests/; tools/check.py sets it, through tools/mp.py). Every `test_*` function of every
 # `test_*.py` module runs in name order; the last line is the count, pytest-style.
 
 import gc

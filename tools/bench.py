@@ -10,7 +10,8 @@ by default; with --json exactly one JSON object on stdout (progress goes to stde
 - dsp_instructions: x86-64 instructions per V/I pair of the viper kernels under
   `valgrind --tool=callgrind`: the difference between two runs that differ only in the number of
   pairs the kernel processes, divided by that difference, so start-up cancels. null without valgrind.
-- cpu_fraction: placeholder until the measurement chain (sampler -> metering) lands.
+- cpu_fraction: host CPU of the measurement path (timer, bursts, kernels, metering, windows) per
+  simulated second, tools/bench_chain.py under the unix port: the median of several runs.
 """
 
 import argparse

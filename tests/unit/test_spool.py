@@ -135,6 +135,9 @@ def test_without_identity_or_url_uploads_are_off_and_say_why():
     assert up.spool.pending() == 0
     up = _uploader({"url": ""})
     assert not up.enabled and "URL" in up.status["message"]
+    # The settings allow http://, the meter sends only over TLS: off, saying so (not a task failing each minute).
+    up = _uploader({"url": "http://cloud.example/", "ca_cert": "AAAA"})
+    assert not up.enabled and up.status["state"] == "off" and "https://" in up.status["message"]
 
 
 def test_the_signature_covers_the_body_and_the_key_never_shows():
