@@ -173,8 +173,9 @@ class Page:
             time.sleep(0.25)
         raise AssertionError("not true within %g s (%s): %s" % (timeout_s, why, expression))
 
-    def screenshot(self, path):
-        data = self.b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+    def screenshot(self, path, full=False):
+        """What the phone's screen shows now (full: the whole page, as tall as it is)."""
+        data = self.b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full},
                            self.session)["data"]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:

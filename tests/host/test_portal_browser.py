@@ -147,7 +147,7 @@ def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, 
     assert "L2" in page.eval("document.getElementById('diags').textContent")
     assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "export"
     assert page.eval("document.getElementById('fixes').textContent") == "None: every CT is read as it is fitted."
-    page.eval("document.getElementById('wiring').scrollIntoView()")
+    page.eval("document.getElementById('meter').scrollIntoView()")
     page.screenshot(os.path.join(SHOTS, "small-wiring-diagnostic.png"))
     page.act_and_wait_load("document.querySelector('#diags form button').click()")
     assert page.eval("location.pathname + location.search").startswith("/?n=")  # redirected: a reload posts nothing
@@ -162,7 +162,7 @@ def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, 
     # The open page catches up by itself (the script refreshes every 3 s).
     page.wait_for("document.getElementById('diags').textContent == 'Wiring looks right.'")
     assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "import"
-    page.eval("document.getElementById('wiring').scrollIntoView()")
+    page.eval("document.getElementById('meter').scrollIntoView()")
     page.screenshot(os.path.join(SHOTS, "small-fix-in-force.png"))
     # Tapping the same fix again (an old tab, a double tap) sets the same target: nothing flips back.
     page.eval("fetch('/fix', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'},"
