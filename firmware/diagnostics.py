@@ -115,12 +115,12 @@ def evaluate(phases, frequency_hz, settings, ct_range_a, single_phase):
             out.append({"code": "ct_reversed", "phase": p, "ct": c + 1,
                         "message": "Power on L%d flows out of the building, and this site has no generation: "
                         "CT %d is on backwards (its arrow must point towards the load). Turn it round, "
-                        "or tap Fix to invert it in software." % (p, c + 1),
+                        "or tap Fix it to invert it in software." % (p, c + 1),
                         "fix": {"ct_reversed": fixed}})
         if new_phase[c] != p:
             out.append({"code": "ct_wrong_phase", "phase": p, "ct": c + 1,
                         "message": "CT %d is read as L%d, but its current is 120° away from L%d's voltage: it "
-                        "clamps the L%d conductor. Move it to L%d, or tap Fix to remap it in software." % (
+                        "clamps the L%d conductor. Move it to L%d, or tap Fix it to remap it in software." % (
                             c + 1, p, p, new_phase[c], p),
                         "fix": {"ct_phase": new_phase}})
     return out
