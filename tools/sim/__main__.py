@@ -58,7 +58,9 @@ def _sim_identity(state_dir):
     target = os.path.join(state_dir, "identity.json")
     if os.path.exists(target):
         return
-    _, path = provision.provision(os.path.join(state_dir, ".provision"), log=lambda m: None)
+    # The simulated device's own fleet key, beside its flash: never the fleet's real one.
+    made = os.path.join(state_dir, ".provision")
+    _, path = provision.provision(made, fleet_key_path=os.path.join(made, "fleet.key"), log=lambda m: None)
     shutil.copyfile(path, target)
 
 
