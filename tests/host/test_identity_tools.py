@@ -156,7 +156,20 @@ def fake_board(tmp_path, monkeypatch):
     image = tmp_path / "device.romfs"
     image.write_bytes(b"")
     monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(image))
+    monkeypatch.setattr(deploy, "check_port", lambda port: None)  # the fake mpremote's /dev/fake is no device
     return board
+
+
+def test_deploy_to_a_port_that_is_not_there_says_so_before_calling_mpremote(tmp_path, monkeypatch):
+    (tmp_path / "device").mkdir()
+    (tmp_path / "device.romfs").write_bytes(b"")
+    monkeypatch.setattr(deploy, "DEVICE", str(tmp_path / "device"))
+    monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(tmp_path / "device.romfs"))
+    monkeypatch.setenv("MPREMOTE", str(tmp_path / "not-called"))  # (calling it would raise another error)
+    for args in ([], ["--identity", "any.json"]):
+        with pytest.raises(SystemExit, match="/dev/no-such-meter-port: there is no such serial port: is the board "
+                                             "plugged in"):
+            deploy.main(["--port", "/dev/no-such-meter-port", *args])
 
 
 def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():
