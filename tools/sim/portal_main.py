@@ -3,7 +3,8 @@
 # Started by `python -m tools.sim portal` as
 #   portal_main.py STATE_DIR SCENARIO.json NETWORKS.json HTTP_PORT DNS_PORT [RUN_MS]
 # NETWORKS.json scripts the simulated radio: {"networks": [{"ssid", "password" (null: open), "rssi",
-# "dhcp" (false: joins but gets no address), "hidden", "ip"}], "connect_delay_ms", "lan_link"}.
+# "channel", "dhcp" (false: joins but gets no address), "hidden", "ip"}], "connect_delay_ms",
+# "lan_link"}, checked by tools/sim/radio.py (the host has refused a bad file before starting this).
 # The portal serves the same pages as on the board's access point; the address it redirects phones
 # to stays the AP's (192.168.251.1). GET /_sim/heap (simulator only) reports the heap after a collection.
 import gc
@@ -20,7 +21,7 @@ print("sim: device filesystem in %s" % os.getcwd())
 
 import asyncio  # noqa: E402
 
-from tools.sim import mains  # noqa: E402
+from tools.sim import mains, radio  # noqa: E402
 
 world = simworld.world
 world.set_realtime()
@@ -28,13 +29,12 @@ with open(scenario_path) as f:
     scenario = mains.load_scenario(json.load(f))
 mains.connect(world, scenario)
 with open(networks_path) as f:
-    radio = json.load(f)
-for n in radio.get("networks", []):
-    world.networks.append(simworld.Network(n["ssid"], n.get("password"), n.get("rssi", -60), n.get("channel", 6),
-                                           hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
-                                           ip=n.get("ip", "10.0.0.50")))
-world.connect_delay_us = int(radio.get("connect_delay_ms", 1500)) * 1000
-world.lan_link = bool(radio.get("lan_link", False))
+    script = radio.load_networks(json.load(f))
+for n in script["networks"]:
+    world.networks.append(simworld.Network(n["ssid"], n["password"], n["rssi"], n["channel"], hidden=n["hidden"],
+                                           dhcp=n["dhcp"], ip=n["ip"]))
+world.connect_delay_us = script["connect_delay_ms"] * 1000
+world.lan_link = script["lan_link"]
 print("sim: radio from %s: %d networks" % (networks_path, len(world.networks)))
 
 from microdot import Response  # noqa: E402
