@@ -7,6 +7,7 @@
 # fetches them from this checkout's build/cache instead of PyPI (PIP_NO_INDEX), so the same code
 # path runs without the network.
 import os
+import re
 import select
 import shlex
 import shutil
@@ -53,12 +54,10 @@ def clone(tmp_path):
     return fresh_clone(tmp_path / "meter")
 
 
-def make_command(clone, target):
-    """The command `make TARGET` runs, as `make -n` prints it (the venv's steps left out)."""
-    r = subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True)
-    lines = [x for x in r.stdout.splitlines() if " -m tools." in x and "pip install" not in x]
-    assert len(lines) == 1, r.stdout
-    return shlex.split(lines[0])
+def make_commands(clone, target, *variables):
+    """The commands `make TARGET` runs, as `make -n` prints them (the venv's steps left out)."""
+    r = subprocess.run(["make", "-n", target, *variables], cwd=clone, capture_output=True, text=True, check=True)
+    return [shlex.split(x) for x in r.stdout.splitlines() if " -m tools." in x and "pip install" not in x]
 
 
 class Console:
@@ -122,23 +121,46 @@ def page_answers(port, console, timeout_s=30):
 READING = "Hz three-phase"  # in every console line of readings (firmware/app.py format_readings)
 
 
-def test_make_sim_comes_up_on_a_fresh_clone_and_stops_on_ctrl_c(clone):
-    cmd = make_command(clone, "sim")
-    assert cmd[-4:] == ["-m", "tools.sim", "device", "--ingest"] or "--ingest" in cmd, cmd
+def test_make_sim_on_a_fresh_clone_comes_up_is_alone_and_says_what_a_restart_restored(clone):
+    (cmd,) = make_commands(clone, "sim")
+    assert "--ingest" in cmd, cmd
     port, dns_port = free_port(), free_port(socket.SOCK_DGRAM)
     run = cmd + ["--port", str(port), "--dns-port", str(dns_port), "--duration", "300"]
     env = clone_env()
-    sim = Console(run, clone, env)
+    first = Console(run, clone, env)
     try:
-        assert sim.wait_for(READING), sim.text()
-        status, page = page_answers(port, sim)
+        assert first.wait_for(READING), first.text()  # readings on the console
+        status, page = page_answers(port, first)  # and the setup page on its port
         assert status == 200 and "<form" in page, page[:500]
-        assert sim.ctrl_c() == 0, sim.text()
+        # A second `make sim` meanwhile is refused, naming the folder; the first runs on.
+        second = subprocess.run(run, cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "another simulator (process %d, setup page on 127.0.0.1:%d) is running on build/sim-ingest" % (
+            first.proc.pid, port) in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr and "meter:" not in second.stdout
+        assert get(port)[0] == 200
+        assert first.wait_for("records seq 0-"), first.text()  # (the ingest: a record was numbered and stored)
+        assert first.ctrl_c() == 0, first.text()
     finally:
-        sim.kill()
-    out = sim.text()
+        first.kill()
+    out = first.text()
     assert "ImportError" not in out and "Traceback" not in out, out
     assert "meter: stopped" in out and "sim: the ingest server stored" in out, out
+    assert "upload:" not in out.split("sim: stopping")[1], out  # the server outlives the device's last upload
+    assert "energy: restored" not in out and "record numbers go on" not in out  # a first start
+
+    # Started again: it says where its energy came from and why its record numbers jump.
+    again = Console(run, clone, env)
+    try:
+        assert again.wait_for(READING), again.text()
+        assert again.ctrl_c() == 0, again.text()
+    finally:
+        again.kill()
+    out = again.text()
+    assert re.search(r"energy: restored from energy\.[ab] \(save \d+\): net import 0\.0\d\d kWh, net export "
+                     r"0\.000 kWh\n", out), out
+    assert "upload: record numbers go on from 64: they are reserved 64 at a time" in out, out
+    assert "Traceback" not in out and "warning" not in out, out
 
 
 def test_sim_portal_comes_up_on_a_fresh_clone_and_stops_on_ctrl_c(clone):
@@ -154,3 +176,57 @@ def test_sim_portal_comes_up_on_a_fresh_clone_and_stops_on_ctrl_c(clone):
         sim.kill()
     out = sim.text()
     assert "Traceback" not in out and "sim: portal stopped" in out, out
+
+
+DOCUMENTED = [  # every command the README and the --help texts show
+    ["tools.sim"], ["tools.sim", "device"], ["tools.sim", "portal"], ["tools.sim", "run"], ["tools.sim", "soak"],
+    ["tools.sim", "accuracy"], ["tools.sim", "truth"], ["tools.ingest"], ["tools.provision"], ["tools.build"],
+    ["tools.deploy"], ["tools.bench"],
+]
+
+
+def test_every_documented_command_answers_help_on_a_fresh_clone(clone):
+    env = clone_env()
+    for command in DOCUMENTED:
+        r = subprocess.run([".venv/bin/python", "-m", *command, "--help"], cwd=clone, env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.startswith("usage:"), (command, r.stdout, r.stderr)
+        assert r.stderr == "", (command, r.stderr)
+    assert not os.path.exists(os.path.join(clone, "build"))  # --help builds nothing
+
+
+def test_make_deploy_on_a_fresh_clone_gets_as_far_as_the_missing_board(clone):
+    env = clone_env()
+    build_cmd, deploy_cmd = make_commands(clone, "deploy", "PORT=/dev/no-such-meter-port")
+    r = subprocess.run(build_cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(deploy_cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "--port /dev/no-such-meter-port: there is no such serial port: is the board plugged in" in r.stderr
+
+
+def test_provisioning_as_the_readme_shows_leaves_no_secret_for_git_add(clone, tmp_path):
+    # The README's example: --out provisioned, in the checkout. The fleet key goes to the user's
+    # configuration folder; a `git add .` picks up neither it nor the identity file.
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    env = dict(clone_env(), HOME=str(tmp_path / "home"))
+    env.pop("XDG_CONFIG_HOME", None)
+    r = subprocess.run([".venv/bin/python", "-m", "tools.provision", "--out", "provisioned", "--serial", "MD7K3Q9XPA"],
+                       cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    key = tmp_path / "home" / ".config" / "meter" / "fleet.key"
+    assert "New fleet key written to %s" % key in r.stdout and key.is_file()
+    assert os.listdir(os.path.join(clone, "provisioned")) == ["identity-MD7K3Q9XPA.json"]
+    # Given explicitly, a key may live in the checkout: one named fleet.key is ignored by git; any
+    # other name that git would commit gets a warning.
+    for path, warned in (("fleet.key", False), ("keys/site-a.hex", True)):
+        r = subprocess.run([".venv/bin/python", "-m", "tools.provision", "--out", "provisioned", "--serial", "MDB",
+                            "--fleet-key", path], cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert ("git does not ignore it" in r.stdout) == warned, r.stdout
+        os.remove(os.path.join(clone, "provisioned", "identity-MDB.json"))
+    os.remove(os.path.join(clone, "keys", "site-a.hex"))
+    subprocess.run(["git", "add", "."], cwd=clone, check=True)
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=clone, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert staged and not [f for f in staged if "fleet" in f or "identity-" in f or f.startswith("provisioned")], staged
