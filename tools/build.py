@@ -7,6 +7,9 @@
     python -m tools.build --no-heap    # the same without the heap measurement (~15 s)
     python -m tools.build --check      # compile every device file (boot.py, main.py, firmware/, lib/)
                                        # with mpy-cross -march=xtensawin into a scratch dir; print the count
+    python -m tools.build --host-lib   # only unpack the pinned device libraries (microdot) as source into
+                                       # build/hostlib; whatever runs the firmware on the desktop (the
+                                       # simulator, the tests, pyright) does this itself when it is missing
 
 The heap figure is measured, not guessed: the whole device runs for a few seconds in the simulator
 with its code from ROMFS and 96wK of heap (python -m tools.sim device --heapsize 96wK), uploading

@@ -207,6 +207,9 @@ def cmd_device(args):
                                os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None,
                                args.record_interval)
                 _warn_numbering_again(state_dir, db)
+            if args.port:
+                sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d); readings below; "
+                                 "Ctrl-C stops the device\n" % (args.port, args.dns_port))
             # The firmware's console goes to stderr when stdout carries the report.
             # The child holds the folders' locks too: they stay held as long as the device runs.
             rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None, pass_fds=locks)
