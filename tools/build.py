@@ -120,7 +120,11 @@ def host_lib():
             f.write(want)
         if not _host_lib_holds(want):  # (another process may have just done the same)
             shutil.rmtree(HOSTLIB, ignore_errors=True)
-            os.rename(tmp, HOSTLIB)
+            try:
+                os.rename(tmp, HOSTLIB)
+            except OSError:
+                if not _host_lib_holds(want):  # not another process's, finished meanwhile: a real error
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return HOSTLIB

@@ -98,7 +98,7 @@ def scenario_path(given):
     """The file of --scenario GIVEN: a path to a JSON file, or the name of a bundled scenario
     (reversed-ct, or reversed-ct.json: tools/sim/scenarios/reversed-ct.json). An existing file wins;
     UsageError listing the bundled names if GIVEN is neither."""
-    if os.path.exists(given):
+    if os.path.isfile(given):
         return given
     if os.sep not in given:
         name = given[:-5] if given.endswith(".json") else given
