@@ -150,6 +150,9 @@ class Device:
         self.energy.restore(self.energy_store.load())
         if self.energy_store.diagnostic is not None:  # e.g. both copies damaged: counting from zero
             log("energy: %s" % self.energy_store.diagnostic.message)
+        restored = self.energy_store.restored_line()
+        if restored is not None:  # a restart: the counters go on from the saved ones, and from where
+            log("energy: " + restored)
         self.persister = EnergyPersister.from_config(self.energy_store, self.config["energy"])
         settings = dict(self.config["meter"])
         settings.update(meter_overrides or {})

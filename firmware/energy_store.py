@@ -10,6 +10,9 @@
 # with MicroPython's 32-byte prog size), so a save is one small metadata commit: see BENCHMARKS.md,
 # "Flash wear".
 #
+# At start the firmware says where the counters came from (restored_line()): which slot, which
+# save, how much net import and export, so a restart never looks like lost energy on the console.
+#
 # EnergyPersister decides when to save: once max_unsaved_wh has accumulated or max_interval_ms has
 # passed with unsaved energy (default 10 Wh or 5 minutes, whichever first), but never sooner than
 # min_interval_ms after the previous write (default 10 s: at most 8640 writes a day), and never when
@@ -80,6 +83,7 @@ class EnergyStore:
         self.seq = 0
         self.last = None  # the counters as stored (a snapshot), or None before anything was stored
         self.diagnostic = None
+        self.restored_from = None  # the slot load() took the newest record from, or None
         self._next = 0  # index of the slot the next save writes
 
     def load(self):
@@ -97,6 +101,7 @@ class EnergyStore:
                 damaged.append(path)
             else:
                 found.append((rec[0], k, rec[1]))
+        self.restored_from = None
         if not found:
             self.seq, self.last, self._next = 0, None, 0
             self.diagnostic = (Diagnostic(LOST, "saved energy counters (%s) are damaged: counting from zero"
@@ -108,10 +113,19 @@ class EnergyStore:
         for other in found[:-1]:  # counters only grow: never let an older slot lower one
             vals = [max(vals[i], other[2][i]) for i in range(8)]
         self.seq, self._next = seq, 1 - k
+        self.restored_from = self.slots[k]
         self.last = _snapshot(vals)
         self.diagnostic = (Diagnostic(SLOT_DAMAGED, "%s was damaged (a save cut short): using %s"
                                       % (damaged[0], self.slots[k])) if damaged else None)
         return _snapshot(list(vals))
+
+    def restored_line(self):
+        """After load(): one console line saying what was restored and from where, or None if nothing
+        was (then the diagnostic says why). The totals are the net ones the readings line shows."""
+        if self.restored_from is None or self.last is None:
+            return None
+        return "restored from %s (save %d): net import %.3f kWh, net export %.3f kWh" % (
+            self.restored_from, self.seq, self.last["net_import_mwh"] / 1e6, self.last["net_export_mwh"] / 1e6)
 
     def save(self, snapshot):
         """Store the counters (never lower than already stored). OSError if the flash write fails."""

@@ -12,6 +12,7 @@
 # Sequence numbers are reserved in blocks of SEQ_BLOCK in spool/state.json (one small write per
 # SEQ_BLOCK records): after a reboot numbering continues above the reserved block, so a reboot
 # leaves a gap in the numbers but never reuses one. A power cut loses at most the records in RAM.
+# The spool says so on the console at start, so nobody takes the gap for lost records.
 
 import json
 import os
@@ -20,6 +21,12 @@ import atomicfile
 
 SEQ_BLOCK = 64
 STATE = "state.json"
+
+
+def restart_line(next_seq):
+    """The console line at a restart: where numbering goes on, and why it jumps."""
+    return ("upload: record numbers go on from %d: they are reserved %d at a time, so a restart skips the "
+            "rest of a block (no record is lost)" % (next_seq, SEQ_BLOCK))
 
 
 def _name(first, count):
@@ -59,6 +66,8 @@ class Spool:
         top = self.files[-1][0] + self.files[-1][1] if self.files else 0
         self.next_seq = max(int(state.get("reserved", 0)), top)
         self._reserved = self.next_seq
+        if self.next_seq:  # a restart after records were numbered: the first new one skips ahead
+            self.log(restart_line(self.next_seq))
         while len(self.files) > max_files:
             self._drop_oldest_file()
 

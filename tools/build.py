@@ -7,6 +7,9 @@
     python -m tools.build --no-heap    # the same without the heap measurement (~15 s)
     python -m tools.build --check      # compile every device file (boot.py, main.py, firmware/, lib/)
                                        # with mpy-cross -march=xtensawin into a scratch dir; print the count
+    python -m tools.build --host-lib   # only unpack the pinned device libraries (microdot) as source into
+                                       # build/hostlib; whatever runs the firmware on the desktop (the
+                                       # simulator, the tests, pyright) does this itself when it is missing
 
 The heap figure is measured, not guessed: the whole device runs for a few seconds in the simulator
 with its code from ROMFS and 96wK of heap (python -m tools.sim device --heapsize 96wK), uploading
@@ -81,11 +84,14 @@ def fetch_device_packages(cache):
         want = "%s-%s-" % (name.replace("-", "_"), version)
         have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
         if not have:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                            "-d", cache, req], check=True)
+            sys.stderr.write("build: downloading %s (requirements/device.txt) into %s\n" % (req, cache))
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                                "-d", cache, req])
             have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
-        if not have:
-            raise SystemExit("could not download %s" % req)
+            if r.returncode != 0 or not have:
+                raise SystemExit("build: could not download %s with pip (messages above); the firmware's setup "
+                                 "page needs it. Connect to the network and try again, or put its wheel into %s"
+                                 % (req, cache))
         wheels.append((name, os.path.join(cache, have[0])))
     return wheels
 
@@ -98,20 +104,38 @@ def host_lib():
 
     Extracted from the same pinned wheels `make build` uses; never copied into the repository.
     """
-    stamp = os.path.join(HOSTLIB, ".from")
     want = " ".join(_requirements())
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read() == want:
-                return HOSTLIB
-    shutil.rmtree(HOSTLIB, ignore_errors=True)
-    for name, wheel in fetch_device_packages(os.path.join(BUILD, "cache")):
-        with zipfile.ZipFile(wheel) as z:
-            for member in DEVICE_MODULES[name]:
-                z.extract(member, HOSTLIB)
-    with open(stamp, "w") as f:
-        f.write(want)
+    if _host_lib_holds(want):
+        return HOSTLIB
+    wheels = fetch_device_packages(os.path.join(BUILD, "cache"))
+    # Unpacked beside it and renamed into place, so a simulator starting meanwhile (or one killed
+    # halfway through this) never finds half a library behind a valid stamp.
+    tmp = tempfile.mkdtemp(prefix="hostlib-", dir=BUILD)
+    try:
+        for name, wheel in wheels:
+            with zipfile.ZipFile(wheel) as z:
+                for member in DEVICE_MODULES[name]:
+                    z.extract(member, tmp)
+        with open(os.path.join(tmp, ".from"), "w") as f:
+            f.write(want)
+        if not _host_lib_holds(want):  # (another process may have just done the same)
+            shutil.rmtree(HOSTLIB, ignore_errors=True)
+            try:
+                os.rename(tmp, HOSTLIB)
+            except OSError:
+                if not _host_lib_holds(want):  # not another process's, finished meanwhile: a real error
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return HOSTLIB
+
+
+def _host_lib_holds(want):
+    try:
+        with open(os.path.join(HOSTLIB, ".from")) as f:
+            return f.read() == want
+    except OSError:
+        return False
 
 
 ROMFS_IMAGE = os.path.join(BUILD, "device.romfs")

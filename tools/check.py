@@ -26,7 +26,11 @@ def _run(name, cmd, env=None):
     return p.returncode, p.stdout, time.monotonic() - t0
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    # No options: only --help, which must not start the whole run.
+    argparse.ArgumentParser(prog="python -m tools.check", description=__doc__).parse_args(argv)
     results = []
     from tools import build
 

@@ -90,6 +90,23 @@ def decide(local, on_board, force=False):
         % (serial, "this file", local.serial, local.serial))
 
 
+def check_port(port):
+    """SystemExit naming the problem when port is a device path that is not there (no board plugged
+    in, or another name): mpremote would only say it "may be in use by another program". Other
+    forms mpremote understands (a0, u0, id:SERIAL...) are left to it."""
+    if not port.startswith("/dev/") or os.path.exists(port):
+        return
+    try:
+        from serial.tools import list_ports  # pyserial, which mpremote brings
+
+        found = sorted(p.device for p in list_ports.comports())
+    except Exception:  # (only for the message)
+        found = []
+    raise SystemExit("--port %s: there is no such serial port: is the board plugged in (a USB cable that carries "
+                     "data) and is this its name? %s" % (
+                         port, "Serial ports here: %s." % ", ".join(found) if found else "No serial port is here."))
+
+
 def plan(port, identity_file=None, files=False):
     """The mpremote command line: one connection, several chained actions."""
     cmd = [mpremote(), "connect", port]
@@ -141,6 +158,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not os.path.isdir(DEVICE) or not (args.files or os.path.exists(ROMFS_IMAGE)):
         raise SystemExit("build/device is missing: run `make build` first")
+    if not args.dry_run:
+        check_port(args.port)
     copy_identity = None
     if args.identity:
         try:

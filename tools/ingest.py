@@ -6,8 +6,9 @@
 
 On first run DIR gets a new CA (DIR/ca.pem, DIR/ca.der: give ca.der to the device as upload.ca_cert)
 and a server certificate for localhost and 127.0.0.1 signed by it. Devices are authenticated with
-the fleet key (default DIR/fleet.key, created on first run; tools.provision makes identities from
-the same file): each device's upload key is derived from its serial (firmware/identity.py), and
+the fleet key (--fleet-key FILE, created there if missing; default DIR/fleet.key, created on first
+run: this server's own, not the fleet's; `python -m tools.provision --fleet-key DIR/fleet.key` makes
+identities it accepts): each device's upload key is derived from its serial (firmware/identity.py), and
 X-Meter-Signature must be HMAC-SHA256 of the body under it. Interval records are stored in SQLite,
 deduplicated by (serial, seq), and acknowledged by seq; live frames are kept with their arrival
 time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
@@ -247,10 +248,9 @@ class Server(http.server.ThreadingHTTPServer):
 
 def serve(port, db_path, certs, fleet_key_path=None, host="127.0.0.1", fault_file=None, ready=None, verbose=False):
     cert, key = ensure_certs(certs)
-    fleet_path = fleet_key_path or os.path.join(certs, "fleet.key")
-    if not os.path.exists(fleet_path):
-        provision.fleet_key_for(certs, None)
-    fleet_key = provision.read_fleet_key(fleet_path)
+    # The server's own fleet key beside its certificates, made quietly as they are, unless given.
+    fleet_key, _ = provision.fleet_key_for(certs, fleet_key_path or os.path.join(certs, "fleet.key"),
+                                           log=lambda m: None)
     handler = type("BoundHandler", (Handler,), {"ingest": Ingest(db_path, fleet_key, fault_file, verbose)})
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)

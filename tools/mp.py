@@ -20,7 +20,12 @@ def env(extra_paths=()):
     """Environment whose MICROPYPATH puts the simulated board first, then the firmware and lib/.
 
     The simulated machine/network/time modules shadow MicroPython's own only in this child process.
+    build/hostlib is made first if it is missing or stale (a fresh clone has no build/): the
+    firmware's setup page imports microdot from it. When it is current that costs one small read.
     """
+    from tools import build  # (not at the top: tools.build's own imports must not need this module)
+
+    build.host_lib()
     paths = [SIMBOARD, ROOT, os.path.join(ROOT, "lib"), HOSTLIB, *extra_paths, ".frozen"]
     e = dict(os.environ)
     e["MICROPYPATH"] = os.pathsep.join(paths)

@@ -101,7 +101,8 @@ def image_path(march=HOST_MARCH):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.romfs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--march", default=HOST_MARCH, help="mpy-cross architecture (default: %(default)s; "
                                                         "the ESP32's is xtensawin)")
     ap.add_argument("-o", "--output", help="write the image here (default: build/romfs-MARCH.img)")

@@ -17,23 +17,40 @@ from tools import deploy, mp, provision
 ROOT = mp.ROOT
 
 
-def run_provision(*args):
-    return subprocess.run([sys.executable, "-m", "tools.provision", *args], cwd=ROOT, capture_output=True, text=True)
+def run_provision(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tools.provision", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+
+
+def home_env(home, xdg=None):
+    """A user's environment with HOME (and XDG_CONFIG_HOME, if given) of the test's own."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = str(home)
+    if xdg is not None:
+        env["XDG_CONFIG_HOME"] = str(xdg)
+    return env
 
 
 def test_provision_prints_the_label_and_writes_a_valid_identity(tmp_path):
-    r = run_provision("--out", str(tmp_path), "--serial", "MD7K3Q9XPA")
+    out, home = tmp_path / "out", tmp_path / "home"
+    r = run_provision("--out", str(out), "--serial", "MD7K3Q9XPA", env=home_env(home))
     assert r.returncode == 0, r.stderr
-    path = tmp_path / "identity-MD7K3Q9XPA.json"
+    path = out / "identity-MD7K3Q9XPA.json"
     ident = identity.parse(path.read_text())
     assert "Setup WiFi network:  Measurement Device_MD7K3Q9XPA" in r.stdout
     assert "Setup WiFi password: %s" % ident.ap_password in r.stdout
     assert "Cloud pairing PIN:   %s" % ident.pin in r.stdout
     assert "IDENTITY=%s" % path in r.stdout
     assert ident.upload_key.hex() not in r.stdout  # the upload key is not on the label
-    assert "fleet.key" in r.stdout  # a new fleet key was made, and the user is told to keep it
-    fleet = bytes.fromhex((tmp_path / "fleet.key").read_text().strip())
-    assert stat.S_IMODE(os.stat(tmp_path / "fleet.key").st_mode) == 0o600
+    # A new fleet key, in the user's configuration folder (not beside the identity), and the user
+    # is told where it is and to keep it secret.
+    key_path = home / ".config" / "meter" / "fleet.key"
+    assert "New fleet key written to %s" % key_path in r.stdout and "secret" in r.stdout
+    assert not (out / "fleet.key").exists()
+    fleet = bytes.fromhex(key_path.read_text().strip())
+    assert fleet.hex() not in r.stdout + r.stderr
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(key_path.parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # The documented derivation, recomputed with CPython's own hmac: what the cloud will do.
     mac = lambda ctx: hmac.new(fleet, ctx, hashlib.sha256).digest()  # noqa: E731
@@ -53,6 +70,44 @@ def test_provision_makes_up_serials_and_is_repeatable(tmp_path):
     # Same serial, same fleet key: the very same identity (a wiped board's label stays valid).
     again, path2 = provision.provision(str(tmp_path), ident.serial, log=lambda line: None)
     assert path2 == path and again.ap_password == ident.ap_password and again.upload_key == ident.upload_key
+
+
+def test_the_default_fleet_key_follows_xdg_config_home_and_is_made_once(tmp_path):
+    xdg = tmp_path / "xdg"
+    env = home_env(tmp_path / "home", xdg)
+    for serial in ("MDAAAA1", "MDBBBB2"):
+        r = run_provision("--out", str(tmp_path / "out"), "--serial", serial, env=env)
+        assert r.returncode == 0, r.stderr
+        assert ("New fleet key" in r.stdout) == (serial == "MDAAAA1")  # the second run uses it
+    assert (xdg / "meter" / "fleet.key").is_file() and not (tmp_path / "home").exists()
+    assert "default: " in run_provision("--help", env=env).stdout  # (--help names the default place)
+
+
+def test_provision_never_creates_a_default_fleet_key_inside_the_repository(tmp_path):
+    # HOME or XDG_CONFIG_HOME pointing into the checkout: refused, and nothing is made anywhere.
+    inside = os.path.join(ROOT, "build", "test-config-%d" % os.getpid())
+    try:
+        r = run_provision("--out", str(tmp_path / "out"), "--serial", "MDAAAA1", env=home_env(tmp_path, inside))
+        assert r.returncode != 0
+        assert "inside the repository" in r.stderr and "--fleet-key" in r.stderr and "Traceback" not in r.stderr
+        assert not os.path.exists(inside) and not (tmp_path / "out").exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(inside, ignore_errors=True)
+
+
+def test_a_fleet_key_from_an_earlier_version_beside_the_identities_is_not_silently_replaced(tmp_path):
+    # Earlier versions kept OUT/fleet.key; a new default key would give every serial another identity.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fleet.key").write_text(os.urandom(32).hex() + "\n")
+    env = home_env(tmp_path / "home")
+    r = run_provision("--out", str(out), "--serial", "MDAAAA1", env=env)
+    assert r.returncode != 0 and "earlier version" in r.stderr and "--fleet-key %s" % (out / "fleet.key") in r.stderr
+    assert os.listdir(out) == ["fleet.key"] and not (tmp_path / "home").exists()
+    r = run_provision("--out", str(out), "--serial", "MDAAAA1", "--fleet-key", str(out / "fleet.key"), env=env)
+    assert r.returncode == 0, r.stderr
 
 
 def test_provision_refuses_to_overwrite_a_different_identity(tmp_path):
@@ -101,7 +156,20 @@ def fake_board(tmp_path, monkeypatch):
     image = tmp_path / "device.romfs"
     image.write_bytes(b"")
     monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(image))
+    monkeypatch.setattr(deploy, "check_port", lambda port: None)  # the fake mpremote's /dev/fake is no device
     return board
+
+
+def test_deploy_to_a_port_that_is_not_there_says_so_before_calling_mpremote(tmp_path, monkeypatch):
+    (tmp_path / "device").mkdir()
+    (tmp_path / "device.romfs").write_bytes(b"")
+    monkeypatch.setattr(deploy, "DEVICE", str(tmp_path / "device"))
+    monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(tmp_path / "device.romfs"))
+    monkeypatch.setenv("MPREMOTE", str(tmp_path / "not-called"))  # (calling it would raise another error)
+    for args in ([], ["--identity", "any.json"]):
+        with pytest.raises(SystemExit, match="/dev/no-such-meter-port: there is no such serial port: is the board "
+                                             "plugged in"):
+            deploy.main(["--port", "/dev/no-such-meter-port", *args])
 
 
 def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():

@@ -66,7 +66,7 @@ def test_an_identity_from_another_fleet_key_is_refused_and_left_as_it_is(tmp_pat
     old_certs, certs, flash = tmp_path / "old", tmp_path / "certs", tmp_path / "flash"
     for d in (old_certs, certs):
         ingest.ensure_certs(str(d))  # as `python -m tools.ingest --certs d` leaves it
-        provision.fleet_key_for(str(d), None)
+        provision.fleet_key_for(str(d), str(d / "fleet.key"), log=lambda m: None)
     prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))
     made = (flash / "identity.json").read_bytes()
     prepare_upload(str(flash), "https://localhost:1", str(old_certs / "ca.der"))  # its own server: fine

@@ -25,7 +25,7 @@ WINDOW_MS = 100
 def certs(tmp_path_factory):
     d = tmp_path_factory.mktemp("certs")
     ingest.ensure_certs(str(d))
-    provision.fleet_key_for(str(d), None)
+    provision.fleet_key_for(str(d), str(d / "fleet.key"), log=lambda m: None)
     other = tmp_path_factory.mktemp("other-ca")
     ingest.ensure_certs(str(other))
     return str(d), str(other)

@@ -1,4 +1,5 @@
 # main.py's entry: a firmware that stops for any reason but Ctrl-C restarts the board.
+import os
 import time
 
 import machine
@@ -9,7 +10,7 @@ from firmware.board import Board
 from firmware.bootguard import BootGuard
 from firmware.meter import Meter
 from simworld import world
-from support import MICROPYTHON, raises, skip
+from support import MICROPYTHON, raises, skip, tmpdir
 from tools.sim import mains
 
 
@@ -200,3 +201,28 @@ def test_ten_healthy_minutes_clear_the_failed_starts():
         app.STABLE_MS, app.WDT_FEED_MS = real
         world.wdt = None  # the simulated watchdog cannot be stopped either: power the world off
         asyncio.new_event_loop()
+
+
+def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
+    from firmware import links, portal, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
+    from firmware.energy_store import EnergyStore
+    from firmware.spool import SEQ_BLOCK, Spool
+
+    here = os.getcwd()
+    os.chdir(tmpdir())  # the board's flash: the firmware's relative file names land here
+    try:
+        said = []
+        app.Device(log=said.append)
+        assert not [x for x in said if "restored from" in x or "record numbers" in x]  # a first start
+        # What a run leaves on the flash: saved counters, and records numbered.
+        EnergyStore().save({"import_mwh": [2000000, 0, 0], "export_mwh": [0, 0, 0], "net_import_mwh": 2000000,
+                            "net_export_mwh": 0})
+        spool = Spool(log=lambda m: None)
+        spool.add({"n": 0})
+        spool.shutdown()
+        said = []
+        app.Device(log=said.append)
+        assert "energy: restored from energy.a (save 1): net import 2.000 kWh, net export 0.000 kWh" in said, said
+        assert [x for x in said if x.startswith("upload: record numbers go on from %d" % SEQ_BLOCK)], said
+    finally:
+        os.chdir(here)

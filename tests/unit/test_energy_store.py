@@ -36,6 +36,25 @@ def test_counters_survive_reboots_and_alternate_slots():
     assert energy_store.RECORD_BYTES <= 128  # stays a littlefs inline file (see BENCHMARKS.md)
 
 
+def test_a_restart_says_which_slot_and_how_much_energy_it_restored():
+    d = tmpdir()
+    first = EnergyStore(d + "/energy")
+    first.load()
+    assert first.restored_line() is None  # nothing saved yet: the diagnostic says so instead
+    first.save(snap([1000000, 200000, 34000], [0, 0, 5000], net_imp=1229000, net_exp=0))
+    first.save(snap([1500000, 200000, 34000], [0, 0, 7000], net_imp=1727000, net_exp=2500))
+    again = EnergyStore(d + "/energy")
+    again.load()
+    assert again.restored_line() == "restored from %s/energy.b (save 2): net import 1.727 kWh, net export 0.003 kWh" % d
+    # With the newest slot damaged, the line names the slot really used.
+    with open(d + "/energy.b", "wb") as f:
+        f.write(b"torn")
+    damaged = EnergyStore(d + "/energy")
+    damaged.load()
+    assert damaged.diagnostic.code == energy_store.SLOT_DAMAGED
+    assert damaged.restored_line().startswith("restored from %s/energy.a (save 1): net import 1.229 kWh" % d)
+
+
 def test_a_save_cut_at_any_byte_loses_at_most_that_save():
     d = tmpdir()
     store = EnergyStore(d + "/energy")

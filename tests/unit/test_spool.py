@@ -29,6 +29,19 @@ def test_sequence_numbers_only_increase_across_reboots():
     assert _seqs(s2.batch(10, 100000)) == [0, 1, 2]  # the spilled records wait, oldest first
 
 
+def test_a_restart_says_why_the_record_numbers_jump():
+    d = tmpdir() + "/spool"
+    said = []
+    s = Spool(d, log=said.append)
+    assert said == []  # a first start has nothing to explain
+    for i in range(3):
+        s.add({"n": i})
+    s.shutdown()
+    Spool(d, log=said.append)
+    assert said == ["upload: record numbers go on from %d: they are reserved %d at a time, so a restart skips "
+                    "the rest of a block (no record is lost)" % (SEQ_BLOCK, SEQ_BLOCK)]
+
+
 def test_records_spill_to_flash_in_batches_and_are_deleted_only_when_acknowledged():
     d = tmpdir() + "/spool"
     s = _spool(d, ram_max=3)

@@ -1,8 +1,9 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
-    python -m tools.sim device [--scenario FILE.json] [--duration SECONDS] [--state-dir DIR]
+    python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
                                [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
-                                the whole device, in real time, until Ctrl-C. The device's flash
+                                the whole device, in real time, until Ctrl-C (`make sim` is
+                                `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
                                 folder DIR, kept between runs; without --state-dir, INGEST/flash
                                 with --ingest (the server remembers the device), else a fresh
@@ -10,13 +11,13 @@
                                 PSRAM (code from ROMFS, that much heap); --report json prints the
                                 heap figures (heap_peak_bytes...) when it stops.
     python -m tools.sim portal [--port 8080] [--dns-port 8053] [--state-dir DIR] [--networks FILE.json]
-                               [--scenario FILE.json] [--no-identity] [--duration SECONDS]
+                               [--scenario SCENARIO] [--no-identity] [--duration SECONDS]
                                 the device with its setup portal served on 127.0.0.1:PORT (DNS catch-all
                                 on 127.0.0.1:PORT2); the simulated radio's networks and how joining them
                                 ends are scripted in FILE.json (default tools/sim/networks.json). A
                                 state folder without identity.json gets a freshly provisioned one
                                 (unless --no-identity).
-    python -m tools.sim run --scenario FILE.json --duration SECONDS [--report json|text]
+    python -m tools.sim run --scenario SCENARIO --duration SECONDS [--report json|text]
                             [--runtime micropython|cpython] [--state-dir DIR]
                             [--upload https://localhost:PORT --ca DIR/ca.der [--record-interval S]]
                                 the measurement chain on a scenario's simulated mains, in virtual
@@ -24,14 +25,19 @@
                                 real time and uploads to that server (python -m tools.ingest)
     python -m tools.sim soak [--hours 24] [--heapsize 96wK] [--report text|json] [--keep DIR]
                                 the whole device for a simulated day (load changes, outages, setup
-                                page visits) on an accelerated clock, in the ESP32's heap, uploading
-                                to a local ingest server; prints a verdict (tools/sim/soak.py)
+                                page visits) on an accelerated clock, uploading to a local ingest
+                                server; prints a verdict (tools/sim/soak.py). A day takes hours:
+                                see `python -m tools.sim soak --help`
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
-    python -m tools.sim truth --scenario FILE.json [--duration SECONDS]
+    python -m tools.sim truth --scenario SCENARIO [--duration SECONDS]
                                 what an ideal meter reads on that scenario
 
-Scenario files and the report are described in docs/SIMULATOR.md; examples are in tools/sim/scenarios/.
+SCENARIO is the name of a bundled scenario (three-phase-balanced, reversed-ct, ...: the files in
+tools/sim/scenarios/) or a scenario file; scenario files and the report are described in
+docs/SIMULATOR.md. One simulator at a time on a folder: a second one on the same --ingest or
+--state-dir folder is refused (it would be a second device with the same identity and flash), and
+so is a port another program listens on. `python -m tools.sim COMMAND --help` describes each one.
 """
 
 import argparse
@@ -43,10 +49,21 @@ import tempfile
 import time
 
 from tools import mp
-from tools.sim.runner import UsageError, format_text, free_port, load_scenario_file, run_until_stopped, simulate
+from tools.sim import claim
+from tools.sim.runner import (
+    UsageError,
+    bundled_scenarios,
+    format_text,
+    free_port,
+    load_networks_file,
+    load_scenario_file,
+    run_until_stopped,
+    scenario_path,
+    simulate,
+)
 
-DEFAULT_SCENARIO = os.path.join("tools", "sim", "scenarios", "three-phase-balanced.json")
-DEFAULT_NETWORKS = os.path.join("tools", "sim", "networks.json")
+DEFAULT_SCENARIO = "three-phase-balanced"  # tools/sim/scenarios/
+DEFAULT_NETWORKS = os.path.join(mp.ROOT, "tools", "sim", "networks.json")
 
 
 def _sim_identity(state_dir):
@@ -58,31 +75,41 @@ def _sim_identity(state_dir):
     target = os.path.join(state_dir, "identity.json")
     if os.path.exists(target):
         return
-    _, path = provision.provision(os.path.join(state_dir, ".provision"), log=lambda m: None)
+    # The simulated device's own fleet key, beside its flash: never the fleet's real one.
+    made = os.path.join(state_dir, ".provision")
+    _, path = provision.provision(made, fleet_key_path=os.path.join(made, "fleet.key"), log=lambda m: None)
     shutil.copyfile(path, target)
+
+
+def _hold(folders, **about):
+    """claim.hold() each distinct folder of [(path, as the user wrote it)]: the locks' descriptors."""
+    fds, seen = [], set()
+    for path, shown in folders:
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            fds.append(claim.hold(path, shown, **about))
+    return fds
 
 
 def cmd_portal(args):
     for name, port in (("--port", args.port), ("--dns-port", args.dns_port)):
         if not 1 <= port <= 65535:
             raise UsageError("%s: must be a port number 1-65535 (got %d)" % (name, port))
-    with open(args.networks) as f:
-        try:
-            json.load(f)
-        except ValueError as e:
-            raise UsageError("--networks: %s is not valid JSON (%s)" % (args.networks, e))
+    load_networks_file(args.networks)  # a bad file is refused here, naming the key and the rule
+    scenario = scenario_path(args.scenario)
+    load_scenario_file(scenario)
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         state_dir = os.path.abspath(args.state_dir) if args.state_dir else scratch
-        os.makedirs(state_dir, exist_ok=True)
+        locks = _hold([(state_dir, args.state_dir)] if args.state_dir else [], port=args.port)
+        claim.check_ports(args.port, args.dns_port)
         if not args.no_identity:
             _sim_identity(state_dir)
-        load_scenario_file(args.scenario)
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "portal_main.py"), state_dir,
-                         os.path.abspath(args.scenario), os.path.abspath(args.networks), str(args.port),
+                         os.path.abspath(scenario), os.path.abspath(args.networks), str(args.port),
                          str(args.dns_port), *([str(int(args.duration * 1000))] if args.duration else []),
                          heapsize=args.heapsize)
         sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d)\n" % (args.port, args.dns_port))
-        return run_until_stopped(cmd, cwd=mp.ROOT)
+        return run_until_stopped(cmd, cwd=mp.ROOT, pass_fds=locks)
 
 
 def _start_ingest(folder, extra_args=(), quiet=False):
@@ -92,9 +119,12 @@ def _start_ingest(folder, extra_args=(), quiet=False):
     os.makedirs(folder, exist_ok=True)
     port = free_port()
     db = os.path.join(folder, "records.sqlite")
+    # In a session of its own, like the device: a Ctrl-C in the terminal reaches only this process,
+    # which stops the device first and the server after it (a server gone first made the device's
+    # last upload fail with a TLS error on every Ctrl-C).
     srv = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(port), "--db", db, "--certs",
                             os.path.join(folder, "certs"), *extra_args, *([] if quiet else ["--verbose"])],
-                           cwd=mp.ROOT, stderr=subprocess.DEVNULL if quiet else None)
+                           cwd=mp.ROOT, stderr=subprocess.DEVNULL if quiet else None, start_new_session=True)
     for _ in range(100):  # wait until it listens (its first run makes a CA: a fraction of a second)
         if srv.poll() is not None:
             raise UsageError("--ingest: the ingest server did not start (exit status %d)" % srv.returncode)
@@ -144,13 +174,20 @@ def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
 def cmd_device(args):
     if args.duration and not 0 < args.duration <= 144 * 3600:  # asyncio's sleeps reach 2**29 ms: ~6.2 days
         raise UsageError("--duration: must be more than 0 and at most 518400 s (6 days)")
+    scenario = scenario_path(args.scenario)
+    load_scenario_file(scenario)  # a bad file is refused here, with a clear message
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         # The ingest remembers the device (its records by seq, the fleet key its identity is made
         # from), so with --ingest the device's flash is kept too: a fresh one would number its records
         # from 0 again and the server would take them for ones it already has.
         state_dir = os.path.abspath(args.state_dir or (os.path.join(args.ingest, "flash") if args.ingest else scratch))
+        # This simulator alone on its folders (the ingest first: `make sim` is refused naming it).
+        folders = [(args.ingest, args.ingest)] if args.ingest else []
+        if state_dir != scratch:
+            folders.append((state_dir, args.state_dir or os.path.join(args.ingest, "flash")))
+        locks = _hold(folders, port=args.port)
+        claim.check_ports(args.port, args.dns_port)
         os.makedirs(state_dir, exist_ok=True)
-        load_scenario_file(args.scenario)  # a bad file is refused here, with a clear message
         extra, heapsize = budget_args(args.heapsize) if args.heapsize else ([], None)
         report = os.path.join(scratch, "report.json") if args.report else None
         if report:
@@ -158,7 +195,7 @@ def cmd_device(args):
         if args.duration:
             extra += ["--run-ms", str(int(args.duration * 1000))]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
-                         os.path.abspath(args.scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
+                         os.path.abspath(scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
         srv = stored = None
         try:
@@ -170,8 +207,12 @@ def cmd_device(args):
                                os.path.join(os.path.abspath(args.ingest), "certs", "ca.der"), None,
                                args.record_interval)
                 _warn_numbering_again(state_dir, db)
+            if args.port:
+                sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d); readings below; "
+                                 "Ctrl-C stops the device\n" % (args.port, args.dns_port))
             # The firmware's console goes to stderr when stdout carries the report.
-            rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None)
+            # The child holds the folders' locks too: they stay held as long as the device runs.
+            rc = run_until_stopped(cmd, cwd=mp.ROOT, stdout=sys.stderr if report else None, pass_fds=locks)
         finally:
             if srv is not None:
                 srv.terminate()
@@ -223,8 +264,11 @@ def _duration(args):
 
 
 def cmd_run(args):
+    args.scenario = scenario_path(args.scenario)
     load_scenario_file(args.scenario)  # refuse a bad file here, with the parent's clear message
     duration_s = _duration(args)
+    if args.state_dir:
+        _hold([(args.state_dir, args.state_dir)])  # (held until this process ends)
     try:
         upload = None
         if args.upload:
@@ -268,48 +312,78 @@ def cmd_soak(args):
 def cmd_truth(args):
     from tools.sim import truth
 
-    scenario = load_scenario_file(args.scenario)
+    scenario = load_scenario_file(scenario_path(args.scenario))
     sys.stdout.write(json.dumps(truth.expected(scenario, _duration(args) if args.duration else 0.0)) + "\n")
     return 0
 
 
-def main(argv=None):
+# How long a simulated day takes, as measured (BENCHMARKS.md, "Soak"; the 2-core development machine).
+SOAK_TIME = ("A simulated day takes hours: 24 simulated hours took 7,900-8,500 s (2.2-2.4 h) of host time "
+             "on a 2-core desktop, and with --heapsize 96wK about twice that (5 simulated hours took 3,538 s). "
+             "A shorter run checks all but the heap, which needs 14 simulated hours or more.")
+
+
+def build_parser():
+    names = ", ".join(bundled_scenarios())
+    scenario_help = ("the simulated mains: a bundled scenario's name (%s; tools/sim/scenarios/) or a scenario "
+                     "file (docs/SIMULATOR.md)" % names)
     ap = argparse.ArgumentParser(prog="python -m tools.sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("device", help="run the whole device in real time until Ctrl-C")
-    d.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="FILE.json",
-                   help="the simulated mains (default: %(default)s)")
-    d.add_argument("--duration", type=float, help="stop after this many seconds")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, summary, description):
+        return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ". " + description)
+
+    d = command("device", "run the whole device in real time until Ctrl-C",
+                "The firmware on the simulated board and mains, under the real MicroPython: readings on the "
+                "console, the setup page on 127.0.0.1:PORT. `make sim` runs `device --ingest build/sim-ingest`. "
+                "One simulator at a time on a folder (--ingest, --state-dir): a second is refused.")
+    d.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="SCENARIO",
+                   help=scenario_help + " (default: %(default)s)")
+    d.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds (default: run "
+                                                                     "until Ctrl-C)")
     d.add_argument("--heapsize", help="the firmware's heap, e.g. 96wK (an ESP32 without PSRAM): its code then "
                                       "runs from a ROMFS image, as on the board, and the simulator's own "
                                       "memory is kept apart")
     d.add_argument("--report", choices=("json",), help="when the device stops, print its heap figures, "
                                                        "energy, uploads and any task that died as JSON")
-    d.add_argument("--port", type=int, default=8080, help="setup page on 127.0.0.1:PORT (default: %(default)s)")
-    d.add_argument("--dns-port", type=int, default=8053, help="DNS catch-all port (default: %(default)s)")
+    d.add_argument("--port", type=int, default=8080, help="setup page on 127.0.0.1:PORT (default: %(default)s; "
+                                                          "0: any free port)")
+    d.add_argument("--dns-port", type=int, default=8053, help="DNS catch-all on UDP 127.0.0.1:PORT (default: "
+                                                              "%(default)s; 0: any free port)")
     d.add_argument("--record-interval", type=int, default=10, metavar="S",
                    help="with --ingest: seconds per interval record (default 10; 10-3600)")
-    d.add_argument("--state-dir", help="folder holding the device's flash filesystem, kept between runs "
-                                       "(default: INGEST/flash with --ingest, else a fresh temporary folder)")
+    d.add_argument("--state-dir", metavar="DIR", help="folder holding the device's flash filesystem, kept between "
+                                                      "runs (default: INGEST/flash with --ingest, else a fresh "
+                                                      "temporary folder)")
     d.add_argument("--ingest", metavar="INGEST", help="also run a local ingest server (python -m tools.ingest; "
                                                       "CA, fleet key and records.sqlite in INGEST) and upload to it")
     d.set_defaults(fn=cmd_device)
 
-    p = sub.add_parser("portal", help="the device with its setup portal on 127.0.0.1 and a scripted radio")
+    p = command("portal", "the device with its setup portal on 127.0.0.1 and a scripted radio",
+                "The page a phone sees on the device's access point, served on 127.0.0.1:PORT, with a DNS "
+                "catch-all on UDP 127.0.0.1:DNS_PORT; the simulated radio's networks come from --networks.")
     p.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--dns-port", type=int, default=8053, help="DNS port on 127.0.0.1 (default: %(default)s)")
-    p.add_argument("--state-dir", help="folder holding the device's flash filesystem (default: fresh)")
+    p.add_argument("--state-dir", metavar="DIR", help="folder holding the device's flash filesystem, kept between "
+                                                      "runs (default: a fresh temporary folder)")
     p.add_argument("--networks", default=DEFAULT_NETWORKS, metavar="FILE.json",
-                   help="the simulated radio's networks (default: %(default)s)")
-    p.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="FILE.json", help="the simulated mains")
-    p.add_argument("--no-identity", action="store_true", help="run without a device identity")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+                   help="the simulated radio's networks and how joining them ends; unknown keys are refused "
+                        "(default: tools/sim/networks.json, which shows every key)")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="SCENARIO",
+                   help=scenario_help + " (default: %(default)s)")
+    p.add_argument("--no-identity", action="store_true", help="run without a device identity (the page says "
+                                                              "uploads are off, and why)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds (default: run "
+                                                                     "until Ctrl-C)")
     p.add_argument("--heapsize", help="MicroPython heap, e.g. 96wK (an ESP32 without PSRAM)")
     p.set_defaults(fn=cmd_portal)
 
-    r = sub.add_parser("run", help="measure a scenario's simulated mains in virtual time; print the report")
-    r.add_argument("--scenario", required=True, metavar="FILE.json", help="scenario (docs/SIMULATOR.md)")
+    r = command("run", "measure a scenario's simulated mains in virtual time; print the report",
+                "The measurement chain (sampler to readings) on the scenario, faster than real time; the report "
+                "(JSON on stdout, or a table) is described in docs/SIMULATOR.md. With --upload the whole device "
+                "runs in real time and uploads to a server started with python -m tools.ingest.")
+    r.add_argument("--scenario", required=True, metavar="SCENARIO", help=scenario_help)
     r.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="simulated seconds")
     r.add_argument("--report", choices=("json", "text"), default="json",
                    help="json: one JSON object on stdout (default); text: a table")
@@ -327,24 +401,34 @@ def main(argv=None):
                    help="with --upload: seconds per interval record (default 10; 10-3600)")
     r.set_defaults(fn=cmd_run)
 
-    k = sub.add_parser("soak", help="the whole device for a simulated day on an accelerated clock; a verdict")
-    k.add_argument("--hours", type=float, default=24.0, help="simulated hours (default: %(default)s)")
+    k = command("soak", "the whole device for a simulated day on an accelerated clock; a verdict",
+                "Load changes, server outages, a pulled cable and setup-page visits, uploading to a local ingest "
+                "server; the verdict checks records, energy, heap and tasks (tools/sim/soak.py). " + SOAK_TIME)
+    k.add_argument("--hours", type=float, default=24.0, help="simulated hours, at most 144 (default: %(default)s)")
     k.add_argument("--heapsize", help="run the firmware in this heap with its code from ROMFS, e.g. 96wK (the "
-                                      "ESP32's; about three times slower on the host); default: the unix port's")
+                                      "ESP32's; about twice as slow on the host); default: the unix port's")
     k.add_argument("--report", choices=("json", "text"), default="text", help="the verdict as text (default) "
                                                                               "or the whole report as JSON")
     k.add_argument("--keep", metavar="DIR", help="keep the run's files (console log, flash, ingest) in DIR")
     k.set_defaults(fn=cmd_soak)
 
-    a = sub.add_parser("accuracy", help="run the accuracy cases and print the worst errors")
+    a = command("accuracy", "run the accuracy cases and print the worst errors",
+                "The cases of tests/host/test_accuracy.py (power factors, ranges, frequencies, distortion, wiring "
+                "faults) through the firmware under MicroPython, two at a time, against the analytic truth.")
     a.set_defaults(fn=lambda args: __import__("tools.sim.accuracy", fromlist=["main"]).main())
 
-    t = sub.add_parser("truth", help="print what an ideal meter reads on a scenario (JSON)")
-    t.add_argument("--scenario", required=True, metavar="FILE.json")
-    t.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="for the energy counters")
+    t = command("truth", "print what an ideal meter reads on a scenario (JSON)",
+                "Computed analytically from the scenario's phasors (tools/sim/truth.py), never from samples: "
+                "the readings, the readings as wired (with the scenario's wiring faults) and the faults.")
+    t.add_argument("--scenario", required=True, metavar="SCENARIO", help=scenario_help)
+    t.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds of energy for the counters (default: 0, no energy)")
     t.set_defaults(fn=cmd_truth)
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except UsageError as e:

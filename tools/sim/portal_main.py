@@ -3,7 +3,8 @@
 # Started by `python -m tools.sim portal` as
 #   portal_main.py STATE_DIR SCENARIO.json NETWORKS.json HTTP_PORT DNS_PORT [RUN_MS]
 # NETWORKS.json scripts the simulated radio: {"networks": [{"ssid", "password" (null: open), "rssi",
-# "dhcp" (false: joins but gets no address), "hidden", "ip"}], "connect_delay_ms", "lan_link"}.
+# "channel", "dhcp" (false: joins but gets no address), "hidden", "ip"}], "connect_delay_ms",
+# "lan_link"}, checked by tools/sim/radio.py (the host has refused a bad file before starting this).
 # The portal serves the same pages as on the board's access point; the address it redirects phones
 # to stays the AP's (192.168.251.1). GET /_sim/heap (simulator only) reports the heap after a collection.
 import gc
@@ -20,7 +21,7 @@ print("sim: device filesystem in %s" % os.getcwd())
 
 import asyncio  # noqa: E402
 
-from tools.sim import mains  # noqa: E402
+from tools.sim import mains, radio  # noqa: E402
 
 world = simworld.world
 world.set_realtime()
@@ -28,8 +29,8 @@ with open(scenario_path) as f:
     scenario = mains.load_scenario(json.load(f))
 mains.connect(world, scenario)
 with open(networks_path) as f:
-    radio = json.load(f)
-world.set_radio(radio)
+    script = radio.load_networks(json.load(f))
+world.set_radio(script)
 print("sim: radio from %s: %d networks" % (networks_path, len(world.networks)))
 
 from microdot import Response  # noqa: E402

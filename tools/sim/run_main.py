@@ -54,6 +54,8 @@ def run(scenario, duration_s):
     energy = Energy()
     store = EnergyStore()
     energy.restore(store.load())
+    if store.restored_line() is not None:  # a later run on the same state dir, as a rebooted board says it
+        print("energy: " + store.restored_line())
     persister = EnergyPersister(store)
     meter = Meter(Board(), settings_for(scenario), energy)
     meter.start()

@@ -86,6 +86,29 @@ def free_port(kind=None):
     return port
 
 
+SCENARIOS = os.path.join(mp.ROOT, "tools", "sim", "scenarios")
+
+
+def bundled_scenarios():
+    """The names of the scenarios in tools/sim/scenarios/, for --scenario NAME."""
+    return sorted(n[:-5] for n in os.listdir(SCENARIOS) if n.endswith(".json"))
+
+
+def scenario_path(given):
+    """The file of --scenario GIVEN: a path to a JSON file, or the name of a bundled scenario
+    (reversed-ct, or reversed-ct.json: tools/sim/scenarios/reversed-ct.json). An existing file wins;
+    UsageError listing the bundled names if GIVEN is neither."""
+    if os.path.isfile(given):
+        return given
+    if os.sep not in given:
+        name = given[:-5] if given.endswith(".json") else given
+        if name in bundled_scenarios():
+            return os.path.join(SCENARIOS, name + ".json")
+        raise UsageError("--scenario %s: no such file, and no bundled scenario of that name (bundled, in "
+                         "tools/sim/scenarios/: %s)" % (given, ", ".join(bundled_scenarios())))
+    return given  # a path that is not there: load_scenario_file says so
+
+
 def load_scenario_file(path):
     """The checked scenario in a JSON file; UsageError naming the file and the problem."""
     try:
@@ -101,6 +124,26 @@ def load_scenario_file(path):
         return mains.load_scenario(given)
     except mains.ScenarioError as e:
         raise UsageError("scenario file %s: %s" % (path, e)) from None
+
+
+def load_networks_file(path):
+    """The checked radio script in a JSON file (tools.sim portal --networks); UsageError naming the
+    file and the problem, as for a scenario file."""
+    from tools.sim import radio
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError("networks file %s: cannot read it: %s" % (path, e.strerror or e)) from None
+    try:
+        given = json.loads(text)
+    except ValueError as e:
+        raise UsageError("networks file %s: not valid JSON: %s" % (path, e)) from None
+    try:
+        return radio.load_networks(given)
+    except radio.RadioError as e:
+        raise UsageError("networks file %s: %s" % (path, e)) from None
 
 
 def _check_fleet_key(ident_path, fleet_key, key_path):
@@ -171,7 +214,8 @@ def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None
 
 
 def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None, upload=None):
-    """Run the meter on a scenario (a file path or a dict) in a child process: (report, wall seconds).
+    """Run the meter on a scenario (a file path, a bundled scenario's name or a dict) in a child
+    process: (report, wall seconds).
 
     The report's keys come in the documented order. ScenarioError for a bad scenario dict,
     RuntimeError if the child fails (its messages are on stderr).
@@ -179,11 +223,11 @@ def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsi
     scratch = tempfile.mkdtemp(prefix="meter-sim-")
     try:
         if isinstance(scenario, dict):
-            scenario_path = os.path.join(scratch, "scenario.json")
-            with open(scenario_path, "w", encoding="utf-8") as f:
+            scenario_file = os.path.join(scratch, "scenario.json")
+            with open(scenario_file, "w", encoding="utf-8") as f:
                 json.dump(mains.load_scenario(scenario), f)
         else:
-            scenario_path = os.path.abspath(scenario)
+            scenario_file = os.path.abspath(scenario_path(scenario))  # a bundled name or a path
         if state_dir is None:
             state_dir = os.path.join(scratch, "state")
         os.makedirs(state_dir, exist_ok=True)
@@ -193,7 +237,7 @@ def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsi
             prepare_upload(state_dir, upload["url"], upload["ca"], upload.get("fleet_key"),
                            upload.get("record_interval_s", 10))
         report_path = os.path.join(scratch, "report.json")
-        cmd, env = child_command(runtime, scenario_path, duration_s, report_path, heapsize, upload is not None)
+        cmd, env = child_command(runtime, scenario_file, duration_s, report_path, heapsize, upload is not None)
         try:
             chatter = sys.stderr.fileno()
         except (AttributeError, ValueError, io.UnsupportedOperation):

@@ -15,8 +15,9 @@ cycle, played twice, so that the second half repeats the first under the same co
   * the rest of each cycle: the loads alone.
 
 The clock skips the time the firmware's event loop spends idle (tools/simboard/select.py): a
-simulated day takes about 1.5-2.5 hours of host time, most of it the simulated ADC conversions. The
-verdict checks what a day in a panel must not do: the heap grows (hourly floors in the second cycle's
+simulated day took 2.2-2.4 hours of host time on a 2-core desktop (BENCHMARKS.md, "Soak"; about
+twice that with --heapsize 96wK), most of it the simulated ADC conversions. The verdict checks
+what a day in a panel must not do: the heap grows (hourly floors in the second cycle's
 quiet part against the same hours of the first), energy drifts from the integral of the simulated
 power by more than 0.5 %, an interval record goes missing at the ingest, a task dies, the meter errs.
 """
