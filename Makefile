@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test sim soak build deploy bench lint typecheck clean
+.PHONY: venv test quick sim soak build deploy bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): requirements/host.txt
 
 test: venv
 	$(PY) -m tools.check
+
+quick: venv
+	$(PY) -m tools.check --quick
 
 sim: venv
 	$(PY) -m tools.sim device --ingest build/sim-ingest

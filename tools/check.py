@@ -3,6 +3,10 @@
 Steps: ruff; pyright over the device files against micropython-esp32-stubs; mpy-cross
 -march=xtensawin over every device file; pytest under CPython (all of tests/); the same firmware
 test modules (tests/unit) under the real MicroPython unix port. A summary closes the run.
+
+--quick (`make quick`, the edit-test loop, well under a minute): the same steps, but pytest runs only
+the firmware tests (tests/unit) and the docs' links (tests/host/test_docs.py), not the host tests
+that start whole devices, browsers and servers. Before a commit, run the whole of `make test`.
 """
 
 import os
@@ -29,13 +33,17 @@ def _run(name, cmd, env=None):
 def main(argv=None):
     import argparse
 
-    # No options: only --help, which must not start the whole run.
-    argparse.ArgumentParser(prog="python -m tools.check", description=__doc__).parse_args(argv)
+    ap = argparse.ArgumentParser(prog="python -m tools.check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="firmware tests on both runtimes and the checks, "
+                                                         "without the host tests of whole processes")
+    quick = ap.parse_args(argv).quick
     results = []
     from tools import build
 
     build.host_lib()  # microdot (pinned) as source, for pyright, pytest and the unix port
-    ensure_chromium()  # the setup page's phone-flow test drives Debian's headless Chromium
+    if not quick:
+        ensure_chromium()  # the setup page's phone-flow test drives Debian's headless Chromium
 
     rc, _, dt = _run("ruff", [os.path.join(BIN, "ruff"), "check", "."])
     results.append(("ruff", rc, "clean" if rc == 0 else "problems found", dt))
@@ -50,7 +58,8 @@ def main(argv=None):
     m = re.search(r"(\d+) files compiled", out)
     results.append(("mpy-cross -march=xtensawin", rc, "%s files compiled" % (m.group(1) if m else "0"), dt))
 
-    rc, out, dt = _run("pytest (CPython)", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+    targets = ["tests/unit", "tests/host/test_docs.py"] if quick else ["tests"]
+    rc, out, dt = _run("pytest (CPython)", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets])
     m = re.search(r"(\d+) passed", out)
     passed_cpy = int(m.group(1)) if m else 0
     results.append(("pytest (CPython)", rc, _tail(out), dt))

@@ -136,6 +136,8 @@ def test_make_sim_on_a_fresh_clone_comes_up_is_alone_and_says_what_a_restart_res
         assert "sim: setup page on http://127.0.0.1:%d/" % port in first.text()
         status, page = page_answers(port, first)  # and the setup page on its port
         assert status == 200 and "<form" in page, page[:500]
+        # Its WiFi part lists the simulated radio's networks, as the README promises the same page.
+        assert '<span class=ssid>HomeNet</span>' in page and '<span class=ssid>Cafe Libre</span>' in page, page
         # A second `make sim` meanwhile is refused, naming the folder; the first runs on.
         second = subprocess.run(run, cwd=clone, env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stdout + second.stderr
