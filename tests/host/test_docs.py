@@ -1,5 +1,6 @@
 # The documentation a newcomer follows: every link in it leads somewhere inside this repository, the
 # README stays a short front page, and its map names every document in docs/.
+import fnmatch
 import os
 import re
 import subprocess
@@ -18,10 +19,20 @@ CODE_SPAN = re.compile(r"`[^`\n]*`")
 
 
 def tracked(*patterns):
-    """The repository's files (tracked, or new and not ignored: what the next commit may hold)."""
+    """The repository's files (tracked, or new and not ignored: what the next commit may hold). Outside
+    a git checkout (a copy, an unpacked archive) every file but the build output and the venv."""
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *patterns],
-                         cwd=ROOT, capture_output=True, check=True)
-    return sorted({p for p in out.stdout.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))})
+                         cwd=ROOT, capture_output=True)
+    if out.returncode == 0 and os.path.isdir(os.path.join(ROOT, ".git")):
+        return sorted({p for p in out.stdout.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))})
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in (".git", ".venv", "build", "__pycache__", ".hypothesis")]
+        for f in files:
+            rel = os.path.relpath(os.path.join(folder, f), ROOT)
+            if not patterns or any(fnmatch.fnmatch(rel, p) for p in patterns):
+                found.append(rel)
+    return sorted(found)
 
 
 def links(text):

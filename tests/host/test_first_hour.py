@@ -236,3 +236,11 @@ def test_provisioning_as_the_readme_shows_leaves_no_secret_for_git_add(clone, tm
     staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=clone, capture_output=True, text=True,
                             check=True).stdout.split()
     assert staged and not [f for f in staged if "fleet" in f or "identity-" in f or f.startswith("provisioned")], staged
+
+
+def test_make_quick_the_edit_test_loop_runs_on_a_fresh_clone(clone):
+    (cmd,) = make_commands(clone, "quick")
+    r = subprocess.run(cmd, cwd=clone, env=clone_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert re.search(r"^all: \d+ passed, 0 failed$", r.stdout, re.M), r.stdout[-2000:]
+    assert "test_first_hour" not in r.stdout  # the fast lane leaves the whole-process tests out
