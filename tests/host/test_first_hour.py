@@ -6,6 +6,7 @@
 # needs the pinned device libraries (microdot, for the setup page) must fetch them itself. pip
 # fetches them from this checkout's build/cache instead of PyPI (PIP_NO_INDEX), so the same code
 # path runs without the network.
+import json
 import os
 import re
 import select
@@ -244,3 +245,18 @@ def test_make_quick_the_edit_test_loop_runs_on_a_fresh_clone(clone):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert re.search(r"^all: \d+ passed, 0 failed$", r.stdout, re.M), r.stdout[-2000:]
     assert "test_first_hour" not in r.stdout  # the fast lane leaves the whole-process tests out
+
+
+def test_the_measurement_chain_and_its_truth_run_on_a_fresh_clone(clone):
+    # The README's other simulator commands, on a bundled scenario given by name (virtual time: seconds).
+    env = clone_env()
+    r = subprocess.run([".venv/bin/python", "-m", "tools.sim", "run", "--scenario", "reversed-ct", "--duration", "5"],
+                       cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert [d["code"] for d in report["diagnostics"]] == ["ct_reversed"] and report["phases"][1]["real_power_w"] < 0
+    r = subprocess.run([".venv/bin/python", "-m", "tools.sim", "truth", "--scenario", "reversed-ct"], cwd=clone,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    truth = json.loads(r.stdout)  # the physical power flows in; the reversed CT is a wiring fault
+    assert truth["phases"][1]["real_power_w"] > 0 and truth["wiring_faults"] == [{"phase": 2, "fault": "ct_reversed"}]
