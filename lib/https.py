@@ -69,6 +69,23 @@ def _tls_failure(e):
     return code < -0x1000 or "SSL" in type(e).__name__ or "CERT" in str(e) or "X509" in str(e)
 
 
+# mbedTLS's MBEDTLS_ERR_SSL_CONN_EOF and MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY: the server hung up during
+# the handshake, which says nothing about certificates (the words reach the setup page); -0x2700 is
+# MBEDTLS_ERR_X509_CERT_VERIFY_FAILED.
+_TLS_CLOSED = (-0x7280, -0x7880)
+
+
+def _tls_error(host, e):
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+    if code in _TLS_CLOSED or "EOF" in str(e):
+        why = "the server closed the connection during the handshake: %s" % e
+    elif code == -0x2700 or "CERT" in str(e) or "X509" in str(e) or "VERIFY" in str(e).upper():
+        why = "certificate or host name not trusted: %s" % e
+    else:
+        why = "%s" % e
+    return HttpError("tls", "TLS with %s failed (%s)" % (host, why))
+
+
 class Client:
     def __init__(self, url, cadata, resolve=None, connect_timeout_ms=10000, timeout_ms=10000, max_body=4096):
         self.host, self.port, self.base_path = parse_url(url)
@@ -112,7 +129,7 @@ class Client:
             raise HttpError("tls", "TLS with %s failed (%s)" % (self.host, str(e).strip()))
         except OSError as e:
             if _tls_failure(e):
-                raise HttpError("tls", "TLS with %s failed (certificate or host name not trusted: %s)" % (self.host, e))
+                raise _tls_error(self.host, e)
             raise HttpError("connect", "cannot connect to %s:%d (%s)" % (self.host, self.port, e))
         self.connections += 1
 
@@ -145,7 +162,7 @@ class Client:
         except OSError as e:
             await self.close()
             if _tls_failure(e):
-                raise HttpError("tls", "TLS with %s failed (certificate or host name not trusted: %s)" % (self.host, e))
+                raise _tls_error(self.host, e)
             raise HttpError("reset", "connection to %s lost (%s)" % (self.host, e))
 
     async def _request(self, method, path, body, headers):
