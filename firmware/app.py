@@ -9,7 +9,7 @@ import time
 from firmware import VERSION, config, factory, identity
 from firmware.board import WDT_RESET, Board
 from firmware.bootguard import STABLE_MS, BootGuard
-from firmware.energy import Energy
+from firmware.energy import Energy, kwh_text
 from firmware.energy_store import EnergyPersister, EnergyStore
 from firmware.meter import Meter
 
@@ -22,10 +22,10 @@ def format_readings(r):
     for ph in r["phases"]:
         parts.append("L%d %5.1fV %6.2fA %7.0fW %-6s" % (ph["phase"], ph["vrms"], ph["irms"], ph["real_power_w"],
                                                         ph["direction"]))
-    t = r["total"]
-    line = "%s | %.2fHz %s | total %.0fW in %.3fkWh out %.3fkWh" % (
-        " | ".join(parts), r["frequency_hz"], r["wiring"], t["real_power_w"], t["net_import_wh"] / 1000,
-        t["net_export_wh"] / 1000)
+    e = r["energy_mwh"]  # the exact counters (floats are single precision on the ESP32)
+    line = "%s | %.2fHz %s | total %.0fW in %skWh out %skWh" % (
+        " | ".join(parts), r["frequency_hz"], r["wiring"], r["total"]["real_power_w"], kwh_text(e["net_import_mwh"]),
+        kwh_text(e["net_export_mwh"]))
     for d in r["diagnostics"]:
         line += "\n  ! %s" % d["message"]
     return line

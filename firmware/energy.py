@@ -14,6 +14,12 @@
 MS_PER_HOUR = 3_600_000
 
 
+def kwh_text(mwh):
+    """An integer mWh counter as kWh with three decimals, exactly: a float kWh on the ESP32 (single
+    precision) gets the third decimal wrong above ~16,000 kWh, which a Public meter reaches in weeks."""
+    return "%d.%03d" % (mwh // 1_000_000, mwh // 1000 % 1000)
+
+
 class Energy:
     def __init__(self, phases=3):
         self.import_mwh = [0] * phases

@@ -24,6 +24,7 @@ import time
 
 import atomicfile
 
+from firmware.energy import kwh_text
 from firmware.schema import Diagnostic
 
 MAGIC = b"MEn1"
@@ -124,8 +125,8 @@ class EnergyStore:
         was (then the diagnostic says why). The totals are the net ones the readings line shows."""
         if self.restored_from is None or self.last is None:
             return None
-        return "restored from %s (save %d): net import %.3f kWh, net export %.3f kWh" % (
-            self.restored_from, self.seq, self.last["net_import_mwh"] / 1e6, self.last["net_export_mwh"] / 1e6)
+        return "restored from %s (save %d): net import %s kWh, net export %s kWh" % (
+            self.restored_from, self.seq, kwh_text(self.last["net_import_mwh"]), kwh_text(self.last["net_export_mwh"]))
 
     def save(self, snapshot):
         """Store the counters (never lower than already stored). OSError if the flash write fails."""

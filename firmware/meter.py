@@ -386,6 +386,7 @@ class Meter:
                 "phase": p + 1, "vrms": ph["vrms"], "irms": ph["irms"], "real_power_w": w,
                 "apparent_power_va": s, "reactive_power_var": ph["reactive_power_var"], "power_factor": pf,
                 "direction": _direction(w, ph["irms"]), "voltage_derived": not ph["voltage_own"],
+                "ct_unplugged": ph["ct_mean_code"] < diagnostics.CT_UNPLUGGED_CODE,  # judged or not
                 "import_wh": e["import_wh"][p], "export_wh": e["export_wh"][p],
             })
         return {

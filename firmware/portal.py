@@ -12,6 +12,7 @@
 
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -97,7 +98,7 @@ class Portal:
         # a join has its own, so that another form meanwhile does not hide where it ends.
         self.notice = [0, None, None, ""]
         self.join_notice = [0, None, None, ""]
-        self._notices = 0
+        self._notices = random.getrandbits(20)  # a tab left open across a restart shows no stranger's notice
         self.app = self._build()
 
     # --- serving ----------------------------------------------------------------------------------
@@ -181,7 +182,11 @@ class Portal:
         return "/?n=%d" % self._notices
 
     async def _join(self, ssid, password):
-        ok, message = await self.join(ssid, password)
+        try:
+            ok, message = await self.join(ssid, password)
+        except Exception as e:  # (join() catches the radio's errors; this is for the rest, e.g. MemoryError)
+            self.joining = False
+            ok, message = False, "Could not connect to %s (%s): nothing was saved." % (ssid, type(e).__name__)
         self.join_state = {"state": "connected" if ok else "failed", "ssid": ssid, "message": message}
         self.join_notice = [self.join_notice[0], "ok" if ok else "bad", message, ssid]
 
@@ -238,19 +243,37 @@ class Portal:
         self.log("portal: meter settings changed: %s" % words)
         return True, words + " The wiring is checked again over the next readings."
 
+    def factory_reset(self):
+        """Clear WiFi and settings (identity and energy stay). (ok, message)."""
+        if self.joining:  # it would save its network after the reset
+            return False, "Wait until the WiFi attempt is over, then reset: nothing was changed."
+        factory.factory_reset(self.store, self.log)
+        self.net.reconnect()
+        m = self.store.config["meter"]  # the running meter drops the software fixes too, at once
+        self.meter.change_settings({"ct_reversed": m["ct_reversed"], "ct_phase": m["ct_phase"]})
+        self.join_state = None
+        self.join_notice = [0, None, None, ""]
+        return True, "Factory reset done: WiFi, software fixes and settings cleared."
+
     # --- views ------------------------------------------------------------------------------------
     def status_doc(self):
         return status.document(self.meter, self.uploader, self.net, self.store, self.join_state)
 
     def page(self, n=None):
-        """The page; with n the number of the current notice, that notice shows on it."""
+        """The page; with n the number of the current notice, that notice shows on it. While a join
+        is under way every page comes back by itself, to the join's outcome, whatever URL it was
+        opened at (a phone that dropped off the setup network comes back to plain "/")."""
         notice, ssid, refresh = None, "", None
         for shown in (self.notice, self.join_notice):
             if n is not None and n == shown[0] and shown[1] is not None:
                 notice, ssid = (shown[1], shown[2]), shown[3]
-                if shown[1] == "busy":
-                    refresh = "/?n=%d" % n
-        return portal_page.html_response(portal_page.page(self, self.status_doc(), notice, ssid, refresh))
+        if self.joining:
+            refresh = "/?n=%d" % self.join_notice[0]
+        # A finished join's outcome stays in the WiFi part until the next attempt (unless on top already).
+        outcome = None
+        if not self.joining and self.join_notice[1] is not None and n != self.join_notice[0]:
+            outcome = (self.join_notice[1], self.join_notice[2])
+        return portal_page.html_response(portal_page.page(self, self.status_doc(), notice, ssid, refresh, outcome))
 
     # --- routes -----------------------------------------------------------------------------------
     def _build(self):
@@ -319,9 +342,8 @@ class Portal:
             form = _form(req)
             if form is None or form.get("confirm") != "yes":
                 return back(portal.say("bad", "Factory reset needs the confirmation box ticked: nothing was changed."))
-            factory.factory_reset(portal.store, portal.log)
-            portal.net.reconnect()
-            return back(portal.say("ok", "Factory reset done: WiFi and settings cleared."))
+            ok, message = portal.factory_reset()
+            return back(portal.say("ok" if ok else "bad", message))
 
         @app.get("/api/status")
         async def api_status(req):

@@ -70,8 +70,9 @@ def link_words(links, join):
 UPLOAD_CLASS = {"ok": "good", "starting": "", "off": "", "waiting_clock": "warn"}
 
 
-def page(portal, doc, notice=None, ssid="", refresh_to=None):
-    """The whole page: pieces of str and bytes. notice: (kind "ok"/"bad"/"busy", text) or None."""
+def page(portal, doc, notice=None, ssid="", refresh_to=None, join_outcome=None):
+    """The whole page: pieces of str and bytes. notice: (kind "ok"/"bad"/"busy", text) or None;
+    join_outcome: the last join's (kind, text), for the WiFi part."""
     p = []
     a = p.append
     a(HEAD)
@@ -87,7 +88,7 @@ def page(portal, doc, notice=None, ssid="", refresh_to=None):
     if notice:
         a('<p id=msg class="msg %s" role=status>%s</p>' % (notice[0], esc(notice[1]).replace("\n", "<br>")))
     _status(a, doc)
-    _wifi(a, portal, doc, ssid)
+    _wifi(a, portal, doc, ssid, join_outcome)
     _readings(a, doc)
     _wiring(a, doc)
     _pairing(a, portal, ident, model)
@@ -102,7 +103,7 @@ def _status(a, doc):
     a("<section id=status><h2>Status</h2><dl><dt>Network</dt><dd id=net>%s</dd>"
       % esc(link_words(links, doc["join"])))
     a("<dt>Cloud</dt><dd id=cloud class='%s'>%s</dd>" % (UPLOAD_CLASS.get(up["state"], "bad"), esc(up["message"])))
-    a("<dt>Last upload</dt><dd id=age>%s</dd><dt>Waiting to send</dt><dd id=pending>%s</dd>"
+    a("<dt>Last upload</dt><dd id=age>%s</dd><dt>Waiting</dt><dd id=pending>%s</dd>"
       "<dt>Lost</dt><dd id=lost>%s</dd></dl>" % (
           age_words(up["last_success_age_s"]), records_words(up["pending_records"]),
           records_words(up["lost_records"])))
@@ -111,13 +112,17 @@ def _status(a, doc):
     a("</section>")
 
 
-def _wifi(a, portal, doc, ssid):
+def _wifi(a, portal, doc, ssid, join_outcome):
     a("<section id=wifi><h2>WiFi</h2>")
     join = doc["join"]
     if join is not None and join["state"] == "connecting":
-        a("<p class='msg busy'>Connecting to %s. This takes up to 15 seconds; the page updates by itself.</p>"
+        a("<p class='msg busy'>Connecting to %s. This takes up to 15 seconds; the page updates by itself. "
+          "Your phone may drop off the setup network for a moment: if it does, join it again.</p>"
           "</section>" % esc(join["ssid"]))
         return
+    if join_outcome:
+        a("<p id=last class='msg %s'>Last attempt: %s</p>"
+          % (join_outcome[0], esc(join_outcome[1]).replace("\n", "<br>")))
     cur = doc["links"]["wifi_ssid"]
     if cur:
         a("<p>Saved network: <b>%s</b>%s</p>" % (esc(cur), " (connected)" if doc["links"]["online_via"] == "wifi"

@@ -42,10 +42,9 @@ def readings(meter):
     r = meter.readings
     if not r:
         return None
-    unplugged = [d["phase"] for d in r["diagnostics"] if d["code"] == "ct_unplugged"]
     phases = []
     for ph in r["phases"]:
-        no_ct = ph["phase"] in unplugged
+        no_ct = ph.get("ct_unplugged", False)
         phases.append({"phase": ph["phase"], "vrms": round(ph["vrms"], 1), "voltage_derived": ph["voltage_derived"],
                        "irms": None if no_ct else round(ph["irms"], 2),
                        "real_power_w": None if no_ct else round(ph["real_power_w"]),
@@ -100,6 +99,6 @@ def document(meter, uploader, net, store, join=None):
     notices = []
     diag = store.diagnostic
     if diag is not None and diag.code in ("CONFIG_RESTORED", "CONFIG_RESET"):  # not NEW or MIGRATED: all is well
-        notices.append({"code": diag.code, "message": "Settings: %s." % diag.message})
+        notices.append({"code": diag.code, "message": "Settings: %s." % diag.message.rstrip(".")})
     return {"readings": readings(meter), "upload": upload(uploader), "links": link_doc(net, store),
             "join": join, "fixes": fixes(meter.settings), "diagnostics": diagnostics(meter), "notices": notices}

@@ -147,7 +147,11 @@ class Uploader:
 
     async def _send(self, client, path, body):
         """The reply's (status, body); HttpError for a network failure."""
-        return await client.request("POST", path, body, self._headers(body))
+        status, reply = await client.request("POST", path, body, self._headers(body))
+        if 200 <= status < 300:
+            # Wall-clock time (set: TLS needed it), not ticks: an age from ticks would wrap after ~6 days.
+            self.status["last_ok_s"] = time.time()
+        return status, reply
 
     async def _send_records(self, client):
         batch = self.spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
@@ -238,9 +242,9 @@ class Uploader:
                 await _sleep_ms(self._failed(why))
                 continue
             self._failures = 0
-            # Wall-clock time (set: TLS needed it), not ticks: an age from ticks would wrap after ~6 days.
-            self.status.update({"state": "ok", "message": "uploading", "last_ok_s": time.time(),
-                                "retry_in_ms": 0, "pending": self.spool.pending()})
+            self.status.update({"retry_in_ms": 0, "pending": self.spool.pending()})
+            if self.status["last_ok_s"] is not None:  # "ok" once the server has accepted something, not
+                self.status.update({"state": "ok", "message": "uploading"})  # a round with nothing to send
             # Backfilling: next batch at once (yielding to the meter); otherwise wait for the next frame.
             await self._pause()
 

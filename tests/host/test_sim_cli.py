@@ -2,6 +2,7 @@
 # and one simulator at a time on a folder and a port.
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,8 +54,9 @@ def test_scenarios_are_taken_by_bundled_name_for_every_command_that_takes_one():
     r = _sim("truth", "--scenario", "reversed-ct.json")  # the file's name works too
     assert r.returncode == 0 and {"phase": 2, "fault": "ct_reversed"} in json.loads(r.stdout)["wiring_faults"]
     port, dns_port = str(free_port()), str(free_port(socket.SOCK_DGRAM))
-    r = _sim("device", "--scenario", "solar-export", "--duration", "1.5", "--port", port, "--dns-port", dns_port)
-    assert r.returncode == 0 and "scenarios/solar-export.json" in r.stdout and "export" in r.stdout, r.stdout + r.stderr
+    r = _sim("device", "--scenario", "solar-export", "--duration", "5", "--port", port, "--dns-port", dns_port)
+    assert r.returncode == 0 and "scenarios/solar-export.json" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"^L1 .*W export", r.stdout, re.M), r.stdout  # a readings line: that scenario's mains
     # An unknown name: refused before anything starts, with the names there are.
     for command in (["run", "--duration", "1"], ["truth"], ["device"], ["portal"]):
         r = _sim(*command, "--scenario", "reversed-tc")

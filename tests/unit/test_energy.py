@@ -58,3 +58,11 @@ def test_counters_are_monotonic_whatever_the_power():
         now = e.total_mwh()
         assert now >= last
         last = now
+
+
+def test_counters_are_shown_in_kwh_exactly_however_large():
+    from firmware.energy import kwh_text
+
+    assert kwh_text(0) == "0.000" and kwh_text(19_400) == "0.019" and kwh_text(999) == "0.000"
+    # 123,456.789 kWh: a Public meter's year; a single-precision float would get the last digits wrong
+    assert kwh_text(123_456_789_000) == "123456.789"

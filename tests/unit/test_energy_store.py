@@ -45,7 +45,8 @@ def test_a_restart_says_which_slot_and_how_much_energy_it_restored():
     first.save(snap([1500000, 200000, 34000], [0, 0, 7000], net_imp=1727000, net_exp=2500))
     again = EnergyStore(d + "/energy")
     again.load()
-    assert again.restored_line() == "restored from %s/energy.b (save 2): net import 1.727 kWh, net export 0.003 kWh" % d
+    # (2.5 Wh shows as 0.002 kWh: truncated, as a meter's register shows it)
+    assert again.restored_line() == "restored from %s/energy.b (save 2): net import 1.727 kWh, net export 0.002 kWh" % d
     # With the newest slot damaged, the line names the slot really used.
     with open(d + "/energy.b", "wb") as f:
         f.write(b"torn")

@@ -44,9 +44,9 @@ def _html(p, n=None):
     return b"".join(p.page(n).body).decode()
 
 
-def _phase(n, vrms=230.0, irms=10.0, w=2200.0, derived=False):
+def _phase(n, vrms=230.0, irms=10.0, w=2200.0, derived=False, unplugged=False):
     return {"phase": n, "vrms": vrms, "irms": irms, "real_power_w": w, "voltage_derived": derived,
-            "direction": "import" if w > 1 else "idle"}
+            "direction": "import" if w > 1 else "idle", "ct_unplugged": unplugged}
 
 
 def _readings(phases=None, diags=(), wiring="three-phase"):
@@ -119,7 +119,7 @@ def test_uploads_off_says_why():
 def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash_not_a_reading():
     diags = [{"code": "voltage_missing", "phase": 2, "message": "No voltage on L2."},
              {"code": "ct_unplugged", "phase": 3, "ct": 3, "message": "The current clamp on L3 is not plugged in."}]
-    phases = [_phase(1), _phase(2, vrms=229.96, derived=True), _phase(3, irms=0.013, w=-1.4)]
+    phases = [_phase(1), _phase(2, vrms=229.96, derived=True), _phase(3, irms=0.013, w=-1.4, unplugged=True)]
     p = _portal(_ident(), _Meter(_readings(phases, diags)))
     doc = p.status_doc()
     l2, l3 = doc["readings"]["phases"][1], doc["readings"]["phases"][2]
@@ -205,6 +205,59 @@ def test_while_joining_the_page_says_so_and_comes_back_by_itself():
     p.join_notice = [n, "ok", "Connected to HomeNet.", "HomeNet"]
     html = _html(p, n)
     assert "http-equiv=refresh" not in html and "Connected to HomeNet." in html
+    assert "Last attempt" not in html  # on top already: not twice
+
+
+def test_a_page_opened_anywhere_during_a_join_comes_back_to_its_outcome_which_stays_until_the_next():
+    p = _portal(_ident())
+    p.joining = True
+    p.join_state = {"state": "connecting", "ssid": "HomeNet", "message": ""}
+    p.join_notice = [12, "busy", "Connecting to HomeNet...", "HomeNet"]
+    html = _html(p)  # plain "/": the phone dropped off the setup network and came back
+    assert "<meta http-equiv=refresh content='2;url=/?n=12'>" in html and "join it again" in html
+    p.joining = False
+    p.join_state = {"state": "failed", "ssid": "HomeNet", "message": "Wrong password for HomeNet."}
+    p.join_notice = [12, "bad", "Wrong password for HomeNet.", "HomeNet"]
+    html = _html(p)
+    assert "http-equiv=refresh" not in html
+    assert "<p id=last class='msg bad'>Last attempt: Wrong password for HomeNet.</p>" in html
+
+
+def test_a_join_that_breaks_unexpectedly_ends_as_failed_not_connecting_for_ever():
+    import asyncio
+
+    from simworld import world
+
+    world.set_realtime()  # asyncio waits in real time here
+    p = _portal(_ident())
+
+    async def broken(ssid, password, poll_ms=250):
+        raise MemoryError()
+
+    p.join = broken
+    p.joining = True
+    p.join_notice = [3, "busy", "Connecting to HomeNet...", "HomeNet"]
+    try:
+        asyncio.run(p._join("HomeNet", "password1"))
+    finally:
+        asyncio.new_event_loop()
+    assert not p.joining and p.join_state["state"] == "failed" and p.join_notice[1] == "bad"
+    assert "MemoryError" in p.join_notice[2] and "nothing was saved" in p.join_notice[2]
+
+
+def test_a_factory_reset_drops_the_software_fixes_from_the_running_meter_too():
+    m = _Meter(_readings(), ct_reversed=[True, False, False], ct_phase=[2, 1, 3])
+    p = _portal(_ident(), m)
+    p.store.update({"meter": {"ct_reversed": [True, False, False], "ct_phase": [2, 1, 3]},
+                    "wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    p.joining = True
+    ok, message = p.factory_reset()
+    assert not ok and "nothing was changed" in message and p.store.config["wifi"]["ssid"] == "HomeNet"
+    p.joining = False
+    ok, message = p.factory_reset()
+    assert ok and p.store.config["wifi"]["ssid"] == "" and p.store.config["meter"]["ct_reversed"] == [False] * 3
+    assert m.settings["ct_reversed"] == [False, False, False] and m.settings["ct_phase"] == [1, 2, 3]
+    assert p.status_doc()["fixes"] == []
 
 
 def test_after_joining_the_installer_is_told_what_happens_next():

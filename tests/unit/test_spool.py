@@ -217,3 +217,51 @@ def test_a_foreign_state_file_or_an_unreadable_spool_file_does_not_stop_the_spoo
         atomicfile.read_lines = read_lines
     # The unreadable file's records are counted lost, and the next file's go out instead.
     assert s2.lost >= count and _seqs(out) == [2, 3]
+
+
+def test_the_upload_state_is_ok_only_once_the_server_has_accepted_something():
+    # A round with nothing to send (no fresh frame, no record) is not an upload: the page must not
+    # say "Readings reach the cloud, last upload 0 s ago" while nothing goes out.
+    import asyncio
+
+    from firmware import uploader as mod
+
+    world.set_realtime()  # asyncio waits in real time here
+    sent = []
+
+    class Server:  # stands in for lib/https.Client: answers every request with 200
+        connections = 0
+
+        def __init__(self, *args):
+            pass
+
+        async def request(self, method, path, body, headers):
+            sent.append(path)
+            return 200, b'{"acked": []}'
+
+        async def close(self):
+            pass
+
+    real, mod.Client = mod.Client, Server
+    try:
+        up = _uploader({"live_interval_ms": 500})
+        up.clock_ready = lambda: True
+
+        async def main():
+            task = asyncio.create_task(up.run())
+            await asyncio.sleep(1.2)  # a few rounds with nothing to send
+            before = (up.status["state"], up.status["last_ok_s"], len(sent))
+            up.on_readings(_readings(100.0))
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if up.status["state"] == "ok":
+                    break
+            task.cancel()
+            return before
+
+        before = asyncio.run(main())
+    finally:
+        mod.Client = real
+        asyncio.new_event_loop()
+    assert before == ("starting", None, 0)
+    assert sent == ["/v1/live"] and up.status["state"] == "ok" and up.status["last_ok_s"] is not None
