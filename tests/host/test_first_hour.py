@@ -266,3 +266,29 @@ def test_the_measurement_chain_and_its_truth_run_on_a_fresh_clone(clone):
     assert r.returncode == 0, r.stderr
     truth = json.loads(r.stdout)  # the physical power flows in; the reversed CT is a wiring fault
     assert truth["phases"][1]["real_power_w"] > 0 and truth["wiring_faults"] == [{"phase": 2, "fault": "ct_reversed"}]
+
+
+def test_make_build_with_its_heap_run_and_the_ingest_server_work_on_a_fresh_clone(clone):
+    env = clone_env()
+    (cmd,) = make_commands(clone, "build")
+    r = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "build/device.romfs:" in r.stdout and "heap (ESP32-WROOM-32 without PSRAM" in r.stdout, r.stdout
+    port = free_port()
+    srv = subprocess.Popen([".venv/bin/python", "-m", "tools.ingest", "--port", str(port), "--db", "build/r.sqlite",
+                            "--certs", "build/certs"], cwd=clone, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(150):
+            assert srv.poll() is None, srv.stderr.read()
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the ingest server did not listen")
+        assert os.path.exists(os.path.join(clone, "build", "certs", "ca.der"))  # the CA a device trusts
+    finally:
+        srv.terminate()
+        srv.wait(20)
