@@ -4,8 +4,9 @@
 #   - keeps WiFi STA off while Ethernet has a link and a lease (ESP-IDF would route over STA otherwise),
 #   - otherwise joins the configured WiFi network,
 #   - brings the setup access point up (SSID "Measurement Device_<serial>", WPA2 with the label's
-#     password, 192.168.251.1/24) when there is no network configuration, when the configured network
-#     has been unreachable for ap.fallback_s, on a short BOOT press, or always (ap.mode "always"),
+#     password, 192.168.251.1/24, its own gateway) when there is no network configuration, when the
+#     configured network has been unreachable for ap.fallback_s, when Ethernet is the only network
+#     configured and did not start, on a short BOOT press, or always (ap.mode "always"),
 #   - and takes it down AP_LINGER_MS after the device is online, so a working device has no open door.
 # Joiner tries one network while the AP stays up and says in plain words how it went.
 
@@ -21,6 +22,7 @@ SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
 CONNECT_TIMEOUT_MS = 15000
 RETRY_MS = 30000  # the configured network failed (not found, refused): try it again after this...
 RETRY_MAX_MS = 300000  # ...doubling each time up to this: a router that is away for hours is not hammered
+LAN_RETRY_MS = (10000, 600000)  # Ethernet that did not start: tried again after 10 s, doubling up to 10 min
 
 OK = "connected"
 WRONG_PASSWORD = "wrong_password"
@@ -95,14 +97,18 @@ class Links:
         self._retry_ms = RETRY_MS
         self._ap_since = now
         self.busy = False  # the setup page is trying a network: leave STA alone
+        self.lan_error = None  # why Ethernet did not start, while it has not
+        self._lan_retry_at = now
+        self._lan_retry_ms = LAN_RETRY_MS[0]
 
     def lan_status(self):
-        """(state, address): "off" (not fitted or disabled), "no link", or "connected" with its address."""
+        """(state, address): "off" (not fitted or disabled), "no link", "connected" with its address,
+        or "failed" (Ethernet did not start: lan_error says why)."""
         if not self.store.config["lan"]["enabled"]:
             return "off", None
-        lan = self.board.lan(self.store.config["lan"])
+        lan = self._lan()
         if lan is None:
-            return "off", None
+            return ("failed" if self.lan_error else "off"), None
         if not lan.active():
             lan.active(True)
         if lan.isconnected():
@@ -110,6 +116,29 @@ class Links:
             if ip != "0.0.0.0":
                 return "connected", ip
         return "no link", None
+
+    def _lan(self):
+        """The Ethernet interface, or None. network.LAN raises OSError when its driver does not install
+        (no PHY answers at phy_addr, no reference clock) after it has built the PHY, MAC and netif,
+        which stay behind, and it waits 100 ms on the power pin first: so a failed start is tried
+        again only after LAN_RETRY_MS, doubling, never every tick, and nothing else waits for it."""
+        now = time.ticks_ms()
+        if self.lan_error is not None and time.ticks_diff(now, self._lan_retry_at) < 0:
+            return None
+        try:
+            lan = self.board.lan(self.store.config["lan"])
+        except OSError as e:
+            self.lan_error = ("Ethernet did not start (%s): no PHY answered. Check the board and its "
+                              "lan settings (phy, phy_addr, pins)." % e)
+            self.log("network: %s Trying again in %d s." % (self.lan_error, self._lan_retry_ms // 1000))
+            self._lan_retry_at = time.ticks_add(now, self._lan_retry_ms)
+            self._lan_retry_ms = min(2 * self._lan_retry_ms, LAN_RETRY_MS[1])
+            return None
+        if self.lan_error is not None:
+            self.log("network: Ethernet started")
+        self.lan_error = None
+        self._lan_retry_ms = LAN_RETRY_MS[0]
+        return lan
 
     def _button(self, now):
         pressed = self.board.button.value() == 0
@@ -187,6 +216,8 @@ class Links:
             return
         if self.store.needs_setup:
             return self.set_ap(True, "no network configured")
+        if self.lan_error is not None and not cfg["wifi"]["ssid"]:
+            return self.set_ap(True, "Ethernet did not start")  # nothing else to wait for: ask at once
         if time.ticks_diff(now, self._offline_since) >= cfg["ap"]["fallback_s"] * 1000:
             self.set_ap(True, "network unreachable for %d s" % cfg["ap"]["fallback_s"])
 
@@ -205,7 +236,10 @@ class Links:
             ap.active(True)
             ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=hw.SEC_WPA2,
                       channel=self.store.config["ap"]["channel"])
-            ap.ipconfig(addr4="%s/%d" % (AP_ADDR, AP_PREFIX))
+            # addr4 sets address and mask only: the gateway would stay ESP-IDF's 192.168.4.1, and the
+            # DHCP server offers the gateway as the router, outside our subnet (a phone may then not
+            # treat the network as a captive portal). The AP is its own gateway.
+            ap.ipconfig(addr4="%s/%d" % (AP_ADDR, AP_PREFIX), gw4=AP_ADDR)
         else:
             ap.active(False)
         self.ap_up = up

@@ -67,6 +67,13 @@ def link_words(links, join):
     return "Not connected: choose a WiFi network below"
 
 
+def lan_words(lan):
+    """The Ethernet line, as the script says it too (LAN in SCRIPT)."""
+    if lan["state"] == "connected":
+        return "connected, address %s (used instead of WiFi)" % lan["ip"]
+    return lan["error"] if lan["state"] == "failed" else lan["state"]
+
+
 UPLOAD_CLASS = {"ok": "good", "starting": "", "off": "", "waiting_clock": "warn"}
 
 
@@ -137,9 +144,7 @@ def _wifi(a, portal, doc, ssid, join_outcome):
           % (esc(name), " checked" if name == ssid or (not ssid and i == 0) else "", esc(name), rssi,
              "&#9679;" * bars + "&#9675;" * (4 - bars), "secured" if secured else "open"))
     a(WIFI_FORM)
-    lan = doc["links"]["lan"]
-    a("<p>Ethernet: <b id=lan>%s</b></p></section>" % esc(
-        "connected, address %s (used instead of WiFi)" % lan["ip"] if lan["state"] == "connected" else lan["state"]))
+    a("<p>Ethernet: <b id=lan>%s</b></p></section>" % esc(lan_words(doc["links"]["lan"])))
 
 
 def _readings(a, doc):
@@ -284,8 +289,8 @@ SCRIPT = (
     b"var up=d.upload,r=d.readings;t('net',net(d));t('cloud',up.message);"
     b"$('cloud').className=up.state in CL?CL[up.state]:'bad';t('age',age(up.last_success_age_s));"
     b"t('pending',recs(up.pending_records));t('lost',recs(up.lost_records));"
-    b"if(d.links.lan.state=='connected')t('lan','connected, address '+d.links.lan.ip+' (used instead of WiFi)');"
-    b"else t('lan',d.links.lan.state);if(!r)return;var rows=$('live').rows,dv=false;"
+    b"var n=d.links.lan;t('lan',n.state=='connected'?'connected, address '+n.ip+' (used instead of WiFi)':"
+    b"n.state=='failed'?n.error:n.state);if(!r)return;var rows=$('live').rows,dv=false;"
     b"r.phases.forEach(function(p,i){var c=rows[i+1].cells;dv=dv||p.voltage_derived;"
     b"c[1].textContent=p.vrms.toFixed(1)+(p.voltage_derived?'*':'');c[1].className=p.voltage_derived?'derived':'';"
     b"c[2].textContent=p.irms==null?'\\u2014':p.irms.toFixed(2);"

@@ -91,7 +91,7 @@ def fixes(settings):
 def link_doc(net, store):
     lan_state, lan_ip = net.lan_status()
     return {"online_via": net.online_via, "ap_up": net.ap_up, "wifi_ssid": store.config["wifi"]["ssid"] or None,
-            "lan": {"state": lan_state, "ip": lan_ip}}
+            "lan": {"state": lan_state, "ip": lan_ip, "error": net.lan_error if lan_state == "failed" else None}}
 
 
 def document(meter, uploader, net, store, join=None):

@@ -217,3 +217,48 @@ def test_retries_of_an_absent_network_back_off_to_five_minutes_and_reset_once_jo
         net.tick()
         world.advance_us(links.TICK_MS * 1000)
     assert net.online_via is None and [round((t - lost_ms) / 1000) for t in attempts[:2]] == [30, 90], attempts
+
+
+def test_the_access_point_is_its_own_gateway_so_a_phone_gets_a_router_inside_the_setup_subnet():
+    # On the ESP32, ipconfig(addr4=...) leaves the gateway at 192.168.4.1 and the DHCP server offers
+    # that as the router: outside 192.168.251.0/24, which can stop a phone taking it for a captive portal.
+    board, store, net, _ = _parts()
+    net.tick()
+    offer = board.ap.dhcp_offer()
+    assert board.ap.ipconfig("gw4") == links.AP_ADDR
+    assert offer["router"] == links.AP_ADDR and offer["dns"] == links.AP_ADDR
+    assert offer["address"].rsplit(".", 1)[0] == links.AP_ADDR.rsplit(".", 1)[0] and offer["netmask"] == "255.255.255.0"
+
+
+def _lan_that_does_not_start(doc):
+    board, store, net, logs = _parts(doc)
+    board.pins["lan"] = {"mdc": 23, "mdio": 18, "phy_addr": 1, "power": 16}
+    world.lan_fault = True  # no PHY answers: network.LAN raises OSError after building its driver
+    world.networks = [Network("HomeNet", "correct horse", ip="192.168.1.77")]
+    return board, store, net, logs
+
+
+def test_ethernet_that_does_not_start_leaves_wifi_working_and_is_retried_rarely():
+    board, store, net, logs = _lan_that_does_not_start({"wifi": {"ssid": "HomeNet", "password": "correct horse"},
+                                                        "lan": {"enabled": True}})
+    for _ in range(int(60_000 / links.TICK_MS)):  # a minute of ticks
+        net.tick()  # never raises
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.online_via == "wifi"  # WiFi carried on
+    state, _ = net.lan_status()
+    assert state == "failed" and "Ethernet did not start" in net.lan_error and "esp_eth_driver_install" in net.lan_error
+    # Each attempt leaks a driver and waits 100 ms on the power pin: after 10 s, 20 s, 40 s... not every tick.
+    assert 2 <= world.lan_starts <= 4, world.lan_starts
+    assert sum("Ethernet did not start" in m for m in logs) == world.lan_starts
+    world.lan_fault = False  # the PHY answers again (a loose module reseated): the next retry starts it
+    for _ in range(int(200_000 / links.TICK_MS)):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.lan_error is None and net.lan_status()[0] in ("connected", "no link")
+
+
+def test_ethernet_alone_that_does_not_start_brings_the_access_point_up_at_once():
+    board, store, net, logs = _lan_that_does_not_start({"lan": {"enabled": True}})
+    assert not store.needs_setup  # a network is configured: Ethernet...
+    net.tick()
+    assert net.ap_up and net.ap_reason == "Ethernet did not start"  # ...but it cannot start: ask the installer now

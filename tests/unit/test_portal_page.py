@@ -289,3 +289,14 @@ def test_ages_and_counts_in_words():
     assert portal_page.age_words(None) == "never" and portal_page.age_words(5) == "5 s ago"
     assert portal_page.age_words(600) == "10 min ago" and portal_page.age_words(3 * 3600) == "3 h ago"
     assert portal_page.records_words(0) == "none" and portal_page.records_words(1) == "1 record"
+
+
+def test_ethernet_that_did_not_start_says_why_on_the_page():
+    from simworld import world
+
+    world.lan_fault = True  # no PHY answers: network.LAN raises OSError
+    p = _portal(_ident())
+    p.store.update({"lan": {"enabled": True}})
+    lan = p.status_doc()["links"]["lan"]
+    assert lan["state"] == "failed" and "Ethernet did not start" in lan["error"]
+    assert "<b id=lan>Ethernet did not start (" in _html(p)

@@ -2,6 +2,7 @@
 
     python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
                                [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
+                               [--lan-fault]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
@@ -194,6 +195,8 @@ def cmd_device(args):
             extra += ["--report", report]
         if args.duration:
             extra += ["--run-ms", str(int(args.duration * 1000))]
+        if args.lan_fault:
+            extra += ["--lan-fault"]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
@@ -358,6 +361,9 @@ def build_parser():
                                                       "temporary folder)")
     d.add_argument("--ingest", metavar="INGEST", help="also run a local ingest server (python -m tools.ingest; "
                                                       "CA, fleet key and records.sqlite in INGEST) and upload to it")
+    d.add_argument("--lan-fault", action="store_true",
+                   help="no Ethernet PHY answers: network.LAN raises OSError, as on a board whose PHY is "
+                        "missing or at another address; the setup access point and WiFi must carry on")
     d.set_defaults(fn=cmd_device)
 
     p = command("portal", "the device with its setup portal on 127.0.0.1 and a scripted radio",

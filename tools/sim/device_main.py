@@ -2,7 +2,7 @@
 #
 # Started by `python -m tools.sim device` as
 #     device_main.py STATE_DIR SCENARIO.json [--run-ms N] [--port P] [--dns-port P] [--report FILE]
-#                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json]
+#                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json] [--networks FILE] [--lan-fault]
 # and stops cleanly on Ctrl-C (tools/sim/stop.py: the host asks, the firmware sees a KeyboardInterrupt
 # in its event loop, as on the board). STATE_DIR stands in for the board's flash: the firmware uses relative
 # file names (on the board the working directory is /), so running it from inside STATE_DIR keeps
@@ -43,6 +43,9 @@ REPORT = _option("--report")
 ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
 SOAK = _option("--soak")
+LAN_FAULT = "--lan-fault" in _args  # no Ethernet PHY answers (tools/simboard/network.py LAN)
+if LAN_FAULT:
+    _args.remove("--lan-fault")
 NETWORKS = _option("--networks", sys.argv[0].rsplit("/", 1)[0] + "/networks.json")  # (argv[0]: absolute)
 STATE_DIR, SCENARIO = _args[0], _args[1]
 if HEAP_BYTES is not None and ROM is None:
@@ -84,6 +87,7 @@ if SOAK is not None:
 else:
     world.set_realtime()
 world.lan_link = True  # the Ethernet cable is in (used if config.json enables the LAN)
+world.lan_fault = LAN_FAULT
 if plan is None:  # the setup page's WiFi part works too: the networks `tools.sim portal` scripts by default
     with open(NETWORKS) as f:
         world.set_radio(dict(json.load(f), lan_link=True))

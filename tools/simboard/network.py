@@ -89,6 +89,9 @@ class WLAN:
                         "security": AUTH_OPEN, "hidden": False, "max_clients": 10,
                         "reconnects": -1, "txpower": 20, "pm": 1}
             obj._addr = ("192.168.4.1", "255.255.255.0") if interface_id == AP_IF else ("0.0.0.0", "0.0.0.0")
+            # ESP-IDF's default AP netif: 192.168.4.1/24 with gateway 192.168.4.1. Its DHCP server
+            # offers the interface's gateway as the router (see dhcp_offer()).
+            obj._gw = "192.168.4.1" if interface_id == AP_IF else "0.0.0.0"
             world.wlans[interface_id] = obj
         return obj
 
@@ -185,33 +188,77 @@ class WLAN:
             self._cfg[name] = value
 
     def ipconfig(self, *args, **kwargs):
+        # As ports/esp32/network_common.c esp_ipconfig() does it: addr4 ("a.b.c.d/n" or a tuple) sets
+        # the address and mask only, gw4 the gateway; on the AP both restart the DHCP server, which
+        # then offers the gateway as the router, however far outside the new subnet it lies.
         if args:
+            if kwargs or len(args) != 1:
+                raise TypeError("can't specify pos and kw args")
             if args[0] == "addr4":
                 if self._if == STA_IF:
                     return (self._target[0].ip, "255.255.255.0") if self.isconnected() else ("0.0.0.0", "0.0.0.0")
                 return self._addr
+            if args[0] == "gw4":
+                if self._if == STA_IF:
+                    return "10.0.0.1" if self.isconnected() else "0.0.0.0"
+                return self._gw
             if args[0] == "dhcp4":
-                return self._if == STA_IF
+                if self._if == AP_IF:
+                    raise ValueError("unexpected key")
+                return True
             raise ValueError("unexpected key")
+        for key in kwargs:
+            if key not in ("addr4", "gw4", "dhcp4"):
+                raise ValueError("unexpected key")
         if "addr4" in kwargs:
             self._addr = _addr4(kwargs["addr4"])
+        if "gw4" in kwargs:
+            self._gw = kwargs["gw4"]
+
+    def dhcp_offer(self):
+        """What the AP's DHCP server offers a phone: a simulation hook, not a port API. As ESP-IDF's
+        components/lwip/apps/dhcpserver/dhcpserver.c add_offer_options(): the router is the
+        interface's gateway (esp_netif's ip_info.gw), the DNS server the server's own address."""
+        if self._if != AP_IF or not self._active:
+            raise OSError("Wifi Not Started")
+        ip, mask = self._addr
+        net = [int(a) & int(m) for a, m in zip(ip.split("."), mask.split("."))]
+        client = ".".join(str(b) for b in net[:3] + [net[3] + 2])
+        return {"address": client, "netmask": mask, "router": self._gw, "dns": ip}
 
     def ifconfig(self, cfg=None):
         if cfg is None:
             ip, mask = self.ipconfig("addr4")
-            return (ip, mask, ip if self._if == AP_IF else "10.0.0.1", "10.0.0.1")
+            return (ip, mask, self._gw if self._if == AP_IF else "10.0.0.1", "10.0.0.1")
         self._addr = (cfg[0], cfg[1])
 
 
 class LAN:
-    def __init__(self, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0,
-                 ref_clk=None, ref_clk_mode=None):
+    # As ports/esp32/network_lan.c get_lan(): one interface, returned as it is once its driver is
+    # installed. Until then every call builds the PHY, MAC and netif again (switching the PHY's power
+    # pin on and waiting 100 ms first) and registers the event handlers again; when
+    # esp_eth_driver_install() fails (no PHY answers at phy_addr, no reference clock) it raises
+    # OSError and leaves all of that behind: world.lan_starts counts the attempts, each a leak.
+    def __new__(cls, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0,
+                ref_clk=None, ref_clk_mode=None):
+        if world.lan is not None:
+            return world.lan
         if phy_type is None or mdc is None or mdio is None:
             raise ValueError("mdc, mdio and phy_type must be specified")
         if not 0 <= phy_addr <= 31:
             raise ValueError("invalid phy address")
-        self._active = False
-        world.lan = self
+        world.lan_starts += 1
+        if power is not None:
+            world.advance_us(100_000)  # mp_hal_delay_ms(100): the PHY's power settles, the VM waits
+        if world.lan_fault:
+            raise OSError("esp_eth_driver_install failed")
+        obj = object.__new__(cls)
+        obj._active = False
+        world.lan = obj
+        return obj
+
+    def __init__(self, id=0, **kwargs):
+        pass
 
     def active(self, state=None):
         if state is None:

@@ -122,6 +122,8 @@ class World:
         self.lan_ip = "10.0.1.60"
         self.wlans = {}  # interface id -> WLAN object (singletons, as on the ESP32)
         self.lan = None
+        self.lan_fault = False  # True: no PHY answers (network.LAN raises OSError, see network.py)
+        self.lan_starts = 0  # network.LAN attempts that built a driver (each failed one leaks it)
         self.wall_base_s = 946684800  # the RTC after power-up: 2000-01-01, i.e. not set
         self.wall_base_us = self._now_us
 
