@@ -109,5 +109,9 @@ STAT_CONNECTING = network.STAT_CONNECTING
 STAT_GOT_IP = network.STAT_GOT_IP
 STAT_WRONG_PASSWORD = network.STAT_WRONG_PASSWORD
 STAT_NO_AP_FOUND = network.STAT_NO_AP_FOUND
+# ESP-IDF disconnect reasons status() passes through once a station's reconnects are used up (the
+# port's network_wlan_status()): a wrong WPA2 passphrase most often ends as one of these, not 202.
+REASONS_WRONG_PASSWORD = (15, 204, 205)  # 4-way handshake timeout, handshake timeout, connection fail
+REASONS_NOT_FOUND = (210, 211, 212)  # no AP in the RSSI or authmode threshold, none with compatible security
 SEC_OPEN = network.WLAN.SEC_OPEN
 SEC_WPA2 = network.WLAN.SEC_WPA2

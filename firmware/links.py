@@ -20,6 +20,8 @@ AP_LINGER_MS = 180000  # online this long: the access point goes down
 TICK_MS = 250
 SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
 CONNECT_TIMEOUT_MS = 15000
+JOIN_RECONNECTS = 1  # while the page tries a network (two attempts): then status() gives the reason, not CONNECTING
+STALE_MS = 6000  # a failure status the same as before connect() may be the last attempt's (the port keeps it)
 RETRY_MS = 30000  # the configured network failed (not found, refused): try it again after this...
 RETRY_MAX_MS = 300000  # ...doubling each time up to this: a router that is away for hours is not hammered
 LAN_RETRY_MS = (10000, 600000)  # Ethernet that did not start: tried again after 10 s, doubling up to 10 min
@@ -36,7 +38,8 @@ def outcome_message(outcome, ssid, ip=None):
     if outcome == OK:
         return "Connected to %s. The meter's address there is %s. Settings saved." % (ssid, ip)
     if outcome == WRONG_PASSWORD:
-        return "Wrong password for %s: check it and try again (nothing was saved)." % ssid
+        return ("Could not log in to %s: the password is probably wrong. Check it (capitals count) and try "
+                "again (nothing was saved)." % ssid)
     if outcome == NOT_FOUND:
         return ("Network %s not found: check the name, or move closer to the router "
                 "(nothing was saved)." % ssid)
@@ -47,19 +50,29 @@ def outcome_message(outcome, ssid, ip=None):
 
 
 class Joiner:
-    """One connection attempt on the STA interface; poll() until it returns an outcome."""
+    """One connection attempt on the STA interface; poll() until it returns an outcome, then end().
+
+    On the ESP32 port (ports/esp32/network_wlan.c) connect() keeps the previous attempt's disconnect
+    reason, so right after it status() may still say WRONG_PASSWORD or NO_AP_FOUND for a network
+    never tried: a failure equal to the status before connect() counts only once it changed or
+    STALE_MS passed. A wrong passphrase mostly arrives as reason 15 or 204 (205 reads as 202), and
+    with reconnects for ever status() would say CONNECTING until the timeout: the attempt gets
+    JOIN_RECONNECTS, so its reason comes through. end() disconnects a failed attempt, which the port
+    would otherwise retry for ever, and gives reconnects back to "for ever" (the links' own)."""
 
     def __init__(self, sta, ssid, password, timeout_ms=CONNECT_TIMEOUT_MS):
         self.sta = sta
         self.ssid = ssid
         self.timeout_ms = timeout_ms
-        self.started = time.ticks_ms()
         self.ip = None
         sta.active(True)
         try:
             sta.disconnect()
         except OSError:
             pass
+        sta.config(reconnects=JOIN_RECONNECTS)
+        self._before = sta.status()
+        self.started = time.ticks_ms()
         sta.connect(ssid, password or None)
 
     def poll(self):
@@ -68,15 +81,34 @@ class Joiner:
         if st == hw.STAT_GOT_IP:
             self.ip = self.sta.ipconfig("addr4")[0]
             return OK
-        if st == hw.STAT_WRONG_PASSWORD:
-            return WRONG_PASSWORD
-        if st == hw.STAT_NO_AP_FOUND:
-            return NOT_FOUND
-        if st not in (hw.STAT_CONNECTING, hw.STAT_IDLE):
+        elapsed = time.ticks_diff(time.ticks_ms(), self.started)
+        if st not in (hw.STAT_CONNECTING, hw.STAT_IDLE) and (st != self._before or elapsed >= STALE_MS) \
+                and not self._associated():
+            if st == hw.STAT_WRONG_PASSWORD or st in hw.REASONS_WRONG_PASSWORD:
+                return WRONG_PASSWORD
+            if st == hw.STAT_NO_AP_FOUND or st in hw.REASONS_NOT_FOUND:
+                return NOT_FOUND
             return FAILED
-        if time.ticks_diff(time.ticks_ms(), self.started) >= self.timeout_ms:
-            return NO_DHCP if st == hw.STAT_CONNECTING else FAILED
+        if elapsed >= self.timeout_ms:
+            return NO_DHCP if st == hw.STAT_CONNECTING or self._associated() else FAILED
         return None
+
+    def _associated(self):
+        """The access point took the key (a failure status is then a stale one): status("rssi")
+        answers only while associated, lease or not."""
+        try:
+            self.sta.status("rssi")
+            return True
+        except OSError:
+            return False
+
+    def end(self, outcome):
+        if outcome != OK:
+            try:
+                self.sta.disconnect()  # or the port goes on reconnecting to a network that failed
+            except OSError:
+                pass
+        self.sta.config(reconnects=-1)
 
 
 class Links:

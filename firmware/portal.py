@@ -153,11 +153,19 @@ class Portal:
         now = time.ticks_ms()
         if self._scanned_ms is not None and time.ticks_diff(now, self._scanned_ms) < SCAN_EVERY_MS:
             return self.networks
+        if self.joining:  # the radio is busy with the page's own attempt: keep the list
+            return self.networks
         self._scanned_ms = now
         sta = self.board.sta
         try:
             if not sta.active():
                 sta.active(True)
+            if not sta.isconnected():
+                # The port's scan() comes back empty, without an error, while the station is
+                # connecting (ESP-IDF refuses it): stop the links' attempt for the scan's 2 s, and
+                # let them start again on their next tick.
+                sta.disconnect()
+                self.net.reconnect()
             self.networks = scan_list(sta.scan())
         except Exception as e:
             self.log("portal: scan failed (%s)" % type(e).__name__)
@@ -201,6 +209,7 @@ class Portal:
                 if outcome is not None:
                     break
                 await asyncio.sleep_ms(poll_ms)
+            j.end(outcome)
         except Exception as e:
             self.log("portal: connect failed (%s)" % type(e).__name__)
             outcome = links.FAILED

@@ -89,7 +89,8 @@ def test_phone_flow_scan_bad_password_progress_then_good_password_saved(browser,
     assert page.eval("document.querySelector('form[action=\"/connect\"]')") is None
     page.screenshot(os.path.join(SHOTS, "%s-connecting.png" % phone))
     page.wait_for("document.getElementById('msg').className.indexOf('busy') < 0")  # it reloads by itself
-    assert "Wrong password for HomeNet" in _msg(page) and "nothing was saved" in _msg(page)
+    msg = _msg(page)
+    assert "Could not log in to HomeNet: the password is probably wrong" in msg and "nothing was saved" in msg
     assert page.eval("document.querySelector('input[value=\"HomeNet\"]').checked")  # still chosen
     _fits_a_phone(page, width)
     page.screenshot(os.path.join(SHOTS, "%s-wrong-password.png" % phone))

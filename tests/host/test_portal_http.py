@@ -114,7 +114,7 @@ def test_connection_outcomes_in_plain_words(sim):
         if b"http-equiv=refresh" not in page:
             break
         time.sleep(0.2)
-    assert b"Wrong password for HomeNet" in page and b"(nothing was saved)" in page
+    assert b"Could not log in to HomeNet: the password is probably wrong" in page and b"(nothing was saved)" in page
     _, page = _submit(sim, "/connect", {"ssid_manual": "Elsewhere", "password": "whatever1"})
     assert b"Network Elsewhere not found" in page
     url, page = _submit(sim, "/connect", {"ssid": "<script>alert(1)</script>", "password": "whatever1"})

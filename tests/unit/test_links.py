@@ -23,14 +23,15 @@ def _parts(doc=None):
     return board, store, links.Links(board, store, _ident(), log=logs.append), logs
 
 
-def _join(ssid, password):
-    world.networks = [Network("HomeNet", "correct horse", ip="192.168.1.77"), Network("Cafe", None),
-                      Network("NoLease", "password123", dhcp=False)]
+def _join(ssid, password, networks=None):
+    world.networks = networks or [Network("HomeNet", "correct horse", ip="192.168.1.77"), Network("Cafe", None),
+                                  Network("NoLease", "password123", dhcp=False)]
     sta = Board().sta
     j = links.Joiner(sta, ssid, password, timeout_ms=10000)
     for _ in range(100):
         out = j.poll()
         if out is not None:
+            j.end(out)
             return out, j
         world.advance_us(250000)
     raise AssertionError("the attempt never ended")
@@ -41,7 +42,7 @@ def test_joining_reports_each_outcome_in_plain_words():
     assert out == links.OK and j.ip == "192.168.1.77"
     assert "192.168.1.77" in links.outcome_message(out, "HomeNet", j.ip)
     out, _ = _join("HomeNet", "wrong-password")
-    assert out == links.WRONG_PASSWORD and "Wrong password" in links.outcome_message(out, "HomeNet")
+    assert out == links.WRONG_PASSWORD and "password is probably wrong" in links.outcome_message(out, "HomeNet")
     out, _ = _join("Elsewhere", "whatever1")
     assert out == links.NOT_FOUND and "not found" in links.outcome_message(out, "Elsewhere")
     out, _ = _join("NoLease", "password123")
@@ -262,3 +263,57 @@ def test_ethernet_alone_that_does_not_start_brings_the_access_point_up_at_once()
     assert not store.needs_setup  # a network is configured: Ethernet...
     net.tick()
     assert net.ap_up and net.ap_reason == "Ethernet did not start"  # ...but it cannot start: ask the installer now
+
+
+def test_a_wrong_password_is_named_whichever_reason_the_esp32_gives_it():
+    # Reason 15 or 204 (not 202): with the port's reconnects for ever status() would say CONNECTING
+    # until the timeout, read as "no address from its DHCP server".
+    for reason in (15, 202, 204, 205):
+        out, j = _join("HomeNet", "not the password", [Network("HomeNet", "correct horse", auth_fail_reason=reason)])
+        assert out == links.WRONG_PASSWORD, (reason, out)
+        assert time_ms(j) < links.CONNECT_TIMEOUT_MS
+
+
+def time_ms(j):
+    import time
+
+    return time.ticks_diff(time.ticks_ms(), j.started)
+
+
+def test_a_failed_attempt_is_stopped_not_left_to_reconnect_for_ever():
+    out, j = _join("HomeNet", "not the password")
+    sta = j.sta
+    tried = sta._attempts
+    world.advance_us(60_000_000)
+    sta.status()  # (the simulated radio plays its events when asked)
+    assert sta._attempts == tried  # the port would have gone on trying the failed network
+    assert sta.config("reconnects") == -1  # the links' configured network: for ever again
+
+
+def test_the_last_attempts_status_is_never_this_attempts_outcome():
+    # A wrong password on one network, then the right one on another: right after connect() the port
+    # still says WRONG_PASSWORD (the kept reason) for a network that has not answered yet.
+    nets = [Network("HomeNet", "correct horse", ip="192.168.1.77"),
+            Network("Office", "letmein99", auth_fail_reason=202)]
+    out, _ = _join("Office", "wrong one", nets)
+    assert out == links.WRONG_PASSWORD
+    out, j = _join("HomeNet", "correct horse", nets)
+    assert out == links.OK and j.ip == "192.168.1.77"
+
+
+def test_the_page_scans_even_while_the_links_are_retrying_a_network():
+    # The port's scan() comes back empty while the station is connecting: the portal stops the
+    # attempt for the scan and the links start it again.
+    from firmware import portal
+
+    board, store, net, _ = _parts({"wifi": {"ssid": "Gone", "password": "whatever1"}})
+    world.networks = [Network("HomeNet", "correct horse")]
+    net.tick()  # the links start joining "Gone", which is not there (retried for ever by the port)
+    p = portal.Portal(board, store, net.identity, None, net, None, log=lambda m: None)
+    assert [n[0] for n in p.scan()] == ["HomeNet"]
+    net.tick()  # and they start again
+    board.sta.status()
+    tried = board.sta._attempts
+    world.advance_us(10 * world.connect_delay_us)
+    board.sta.status()  # (the simulated radio plays its events when asked)
+    assert board.sta._attempts > tried  # "Gone" is being tried again

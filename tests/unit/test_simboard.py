@@ -71,23 +71,77 @@ def test_watchdog_resets_the_board_when_not_fed():
 
 
 def test_wlan_connect_outcomes():
-    world.networks = [simworld.Network("Panel WiFi", "correct horse"), simworld.Network("Open Cafe")]
+    world.networks = [simworld.Network("Panel WiFi", "correct horse", auth_fail_reason=202),
+                      simworld.Network("Open Cafe")]
     sta = network.WLAN(network.WLAN.IF_STA)
     assert sta is network.WLAN(network.STA_IF)  # one object per interface, as on the board
     with raises(OSError):
-        sta.scan()  # the radio must be active first
+        sta.scan()  # the radio must be active first ("STA must be active")
     sta.active(True)
     assert sorted(r[0] for r in sta.scan()) == [b"Open Cafe", b"Panel WiFi"]
+    sta.config(reconnects=0)  # no reconnects: an attempt's failure shows as its reason
     for ssid, key, want in (("Panel WiFi", "wrong pass", network.STAT_WRONG_PASSWORD),
                             ("Nowhere", "whatever1", network.STAT_NO_AP_FOUND),
                             ("Open Cafe", None, network.STAT_GOT_IP),
                             ("Panel WiFi", "correct horse", network.STAT_GOT_IP)):
+        sta.disconnect()
         sta.connect(ssid, key)
-        assert sta.status() == network.STAT_CONNECTING
         world.advance_us(world.connect_delay_us)
         assert sta.status() == want, (ssid, sta.status())
         assert sta.isconnected() == (want == network.STAT_GOT_IP)
     assert sta.ipconfig("addr4")[0] != "0.0.0.0"
+
+
+def test_wlan_station_follows_the_esp32_port():
+    # ports/esp32/network_wlan.c: the reason of the last STA_DISCONNECTED event is kept across connect().
+    world.networks = [simworld.Network("HomeNet", "correct horse"), simworld.Network("Other", "x" * 8,
+                                                                                      auth_fail_reason=202)]
+    sta = network.WLAN(network.WLAN.IF_STA)
+    sta.active(True)
+    assert sta.config("reconnects") == -1  # for ever, by default
+    # A wrong WPA2 passphrase as reason 15 (4-way handshake timeout): with reconnects for ever the
+    # port says CONNECTING, attempt after attempt, never "wrong password".
+    sta.connect("HomeNet", "wrong password")
+    world.advance_us(10 * world.connect_delay_us)
+    assert sta.status() == network.STAT_CONNECTING and sta._attempts == 10
+    # With bounded reconnects the reason comes through once they are used up.
+    sta.disconnect()
+    sta.config(reconnects=1)
+    sta.connect("HomeNet", "wrong password")
+    world.advance_us(world.connect_delay_us)
+    assert sta.status() == network.STAT_CONNECTING  # one reconnect left
+    world.advance_us(world.connect_delay_us)
+    assert sta.status() == 15
+    # A wrong password reported as AUTH_FAIL, then connect() to another network: until the new
+    # attempt has an event, status() still reports the old attempt's reason.
+    sta.config(reconnects=0)
+    sta.disconnect()  # no attempt live: no event, the reason stays
+    sta.connect("Other", "wrong password")
+    world.advance_us(world.connect_delay_us)
+    assert sta.status() == network.STAT_WRONG_PASSWORD
+    sta.disconnect()
+    sta.connect("HomeNet", "correct horse")
+    assert sta.status() == network.STAT_WRONG_PASSWORD  # stale: the previous attempt's
+    world.advance_us(world.connect_delay_us)
+    assert sta.status() == network.STAT_GOT_IP
+    # A connect() over a live attempt or connection is refused, as ESP-IDF does.
+    with raises(OSError):
+        sta.connect("HomeNet", "correct horse")
+    # After disconnect() (ASSOC_LEAVE) the station is idle and nothing reconnects it.
+    sta.disconnect()
+    world.advance_us(5 * world.connect_delay_us)
+    assert sta.status() == network.STAT_IDLE and not sta.isconnected()
+
+
+def test_a_scan_while_the_station_is_connecting_comes_back_empty():
+    # esp_wifi_scan_start() refuses (ESP_ERR_WIFI_STATE) and network_wlan_scan() returns [] without an error.
+    world.networks = [simworld.Network("HomeNet", "correct horse")]
+    sta = network.WLAN(network.WLAN.IF_STA)
+    sta.active(True)
+    sta.connect("Nowhere", "whatever1")
+    assert sta.scan() == []
+    sta.disconnect()
+    assert [r[0] for r in sta.scan()] == [b"HomeNet"]
 
 
 def test_access_point_address_is_configurable():

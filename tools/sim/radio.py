@@ -9,7 +9,7 @@
 # Every key but "ssid" may be left out (the defaults below). A key the simulator does not know, most
 # likely a typo, is refused with a message naming it, as a scenario's are (tools/sim/mains.py).
 
-from tools.sim.mains import ScenarioError, _fail, _flag, _integer, _keys
+from tools.sim.mains import ScenarioError, _choice, _fail, _flag, _integer, _keys
 
 DEFAULTS = {
     "description": "",
@@ -25,6 +25,7 @@ NETWORK_DEFAULTS = {
     "hidden": False,  # not in a scan; joined by name
     "dhcp": True,  # false: associates, but never gets an address
     "ip": "10.0.0.50",  # the address its DHCP server gives
+    "auth_fail_reason": 15,  # the disconnect reason a wrong password brings (15, 202, 204 or 205)
 }
 
 RadioError = ScenarioError  # (one kind of error for the simulator's input files)
@@ -49,6 +50,7 @@ def _network(where, given):
         "hidden": _flag(where + ".hidden", n["hidden"]),
         "dhcp": _flag(where + ".dhcp", n["dhcp"]),
         "ip": ip,
+        "auth_fail_reason": _choice(where + ".auth_fail_reason", n["auth_fail_reason"], (15, 202, 204, 205)),
     }
 
 

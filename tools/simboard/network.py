@@ -84,7 +84,14 @@ class WLAN:
             obj = object.__new__(cls)
             obj._if = interface_id
             obj._active = False
-            obj._target = None  # (Network or None, key, started_us) of the current attempt
+            obj._target = None  # (Network or None, key, started_us) of the attempt under way
+            obj._connected = False  # got an IP
+            obj._associated = False  # the access point took the key (with or without an IP)
+            obj._reason = 0  # wifi_sta_disconn_reason: the last STA_DISCONNECTED event's
+            obj._requested = False  # wifi_sta_connect_requested
+            obj._conf_reconnects = 0  # conf_wifi_sta_reconnects: 0 for ever, else reconnects + 1
+            obj._reconnects = 0  # wifi_sta_reconnects
+            obj._attempts = 0  # failed attempts in all (a simulation count)
             obj._cfg = {"ssid": "ESP_123456" if interface_id == AP_IF else "", "channel": 1,
                         "security": AUTH_OPEN, "hidden": False, "max_clients": 10,
                         "reconnects": -1, "txpower": 20, "pm": 1}
@@ -98,16 +105,49 @@ class WLAN:
     def __init__(self, interface_id=STA_IF):
         pass
 
+    # The station follows ports/esp32/network_wlan.c (v1.24-1.28): connect() starts an attempt and
+    # resets the reconnect counter but keeps the last disconnect reason; each failed attempt is a
+    # STA_DISCONNECTED event that sets the reason and, while a connection is requested and reconnects
+    # are left (config(reconnects=n): n more; -1, the default, for ever), starts the next attempt;
+    # status() reads the reason as network_wlan_status() does, so a wrong password that arrives as
+    # reason 15 (4-way handshake timeout) or 204 reads STAT_CONNECTING for as long as reconnects
+    # go on, and a reason from the previous attempt is reported until the new one has an event.
+    # Attempts run on the virtual clock: each ends world.connect_delay_us after it starts.
+
     def active(self, is_active=None):
         if is_active is None:
             return self._active
         self._active = bool(is_active)
         if not self._active:
             self._target = None
+            self._requested = False
+            self._connected = self._associated = False
 
     def _require_active(self):
         if not self._active:
             raise OSError("Wifi Not Started")
+
+    def _events(self):
+        """Play the attempts' events up to now (the ESP-IDF event task, between two Python calls)."""
+        while self._target is not None and not self._connected:
+            net, key, started = self._target
+            if world.now_us() - started < world.connect_delay_us:
+                return
+            end = started + world.connect_delay_us
+            if net is not None and (net.password is None or key == net.password):
+                self._associated = True  # WIFI_EVENT_STA_CONNECTED: the reason is not cleared
+                if net.dhcp:
+                    self._connected, self._reason = True, 0  # IP_EVENT_STA_GOT_IP clears it
+                return  # without a lease it stays associated, "connecting"
+            self._reason = STAT_NO_AP_FOUND if net is None else net.auth_fail_reason
+            self._attempts += 1
+            if self._requested and (self._conf_reconnects == 0 or self._reconnects + 1 < self._conf_reconnects):
+                self._reconnects += 1
+                self._target = (net, key, end)  # esp_wifi_connect() again, from the event handler
+            else:
+                if self._conf_reconnects:
+                    self._reconnects += 1
+                self._target = None
 
     def connect(self, ssid=None, key=None, *, bssid=None):
         if self._if != STA_IF:
@@ -118,30 +158,48 @@ class WLAN:
             raise ValueError("invalid SSID")
         if key is not None and len(key) > 64:
             raise ValueError("invalid key")
-        self._target = (world.find_network(ssid), key or None, world.now_us())
+        self._events()
+        if self._target is not None:  # ESP-IDF refuses a connect over a live attempt
+            raise OSError("Wifi Internal Error")
+        self._reconnects = 0
+        self._requested = True
+        self._target = (world.find_network(ssid), key or None, world.now_us())  # the reason is kept
 
     def disconnect(self):
+        self._events()
+        self._requested = False
+        if self._target is not None or self._connected:
+            self._reason = 8  # WIFI_REASON_ASSOC_LEAVE: status() reads it as STAT_IDLE
         self._target = None
+        self._connected = self._associated = False
 
     def status(self, param=None):
-        if param == "rssi":
-            if self.status() != STAT_GOT_IP:
-                raise OSError("not connected")
+        if param == "rssi":  # esp_wifi_sta_get_ap_info(): fails unless associated (an IP or not)
+            if self._if != STA_IF:
+                raise OSError("STA required")
+            self._events()
+            if not self._associated:
+                raise OSError("Wifi Not Connected")
             return self._target[0].rssi
         if param == "stations":
             return []
-        if self._if == AP_IF or self._target is None:
-            return STAT_IDLE
-        net, key, started = self._target
-        if world.now_us() - started < world.connect_delay_us:
-            return STAT_CONNECTING
-        if net is None:
-            return STAT_NO_AP_FOUND
-        if net.password is not None and key != net.password:
+        if param is not None:
+            raise ValueError("unknown status param")
+        if self._if == AP_IF:
+            return None
+        self._events()
+        r = self._reason
+        if self._connected:
+            return STAT_GOT_IP
+        if r in (STAT_NO_AP_FOUND, 210, 211, 212):  # no AP found (in the RSSI/authmode threshold, compatible)
+            return r
+        if r in (STAT_WRONG_PASSWORD, 205):  # AUTH_FAIL, CONNECTION_FAIL: "wrong password"
             return STAT_WRONG_PASSWORD
-        if not net.dhcp:
-            return STAT_CONNECTING  # associated, but no lease: the ESP32 keeps reporting CONNECTING
-        return STAT_GOT_IP
+        if r == 8:  # ASSOC_LEAVE, after disconnect()
+            return STAT_IDLE
+        if self._requested and (self._conf_reconnects == 0 or self._reconnects < self._conf_reconnects):
+            return STAT_CONNECTING
+        return STAT_IDLE if r == 0 else r
 
     def isconnected(self):
         if self._if == AP_IF:
@@ -151,7 +209,13 @@ class WLAN:
     def scan(self):
         if self._if != STA_IF:
             raise OSError("AP can't scan")
-        self._require_active()
+        if not self._active:
+            raise OSError("STA must be active")
+        self._events()
+        if self._target is not None and not self._connected:
+            # esp_wifi_scan_start() refuses while the station is connecting (ESP_ERR_WIFI_STATE) and
+            # network_wlan_scan() then returns an empty list, without an error.
+            return []
         world.advance_us(2_000_000)  # a blocking scan takes about two seconds
         out = []
         for n in world.visible_networks():
@@ -170,6 +234,8 @@ class WLAN:
                 raise ValueError("unknown config param")  # the ESP32 never reads a key back
             if name == "ssid" and self._if == STA_IF and self.isconnected():
                 return self._target[0].ssid.decode()
+            if name == "reconnects" and self._if == STA_IF:
+                return self._conf_reconnects - 1
             if name not in self._cfg:
                 raise ValueError("unknown config param")
             return self._cfg[name]
@@ -180,6 +246,11 @@ class WLAN:
                 if self._if == AP_IF and value and not 8 <= len(value) <= 64:
                     raise ValueError("invalid key")
                 self._key = value
+                continue
+            if name == "reconnects":
+                if self._if != STA_IF:
+                    raise OSError("STA required")
+                self._conf_reconnects = 0 if value == -1 else value + 1
                 continue
             if name not in self._cfg:
                 raise ValueError("unknown config param")

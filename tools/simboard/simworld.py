@@ -70,7 +70,7 @@ class Network:
     """A WiFi network the simulated radio can see and (maybe) join."""
 
     def __init__(self, ssid, password=None, rssi=-60, channel=6, bssid=b"\x02\x00\x00\x00\x00\x01",
-                 hidden=False, dhcp=True, ip="10.0.0.50"):
+                 hidden=False, dhcp=True, ip="10.0.0.50", auth_fail_reason=15):
         self.ssid = ssid if isinstance(ssid, bytes) else ssid.encode()
         self.password = password  # None: open network
         self.rssi = rssi
@@ -79,6 +79,9 @@ class Network:
         self.hidden = hidden
         self.dhcp = dhcp  # False: associates but never gets an address
         self.ip = ip
+        # The disconnect reason a wrong passphrase brings: on ESP-IDF's WPA2 stations most often 15
+        # (4-way handshake timeout), sometimes 204 (handshake timeout), 205 or 202 (auth fail).
+        self.auth_fail_reason = auth_fail_reason
 
 
 class World:
@@ -92,7 +95,7 @@ class World:
         for n in doc.get("networks", []):
             self.networks.append(Network(n["ssid"], n.get("password"), n.get("rssi", -60), n.get("channel", 6),
                                          hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
-                                         ip=n.get("ip", "10.0.0.50")))
+                                         ip=n.get("ip", "10.0.0.50"), auth_fail_reason=n.get("auth_fail_reason", 15)))
         self.connect_delay_us = int(doc.get("connect_delay_ms", 1500)) * 1000
         if "lan_link" in doc:
             self.lan_link = bool(doc["lan_link"])
