@@ -50,6 +50,10 @@ class Console:
 
 WDT_TIMEOUT_MS = 20000  # longer than anything that may block the loop (a scan, a TLS handshake)
 WDT_FEED_MS = 2000
+# After Ctrl-C (also mpremote's raw REPL, so every `make deploy`): the ESP32's watchdog cannot be
+# stopped (ports/esp32/machine_wdt.c has no deinit), only reconfigured, so it gets its longest
+# timeout, as a small int: ~12 days in the developer's hands instead of a reset within 20 s.
+WDT_AT_REPL_MS = (1 << 30) - 1
 
 
 def feed_if_healthy(wdt, meter):
@@ -60,11 +64,18 @@ def feed_if_healthy(wdt, meter):
     return False
 
 
+def calm_watchdog(device):
+    """At the REPL (Ctrl-C): the running watchdog reconfigured to WDT_AT_REPL_MS and fed."""
+    if device.wdt is not None:
+        device.wdt = device.board.watchdog(WDT_AT_REPL_MS)
+        device.wdt.feed()
+
+
 async def _watchdog(device):
     """machine.WDT, fed from the event loop only while measurement is healthy: a stalled loop or a
     meter that stopped producing readings restarts the board. After STABLE_MS of it, the start
     was a good one: the boot guard forgets earlier failed starts."""
-    wdt = device.board.watchdog(WDT_TIMEOUT_MS)
+    wdt = device.wdt = device.board.watchdog(WDT_TIMEOUT_MS)
     started = time.ticks_ms()
     while True:
         if feed_if_healthy(wdt, device.meter) and device.boot_guard is not None:
@@ -80,12 +91,21 @@ LED_PATTERNS = {
     "connecting": (500, 500),  # slow blink: no network yet
     "online": (1000, 0),  # steady: online, uploads (if configured) going through
     "uploading_failed": (900, 100),  # steady with a short gap: online, but uploads are failing
+    "button_hold": (50, 150),  # flicker: the button is held past a short press; at 10 s, a factory reset
+    "reset_done": (3000, 0),  # steady 3 s: the factory reset is done, the button can be released
 }
+RESET_SHOWN_MS = 3000
 
 
 def led_state(device):
-    """The status LED's state, from the most urgent down."""
-    if not device.meter.healthy(time.ticks_ms()):
+    """The status LED's state, from the most urgent down (the button's own feedback first)."""
+    links = device.links
+    now = time.ticks_ms()
+    if links.reset_at is not None and time.ticks_diff(now, links.reset_at) < RESET_SHOWN_MS:
+        return "reset_done"
+    if links.held_past_short_press():
+        return "button_hold"
+    if not device.meter.healthy(now):
         return "fault"
     if device.links.ap_up:
         return "setup"
@@ -170,6 +190,7 @@ class Device:
         self.portal_options = {}  # host, http_port, dns_port, always: the simulator serves on 127.0.0.1
         self.stopped_by_user = False  # Ctrl-C on the console, not a failure
         self.use_watchdog = False  # run_on_board() turns it on: once started it cannot be stopped
+        self.wdt = None  # the running watchdog, once _watchdog() started it
         self.boot_guard = None  # run_on_board()'s: counts failed starts across resets
         self.heap = HeapWatch()
         self.windows = 0  # measurement windows handled
@@ -182,6 +203,11 @@ class Device:
                                  sync_clock=self.board.sync_clock, log=log)
         self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links,
                                     self.uploader, log=log)
+        self.links.on_long_press = self._factory_reset_by_button
+
+    def _factory_reset_by_button(self):
+        ok, message = self.portal.factory_reset()  # what the setup page's confirmed reset does
+        print("button: " + message)
 
     def on_readings(self, readings):
         self.windows += 1
@@ -255,6 +281,7 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, wat
         asyncio.run(_run(device, run_ms, extra_tasks))
     except KeyboardInterrupt:
         device.stopped_by_user = True
+        calm_watchdog(device)  # a developer at the REPL, or mpremote deploying: no reset meanwhile
     finally:
         device.shutdown()
         asyncio.new_event_loop()

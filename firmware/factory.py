@@ -1,9 +1,12 @@
-# factory — factory reset: the BOOT button held at power-up, or the setup page's confirmed action.
+# factory — factory reset: the button held HOLD_MS while running (firmware/links.py watches it), the
+# setup page's confirmed action, or, on boards whose button is not GPIO0, the button held at power-up.
 #
 # A reset clears WiFi and every other setting (config.json back to defaults) and keeps the device's
 # identity and its energy counters, which live in other files and are not touched.
 #
-# At power-up the composition root calls check_button(board.button, store, board.led) before it
+# (GPIO0, the ESP32 BOOT button, held low at reset starts the ROM serial bootloader: there the
+# power-up check can never see a press.) At power-up the composition root calls
+# check_button(board.button, store, board.led) before it
 # starts measuring: if the button is down it waits up to HOLD_MS, blinking the LED, and resets only
 # if the button stays down the whole time; releasing it earlier cancels. It reads time only through
 # the `clock` argument (the time module by default), so tests drive it with the simulated board.

@@ -13,12 +13,13 @@
 import time
 
 from firmware import board as hw
+from firmware import factory
 
 AP_ADDR = "192.168.251.1"
 AP_PREFIX = 24
 AP_LINGER_MS = 180000  # online this long: the access point goes down
 TICK_MS = 250
-SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold
+SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold (factory.HOLD_MS)
 CONNECT_TIMEOUT_MS = 15000
 JOIN_RECONNECTS = 1  # while the page tries a network (two attempts): then status() gives the reason, not CONNECTING
 STALE_MS = 6000  # a failure status the same as before connect() may be the last attempt's (the port keeps it)
@@ -47,6 +48,10 @@ def outcome_message(outcome, ssid, ip=None):
         return ("Joined %s but got no address from its DHCP server: check the router "
                 "(nothing was saved)." % ssid)
     return "Could not connect to %s (nothing was saved)." % ssid
+
+
+def _no_action():
+    pass
 
 
 class Joiner:
@@ -124,6 +129,10 @@ class Links:
         self._offline_since = now
         self._online_since = now
         self._press_start = None
+        self._long_done = False
+        self.holding_ms = 0  # how long the button has been held now (the status LED shows it)
+        self.reset_at = None  # ticks of the last factory reset by the button
+        self.on_long_press = _no_action  # what a hold of factory.HOLD_MS does (app.py: the portal's reset)
         self._sta_started = False
         self._sta_tried = now
         self._retry_ms = RETRY_MS
@@ -173,15 +182,30 @@ class Links:
         return lan
 
     def _button(self, now):
+        """True on the release of a short press (the setup access point). A hold of factory.HOLD_MS
+        calls on_long_press once, while still held: a factory reset at any time while running (at
+        power-up the BOOT button, GPIO0, cannot be used: held at reset it starts the ROM bootloader)."""
         pressed = self.board.button.value() == 0
         if pressed and self._press_start is None:
             self._press_start = now
+            self._long_done = False
         elif not pressed and self._press_start is not None:
             held = time.ticks_diff(now, self._press_start)
             self._press_start = None
+            self.holding_ms = 0
             if held < SHORT_PRESS_MS:
                 return True
+        if self._press_start is not None:
+            self.holding_ms = time.ticks_diff(now, self._press_start)
+            if self.holding_ms >= factory.HOLD_MS and not self._long_done:
+                self._long_done = True
+                self.reset_at = now
+                self.log("button: held %d s: factory reset" % (factory.HOLD_MS // 1000))
+                self.on_long_press()
         return False
+
+    def held_past_short_press(self):
+        return self.holding_ms >= SHORT_PRESS_MS
 
     def tick(self):
         now = time.ticks_ms()

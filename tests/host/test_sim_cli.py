@@ -67,7 +67,8 @@ def test_scenarios_are_taken_by_bundled_name_for_every_command_that_takes_one():
 
 def test_a_networks_file_with_an_unknown_key_is_refused_naming_it(tmp_path):
     cases = (({"networks": [{"ssid": "HomeNet", "pasword": "correct horse"}]},
-              "radio.networks[0]: unknown key 'pasword' (known keys: auth_fail_reason, channel, dhcp, hidden, ip, password, rssi, ssid)"),
+              "radio.networks[0]: unknown key 'pasword' (known keys: auth_fail_reason, channel, dhcp, hidden, ip, "
+              "password, rssi, ssid)"),
              ({"lan_lnk": True}, "radio: unknown key 'lan_lnk'"),
              ({"networks": [{"ssid": "x" * 33}]}, "radio.networks[0].ssid: must be a string of 1-32 bytes"),
              ({"connect_delay_ms": "soon"}, "radio.connect_delay_ms: must be a whole number from 0 to 60000"))

@@ -110,6 +110,11 @@ def test_the_status_led_says_setup_connecting_online_and_fault():
     class Links:
         ap_up = False
         online_via = None
+        reset_at = None
+        holding = False
+
+        def held_past_short_press(self):
+            return self.holding
 
     class Uploader:
         status = {"state": "ok"}
@@ -129,7 +134,12 @@ def test_the_status_led_says_setup_connecting_online_and_fault():
     assert app.led_state(d) == "uploading_failed"
     world.advance_us(10_000_000)  # no window has closed for 10 s: measurement is not healthy
     assert app.led_state(d) == "fault"
-    assert set(app.LED_PATTERNS) == {"fault", "setup", "connecting", "online", "uploading_failed"}
+    d.links.holding = True  # the button held past a short press: its own feedback comes first
+    assert app.led_state(d) == "button_hold"
+    d.links.reset_at = time.ticks_ms()
+    assert app.led_state(d) == "reset_done"
+    assert set(app.LED_PATTERNS) == {"fault", "setup", "connecting", "online", "uploading_failed", "button_hold",
+                                     "reset_done"}
 
 
 def test_a_failing_task_is_started_again_after_a_pause_that_doubles():
@@ -226,3 +236,20 @@ def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
         assert [x for x in said if x.startswith("upload: record numbers go on from %d" % SEQ_BLOCK)], said
     finally:
         os.chdir(here)
+
+
+def test_at_the_repl_the_watchdog_that_cannot_be_stopped_does_not_reset_the_board():
+    # Ctrl-C (also mpremote's raw REPL during `make deploy`): the ESP32's watchdog keeps running.
+    class Dev:
+        board = Board()
+        wdt = None
+
+    Dev.wdt = Dev.board.watchdog(app.WDT_TIMEOUT_MS)
+    world.advance_us(5_000_000)
+    app.calm_watchdog(Dev)
+    world.advance_us(30 * 60 * 1_000_000)  # half an hour at the REPL, deploying: no reset
+    assert machine.reset_cause() == machine.PWRON_RESET
+    # Without it the board resets within the running timeout (what a deploy used to run into).
+    Dev.wdt = Dev.board.watchdog(app.WDT_TIMEOUT_MS)
+    with raises(simworld.SimReset):
+        world.advance_us(app.WDT_TIMEOUT_MS * 1000 + 1_000_000)

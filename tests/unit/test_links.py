@@ -317,3 +317,37 @@ def test_the_page_scans_even_while_the_links_are_retrying_a_network():
     world.advance_us(10 * world.connect_delay_us)
     board.sta.status()  # (the simulated radio plays its events when asked)
     assert board.sta._attempts > tried  # "Gone" is being tried again
+
+
+def test_holding_the_button_ten_seconds_while_running_is_a_factory_reset():
+    # At power-up the BOOT button (GPIO0) cannot be used: held at reset, the ESP32 starts its ROM
+    # bootloader and the firmware never runs. So the hold works at any time while running.
+    board, store, net, logs = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    resets = []
+    net.on_long_press = lambda: resets.append(store.factory_reset())
+    world.press(0)
+    for _ in range(int(4000 / links.TICK_MS)):  # past a short press: the LED says "keep holding"
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.held_past_short_press() and resets == []
+    for _ in range(int(7000 / links.TICK_MS)):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert len(resets) == 1 and store.config["wifi"]["ssid"] == "" and net.reset_at is not None
+    world.release(0)
+    net.tick()
+    assert not net.held_past_short_press() and len(resets) == 1  # once per hold
+    assert not net.ap_reason.startswith("BOOT")  # a long hold is not a short press
+
+
+def test_a_hold_released_before_ten_seconds_changes_nothing():
+    board, store, net, logs = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    resets = []
+    net.on_long_press = lambda: resets.append(1)
+    world.press(0)
+    for _ in range(int(8000 / links.TICK_MS)):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    world.release(0)
+    net.tick()
+    assert resets == [] and store.config["wifi"]["ssid"] == "HomeNet"

@@ -192,12 +192,17 @@ class Timer:
 
 
 class WDT:
+    # As ports/esp32/machine_wdt.c: one task watchdog; a second WDT() reconfigures its timeout
+    # (esp_task_wdt_reconfigure) and there is no deinit: once started it cannot be stopped, only fed.
+    # Ctrl-C changes nothing: a board left at the REPL is reset when the timeout runs out.
     def __init__(self, id=0, timeout=5000):
-        if timeout < 1:
-            raise ValueError("timeout must be >= 1 ms")
+        if id != 0:
+            raise ValueError()
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
         self._timeout_ms = timeout
         self._fed_us = world.now_us()
-        world.wdt = self  # once started it cannot be stopped, only fed
+        world.wdt = self
 
     def feed(self):
         self._fed_us = world.now_us()
