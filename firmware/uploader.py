@@ -26,6 +26,8 @@ _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms /
 # The ESP32 port counts time from 2000-01-01, the unix port (and the protocol) from 1970-01-01.
 EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CREDENTIALS_RETRY_MS = 15 * 60 * 1000  # after a 401/403, try again this much later
+CLOCK_SYNC_MS = 24 * 3600 * 1000  # NTP again once a day: the RTC drifts by seconds a day
+CLOCK_STEP_S = 2  # a correction larger than this is logged and carried by the next record
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
 
 
@@ -61,6 +63,8 @@ class Uploader:
         self._start_ms = time.ticks_ms()
         self._failures = 0
         self._single = False  # after a 400 on a batch: send one record at a time to find the bad one
+        self._synced_ms = None  # ticks of the last NTP attempt
+        self._clock_step_s = 0  # NTP corrections not yet carried by a record
         refusal = identity_status.upload_refusal() if self.identity is None else None
         if refusal is None and self.identity is None:
             refusal = "no device identity: uploads are off"
@@ -95,6 +99,31 @@ class Uploader:
         if time.ticks_diff(now, self._start_ms) >= self.record_interval_ms:
             self._close_interval(now)
 
+    # -- the clock: NTP at start and then daily (the RTC drifts, and a deploy sets it from a computer) --
+    def clock_sync_due(self):
+        return self.sync_clock is not None and (
+            self._synced_ms is None or time.ticks_diff(time.ticks_ms(), self._synced_ms) >= CLOCK_SYNC_MS)
+
+    def set_clock(self):
+        """NTP now (it blocks the VM while it waits: at start, then once a day). True if the clock is
+        set. A step of more than CLOCK_STEP_S is logged and carried by the next record."""
+        before_s, before_ms = time.time(), time.ticks_ms()
+        was_set = self.clock_ready()
+        ok = False
+        if self.sync_clock is not None:
+            try:
+                ok = self.sync_clock()
+            except Exception as e:
+                self.status["last_error"] = "clock: %s" % e
+        self._synced_ms = time.ticks_ms()  # failed too: the clock is set, so the next try is in a day
+        if ok and was_set:
+            step_s = time.time() - before_s - time.ticks_diff(time.ticks_ms(), before_ms) // 1000
+            if step_s > CLOCK_STEP_S or step_s < -CLOCK_STEP_S:
+                self._clock_step_s += step_s
+                self.log("clock: corrected by %+d s from NTP (records before this one have times off by that)"
+                         % step_s)
+        return ok or self.clock_ready()
+
     def _close_interval(self, now):
         n = self._n
         phases = []
@@ -107,6 +136,9 @@ class Uploader:
                "interval_ms": time.ticks_diff(now, self._start_ms), "windows": n,
                "frequency_hz": _r(self._freq, 3), "phases": phases, "energy_mwh": self.energy.snapshot(),
                "diagnostics": self._diag}
+        if self._clock_step_s:  # the clock was corrected since the last record: say by how much
+            rec["clock_step_s"] = self._clock_step_s
+            self._clock_step_s = 0
         self._sums = None
         self._start_ms = now
         try:
@@ -208,14 +240,8 @@ class Uploader:
         while True:
             self.status["pending"] = self.spool.pending()
             self.status["lost"], self.status["rejected"] = self.spool.lost, self.spool.rejected
-            if not self.clock_ready():
-                ok = False
-                if self.sync_clock is not None:
-                    try:
-                        ok = self.sync_clock()
-                    except Exception as e:
-                        self.status["last_error"] = "clock: %s" % e
-                if not ok and not self.clock_ready():
+            if not self.clock_ready() or self.clock_sync_due():
+                if not self.set_clock():
                     await _sleep_ms(self._failed("the clock is not set (NTP): TLS waits for it", "waiting_clock"))
                     continue
             try:

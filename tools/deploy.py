@@ -8,9 +8,9 @@ Writes the firmware's code (build/device.romfs) to the board's ROMFS partition, 
 place without taking heap (`mpremote romfs deploy`; the board needs a MicroPython with a ROMFS
 partition, see docs/HARDWARE.md), removes any /firmware and /lib folders an older deploy left on
 its filesystem (they would shadow /rom), copies boot.py and main.py, sets the RTC from this
-computer (`mpremote rtc --set`), then resets the board. With --files (ROMFS=0) the .mpy tree goes
-into /firmware and /lib on the filesystem instead: only for boards with PSRAM, as the code then
-takes heap. Data the device wrote (config, energy counters, identity) is left alone.
+computer in UTC (not `mpremote rtc --set`, which writes local time), then resets the board. With
+--files (ROMFS=0) the .mpy tree goes into /firmware and /lib on the filesystem instead: only for
+boards with PSRAM, as the code then takes heap. Data the device wrote (config, energy counters, identity) is left alone.
 
 With --identity (a file from `python -m tools.provision`) the device's identity goes to
 /identity.json, copied to a temporary name and renamed, so a cut cable cannot leave half a file.
@@ -124,8 +124,27 @@ def plan(port, identity_file=None, files=False):
         tmp = BOARD_IDENTITY + ".tmp"
         cmd += ["fs", "cp", identity_file, ":" + tmp, "+"]
         cmd += ["exec", "import os\nos.rename('%s', '%s')\n" % (tmp, BOARD_IDENTITY), "+"]
-    cmd += ["rtc", "--set", "+", "reset"]
-    return cmd
+    return cmd[:-1]  # (no "+" after the last step)
+
+
+def clock_plan(port, now=None):
+    """A second mpremote call, made right before it runs: the board's RTC set to UTC, then a reset.
+
+    Not `mpremote rtc --set`: that writes the computer's *local* time, and the firmware keeps the RTC
+    in UTC (records' timestamps, TLS certificate dates). Made after the copy, which can take a minute,
+    so the time it carries is seconds old, not minutes."""
+    return [mpremote(), "connect", port, "exec", utc_clock_snippet(now), "+", "reset"]
+
+
+def utc_clock_snippet(now=None):
+    """MicroPython that sets machine.RTC to `now` (default: this moment) in UTC."""
+    import datetime
+
+    t = now or datetime.datetime.now(datetime.timezone.utc)
+    t = t.astimezone(datetime.timezone.utc)
+    # RTC.datetime((year, month, day, weekday (Monday 0), hours, minutes, seconds, subseconds))
+    return "import machine\nmachine.RTC().datetime((%d, %d, %d, %d, %d, %d, %d, 0))\n" % (
+        t.year, t.month, t.day, t.weekday(), t.hour, t.minute, t.second)
 
 
 def _rmtree_snippet(folder):
@@ -181,9 +200,11 @@ def main(argv=None):
                 copy_identity = args.identity
     cmd = plan(args.port, copy_identity, args.files)
     if args.dry_run:
-        print(" ".join(repr(c) if "\n" in c else c for c in cmd))
+        for c in (cmd, clock_plan(args.port)):
+            print(" ".join(repr(x) if "\n" in x else x for x in c))
         return 0
-    return subprocess.call(cmd)
+    rc = subprocess.call(cmd)
+    return rc or subprocess.call(clock_plan(args.port))
 
 
 if __name__ == "__main__":

@@ -185,7 +185,10 @@ def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():
     assert steps[0] == ["romfs", "deploy", deploy.ROMFS_IMAGE]
     # ...then the folders that would shadow /rom go
     assert steps[1][0] == "exec" and steps[1][1].endswith("rm('/firmware')\n") and steps[2][1].endswith("rm('/lib')\n")
-    assert steps[-1] == ["reset"]
+    assert steps[-1][:2] == ["fs", "cp"] and "rtc" not in deploy.plan("/dev/fake")  # not local time
+    # The clock, in UTC, by a second call made right before it runs; then the reset.
+    clock = deploy.clock_plan("/dev/fake")
+    assert clock[3] == "exec" and "machine.RTC().datetime(" in clock[4] and clock[-2:] == ["+", "reset"]
     files = " ".join(deploy.plan("/dev/fake", files=True))
     assert "romfs" not in files and "fs cp -r" in files  # boards with PSRAM: the .mpy tree on the filesystem
 
@@ -283,3 +286,15 @@ def test_config_doc_documents_every_config_key_with_its_default():
             assert field in rows, "docs/CONFIG.md lacks " + field
             assert json.dumps(defaults[name][key]) in rows[field].replace("`", ""), (field, rows[field])
     assert len(rows) == sum(len(config.SCHEMA[n]) for n in config.SECTIONS)
+
+
+def test_deploy_sets_the_boards_clock_in_utc_whatever_the_computers_time_zone():
+    import datetime
+
+    berlin = datetime.timezone(datetime.timedelta(hours=1))
+    snippet = deploy.utc_clock_snippet(datetime.datetime(2026, 12, 7, 2, 30, 5, tzinfo=berlin))
+    # Run it as the board would, on the simulated board's RTC, and read the clock back.
+    r = subprocess.run([mp.micropython_exe(), "-c", snippet + "import time\nprint(time.gmtime()[:6])\n"],
+                       env=mp.env(), cwd=mp.ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(2026, 12, 7, 1, 30, 5)"  # 02:30 in UTC+1 is 01:30 UTC

@@ -6,7 +6,7 @@ from firmware import identity
 from firmware.spool import SEQ_BLOCK, Spool
 from firmware.uploader import Uploader
 from simworld import world
-from support import tmpdir
+from support import MICROPYTHON, skip, tmpdir
 
 
 def _spool(folder, **kw):
@@ -265,3 +265,43 @@ def test_the_upload_state_is_ok_only_once_the_server_has_accepted_something():
         asyncio.new_event_loop()
     assert before == ("starting", None, 0)
     assert sent == ["/v1/live"] and up.status["state"] == "ok" and up.status["last_ok_s"] is not None
+
+
+def test_the_clock_is_set_from_ntp_at_start_and_daily_and_a_correction_is_carried_by_the_next_record():
+    if not MICROPYTHON:
+        skip("the simulated RTC: under CPython time.time() is the host's")
+    from firmware import uploader as mod
+
+    # The RTC an old `mpremote rtc --set` left: the computer's local time (UTC+1), taken for UTC.
+    world.set_wall_time(simworld_epoch(2026, 12, 7, 2, 0, 0))
+    said = []
+    wrong_by_s = [3600]
+
+    def ntp():  # what ntptime.settime() does: the RTC set to the true UTC time
+        world.set_wall_time(world.wall_time_us() // 1_000_000 - wrong_by_s[0])
+        wrong_by_s[0] = 0
+        return True
+
+    up = _uploader()
+    up.sync_clock, up.log = ntp, said.append
+    assert up.clock_ready() and up.clock_sync_due()  # set, but never checked against NTP: due at start
+    assert up.set_clock() and not up.clock_sync_due()
+    assert said == ["clock: corrected by -3600 s from NTP (records before this one have times off by that)"]
+    for _ in range(10):  # the next interval record says the clock was corrected, and by how much
+        world.advance_us(1_000_000)
+        up.on_readings(_readings(100.0))
+    world.advance_us(1_000_000)
+    up.on_readings(_readings(100.0))
+    records = [json.loads(r) for _, r in up.spool.batch(10, 100000)]
+    assert records[0]["clock_step_s"] == -3600 and all("clock_step_s" not in r for r in records[1:])
+    world.advance_us(mod.CLOCK_SYNC_MS * 1000 - 20_000_000)
+    assert not up.clock_sync_due()
+    world.advance_us(30_000_000)
+    assert up.clock_sync_due()  # once a day: the RTC drifts
+    assert up.set_clock() and len(said) == 1  # a correction within 2 s is not news
+
+
+def simworld_epoch(*civil):
+    import simworld
+
+    return simworld.epoch_from_civil(*civil)
