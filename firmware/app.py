@@ -249,7 +249,8 @@ async def _supervise(device, name, start):
 
 async def _run(device, run_ms, extra_tasks=()):
     starts = [("meter", lambda: device.meter.run(device.on_readings)), ("status LED", lambda: _status_led(device)),
-              ("portal", lambda: device.portal.run(**device.portal_options)), ("uploader", device.uploader.run)]
+              ("links", device.links.run), ("portal", lambda: device.portal.run(**device.portal_options)),
+              ("uploader", device.uploader.run)]
     if device.use_watchdog:
         starts.append(("watchdog", lambda: _watchdog(device)))
     for fn in extra_tasks:  # the simulator's own (e.g. watching the heap), beside the device's

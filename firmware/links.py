@@ -204,6 +204,17 @@ class Links:
                 self.on_long_press()
         return False
 
+    async def run(self):
+        """tick() every TICK_MS, on a task of its own (supervised by firmware/app.py)."""
+        import asyncio
+
+        while True:
+            try:
+                self.tick()
+            except Exception as e:  # a radio error must not end the links for good
+                self.log("network: %s: %s" % (type(e).__name__, e))
+            await asyncio.sleep_ms(TICK_MS)
+
     def held_past_short_press(self):
         return self.holding_ms >= SHORT_PRESS_MS
 

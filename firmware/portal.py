@@ -103,7 +103,8 @@ class Portal:
 
     # --- serving ----------------------------------------------------------------------------------
     async def run(self, host=None, http_port=80, dns_port=53, always=False):
-        """Keep the links up to date and serve HTTP and DNS while the access point is up (or always).
+        """Serve HTTP and DNS while the access point is up (or always). The links run on their own
+        task (Links.run): a failing page must not stop the meter joining its network.
 
         host None: every interface on the board, only 127.0.0.1 anywhere else (a desktop test run).
         """
@@ -120,10 +121,6 @@ class Portal:
         dns_task = None
         try:
             while True:
-                try:
-                    self.net.tick()
-                except Exception as e:  # a radio error must not end the links and setup page for good
-                    self.log("network: %s: %s" % (type(e).__name__, e))
                 want = always or self.net.ap_up
                 if want and guard.server is None:
                     try:

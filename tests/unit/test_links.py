@@ -351,3 +351,33 @@ def test_a_hold_released_before_ten_seconds_changes_nothing():
     world.release(0)
     net.tick()
     assert resets == [] and store.config["wifi"]["ssid"] == "HomeNet"
+
+
+def test_the_links_run_on_a_task_of_their_own_and_a_failing_tick_does_not_end_it():
+    from support import MICROPYTHON, skip
+
+    if not MICROPYTHON:
+        skip("the links' task uses MicroPython's asyncio (sleep_ms)")
+    import asyncio
+
+    board, store, net, logs = _parts()
+    world.set_realtime()  # asyncio waits in real time here
+    ticks = []
+
+    def tick():
+        ticks.append(1)
+        raise OSError("Wifi Internal Error")
+
+    net.tick = tick
+
+    async def main():
+        try:
+            await asyncio.wait_for(net.run(), 1.2)
+        except asyncio.TimeoutError:
+            pass
+
+    try:
+        asyncio.run(main())
+    finally:
+        asyncio.new_event_loop()
+    assert len(ticks) >= 3 and logs.count("network: OSError: Wifi Internal Error") == len(ticks)
