@@ -12,6 +12,9 @@ by default; with --json exactly one JSON object on stdout (progress goes to stde
   pairs the kernel processes, divided by that difference, so start-up cancels. null without valgrind.
 - cpu_fraction: host CPU of the measurement path (timer, bursts, kernels, metering, windows) per
   simulated second, tools/bench_chain.py under the unix port: the median of several runs.
+- blocking_calls: the VM blocked for D s (a WiFi scan, NTP, a DNS lookup) three times in a run on
+  simulated mains (tools/bench_blocking.py): the longest window, the energy on a steady load against
+  the same run unblocked, and the energy a load step at the block's start hides.
 """
 
 import argparse
@@ -128,7 +131,22 @@ def cpu_fraction(quick):
     }
 
 
-MEASUREMENTS = [dsp_speed, dsp_instructions, cpu_fraction]
+def blocking_calls(quick):
+    """What a call that blocks the VM (a scan, NTP, a DNS lookup) does to the windows and the energy
+    (tools/bench_blocking.py, virtual time on the simulated board)."""
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tools", "simboard"), ROOT,
+                                                        os.path.join(ROOT, "lib"), ".frozen"]))
+    cmd = [mp.micropython_exe(), os.path.join("tools", "bench_blocking.py")] + (["quick"] if quick else [])
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("bench_blocking failed (%d): %s" % (p.returncode, (p.stderr or p.stdout)[-800:]))
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"blocking_calls": r["cases"], "blocking_unblocked_longest_window_ms": r["unblocked_longest_window_ms"],
+            "blocking_note": "the VM blocked D s at %s s of %d simulated s; steady 3 x 10 A at 230 V, or the "
+                             "load doubling as the first block starts" % (r["blocks_at_s"], r["duration_s"])}
+
+
+MEASUREMENTS = [dsp_speed, dsp_instructions, cpu_fraction, blocking_calls]
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -188,6 +206,12 @@ def human(r):
         lines.append("  (%s)" % r["instructions_note"])
     lines += ["", "CPU fraction per simulated second: %s (%s)"
               % (_fmt(r.get("cpu_fraction_per_sim_second")), r.get("cpu_fraction_note", ""))]
+    lines += ["", "A call that blocks the VM (%s; windows are %s ms long otherwise):"
+              % (r.get("blocking_note"), r.get("blocking_unblocked_longest_window_ms"))]
+    for c in r.get("blocking_calls") or []:
+        lines.append("  %4.1f s: longest window %d ms, steady energy x%.4f, energy a step hides %+.2f Wh (%+.2f %%)"
+                     % (c["block_s"], c["longest_window_ms"], c["steady_energy_ratio"], c["step_energy_error_wh"],
+                        100 * c["step_energy_error"]))
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ FIELDS = (
     "viper_speedup", "viper_speedup_median", "viper_ns_per_pair", "twin_ns_per_pair",
     "cross_sum_speedup", "speed_pairs", "speed_rounds",
     "instructions_per_pair", "instructions_pairs",
-    "cpu_fraction_per_sim_second", "cpu_fraction_note",
+    "cpu_fraction_per_sim_second", "cpu_fraction_note", "blocking_calls", "blocking_unblocked_longest_window_ms",
 )
 
 
@@ -34,6 +34,13 @@ def test_quick_json_run_reports_a_faster_kernel():
     # The measurement path really ran: ten bursts per simulated second, and a positive CPU share.
     assert r["cpu_fraction_bursts_per_sim_second"] == 10
     assert 0 < r["cpu_fraction_per_sim_second"] < 1
+    # A 2 s block stretches the window it falls in by as much, and no more; the energy of a steady
+    # load stays what the unblocked run counts (within 0.5 %).
+    (block,) = r["blocking_calls"]
+    assert block["block_s"] == 2.0
+    stretch_ms = block["longest_window_ms"] - r["blocking_unblocked_longest_window_ms"]
+    assert 2000 - 200 <= stretch_ms <= 2000 + 100, block
+    assert abs(block["steady_energy_ratio"] - 1) < 0.005
     if shutil.which("valgrind"):
         # An instruction count is exact and repeatable: hold the kernel to its budget.
         assert 0 < r["instructions_per_pair"] <= 60
