@@ -52,7 +52,9 @@ WDT_TIMEOUT_MS = 20000  # longer than anything that may block the loop (a scan, 
 WDT_FEED_MS = 2000
 # After Ctrl-C (also mpremote's raw REPL, so every `make deploy`): the ESP32's watchdog cannot be
 # stopped (ports/esp32/machine_wdt.c has no deinit), only reconfigured, so it gets its longest
-# timeout, as a small int: ~12 days in the developer's hands instead of a reset within 20 s.
+# timeout: ~12 days in the developer's hands instead of a reset within 20 s. The limit is real, not
+# only the small-int bound: ESP-IDF's task WDT counts timeout_ms * 4 in a uint32, so 1 << 30 would
+# wrap to 0.
 WDT_AT_REPL_MS = (1 << 30) - 1
 
 
@@ -101,8 +103,10 @@ def led_state(device):
     """The status LED's state, from the most urgent down (the button's own feedback first)."""
     links = device.links
     now = time.ticks_ms()
-    if links.reset_at is not None and time.ticks_diff(now, links.reset_at) < RESET_SHOWN_MS:
-        return "reset_done"
+    if links.reset_at is not None:
+        if time.ticks_diff(now, links.reset_at) < RESET_SHOWN_MS:
+            return "reset_done"
+        links.reset_at = None  # shown: forgotten (ticks_diff would turn negative after ~6 days)
     if links.held_past_short_press():
         return "button_hold"
     if not device.meter.healthy(now):
@@ -161,8 +165,10 @@ class Device:
 
     def __init__(self, board=None, meter_overrides=None, log=print):
         self.board = board or Board()
+        self.log = log
         self.store = config.ConfigStore(log=log)
-        factory.check_button(self.board.button, self.store, self.board.led, log=log)  # BOOT held: reset
+        if self.board.pins["button"] != 0:  # GPIO0 held at reset starts the ROM bootloader: never seen here
+            factory.check_button(self.board.button, self.store, self.board.led, log=log)  # held: reset
         self.config = self.store.load()
         self.identity = identity.load(log=log)  # without one it says why, measures, and won't upload
         self.energy = Energy()
@@ -207,7 +213,8 @@ class Device:
 
     def _factory_reset_by_button(self):
         ok, message = self.portal.factory_reset()  # what the setup page's confirmed reset does
-        print("button: " + message)
+        self.log("button: " + message)
+        return ok
 
     def on_readings(self, readings):
         self.windows += 1

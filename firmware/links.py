@@ -20,12 +20,15 @@ AP_PREFIX = 24
 AP_LINGER_MS = 180000  # online this long: the access point goes down
 TICK_MS = 250
 SHORT_PRESS_MS = 3000  # shorter than the 10 s factory-reset hold (factory.HOLD_MS)
-CONNECT_TIMEOUT_MS = 15000
+CONNECT_TIMEOUT_MS = 25000  # two attempts (JOIN_RECONNECTS) of up to ~10 s each, then DHCP
 JOIN_RECONNECTS = 1  # while the page tries a network (two attempts): then status() gives the reason, not CONNECTING
 STALE_MS = 6000  # a failure status the same as before connect() may be the last attempt's (the port keeps it)
 RETRY_MS = 30000  # the configured network failed (not found, refused): try it again after this...
 RETRY_MAX_MS = 300000  # ...doubling each time up to this: a router that is away for hours is not hammered
-LAN_RETRY_MS = (10000, 600000)  # Ethernet that did not start: tried again after 10 s, doubling up to 10 min
+# Ethernet that did not start: tried again after 10 s and 60 s, then not until its settings change or
+# the meter restarts. Each failed network.LAN() leaves an ESP-IDF MAC behind (DMA buffers, a task,
+# an interrupt: ~12-15 KB of internal RAM), which retries for ever would spend within hours.
+LAN_RETRY_MS = (10000, 60000)
 
 OK = "connected"
 WRONG_PASSWORD = "wrong_password"
@@ -50,8 +53,8 @@ def outcome_message(outcome, ssid, ip=None):
     return "Could not connect to %s (nothing was saved)." % ssid
 
 
-def _no_action():
-    pass
+def _no_action() -> bool:
+    return False
 
 
 class Joiner:
@@ -77,6 +80,9 @@ class Joiner:
             pass
         sta.config(reconnects=JOIN_RECONNECTS)
         self._before = sta.status()
+        # disconnect() takes effect in the port's event task: until then status() may still say
+        # GOT_IP for the network it left, so GOT_IP counts only after another status was seen.
+        self._left = self._before != hw.STAT_GOT_IP
         self.started = time.ticks_ms()
         sta.connect(ssid, password or None)
 
@@ -84,8 +90,11 @@ class Joiner:
         """None while trying; otherwise OK, WRONG_PASSWORD, NOT_FOUND, NO_DHCP or FAILED."""
         st = self.sta.status()
         if st == hw.STAT_GOT_IP:
-            self.ip = self.sta.ipconfig("addr4")[0]
-            return OK
+            if self._left:
+                self.ip = self.sta.ipconfig("addr4")[0]
+                return OK
+        else:
+            self._left = True
         elapsed = time.ticks_diff(time.ticks_ms(), self.started)
         if st not in (hw.STAT_CONNECTING, hw.STAT_IDLE) and (st != self._before or elapsed >= STALE_MS) \
                 and not self._associated():
@@ -94,8 +103,8 @@ class Joiner:
             if st == hw.STAT_NO_AP_FOUND or st in hw.REASONS_NOT_FOUND:
                 return NOT_FOUND
             return FAILED
-        if elapsed >= self.timeout_ms:
-            return NO_DHCP if st == hw.STAT_CONNECTING or self._associated() else FAILED
+        if elapsed >= self.timeout_ms:  # associated but no address: DHCP; else the port was still retrying
+            return NO_DHCP if self._associated() else FAILED
         return None
 
     def _associated(self):
@@ -140,12 +149,14 @@ class Links:
         self.busy = False  # the setup page is trying a network: leave STA alone
         self.lan_error = None  # why Ethernet did not start, while it has not
         self._lan_retry_at = now
-        self._lan_retry_ms = LAN_RETRY_MS[0]
+        self._lan_tries = 0  # failed starts with the current lan settings
+        self._lan_cfg = None  # the lan settings they were made with
 
     def lan_status(self):
         """(state, address): "off" (not fitted or disabled), "no link", "connected" with its address,
         or "failed" (Ethernet did not start: lan_error says why)."""
         if not self.store.config["lan"]["enabled"]:
+            self.lan_error = None
             return "off", None
         lan = self._lan()
         if lan is None:
@@ -162,23 +173,32 @@ class Links:
         """The Ethernet interface, or None. network.LAN raises OSError when its driver does not install
         (no PHY answers at phy_addr, no reference clock) after it has built the PHY, MAC and netif,
         which stay behind, and it waits 100 ms on the power pin first: so a failed start is tried
-        again only after LAN_RETRY_MS, doubling, never every tick, and nothing else waits for it."""
+        again only LAN_RETRY_MS later, twice, then only once the lan settings change, and nothing else
+        waits for it."""
         now = time.ticks_ms()
-        if self.lan_error is not None and time.ticks_diff(now, self._lan_retry_at) < 0:
+        cfg = self.store.config["lan"]
+        if cfg != self._lan_cfg:  # other settings (or the first try): a fresh start
+            self._lan_cfg, self._lan_tries, self.lan_error = cfg, 0, None
+        if self.lan_error is not None and (self._lan_tries > len(LAN_RETRY_MS)
+                                           or time.ticks_diff(now, self._lan_retry_at) < 0):
             return None
         try:
-            lan = self.board.lan(self.store.config["lan"])
+            lan = self.board.lan(cfg)
         except OSError as e:
-            self.lan_error = ("Ethernet did not start (%s): no PHY answered. Check the board and its "
-                              "lan settings (phy, phy_addr, pins)." % e)
-            self.log("network: %s Trying again in %d s." % (self.lan_error, self._lan_retry_ms // 1000))
-            self._lan_retry_at = time.ticks_add(now, self._lan_retry_ms)
-            self._lan_retry_ms = min(2 * self._lan_retry_ms, LAN_RETRY_MS[1])
+            self._lan_tries += 1
+            self.lan_error = ("Ethernet did not start (%s). Check the Ethernet module and the lan settings "
+                              "(phy, phy_addr, pins)." % e)
+            if self._lan_tries <= len(LAN_RETRY_MS):
+                wait_ms = LAN_RETRY_MS[self._lan_tries - 1]
+                self._lan_retry_at = time.ticks_add(now, wait_ms)
+                self.log("network: %s Trying again in %d s." % (self.lan_error, wait_ms // 1000))
+            else:
+                self.lan_error += " Not tried again until the lan settings change or the meter restarts."
+                self.log("network: " + self.lan_error)
             return None
         if self.lan_error is not None:
             self.log("network: Ethernet started")
         self.lan_error = None
-        self._lan_retry_ms = LAN_RETRY_MS[0]
         return lan
 
     def _button(self, now):
@@ -199,9 +219,9 @@ class Links:
             self.holding_ms = time.ticks_diff(now, self._press_start)
             if self.holding_ms >= factory.HOLD_MS and not self._long_done:
                 self._long_done = True
-                self.reset_at = now
                 self.log("button: held %d s: factory reset" % (factory.HOLD_MS // 1000))
-                self.on_long_press()
+                if self.on_long_press():
+                    self.reset_at = now  # the LED says "done" only when it was
         return False
 
     async def run(self):
@@ -261,6 +281,11 @@ class Links:
         if st in (hw.STAT_GOT_IP, hw.STAT_CONNECTING):
             return False
         return time.ticks_diff(now, self._sta_tried) >= self._retry_ms
+
+    def restart_attempt(self):
+        """The station was stopped for a moment (a scan): join the configured network again on the next
+        tick, keeping the retry backoff (unlike reconnect(), for new settings)."""
+        self._sta_started = False
 
     def reconnect(self):
         """The settings changed (the setup page saved a network): join it on the next tick."""

@@ -160,10 +160,12 @@ class Portal:
             if not sta.isconnected():
                 # The port's scan() comes back empty, without an error, while the station is
                 # connecting (ESP-IDF refuses it): stop the links' attempt for the scan's 2 s, and
-                # let them start again on their next tick.
+                # let them start again on their next tick (their backoff kept).
                 sta.disconnect()
-                self.net.reconnect()
-            self.networks = scan_list(sta.scan())
+                self.net.restart_attempt()
+            found = scan_list(sta.scan())
+            if found or not self.networks:  # an empty answer may be a refusal: keep what was found before
+                self.networks = found
         except Exception as e:
             self.log("portal: scan failed (%s)" % type(e).__name__)
         return self.networks
@@ -201,12 +203,15 @@ class Portal:
         self.net.busy = True
         try:
             j = links.Joiner(self.board.sta, ssid, password)
-            while True:
-                outcome = j.poll()
-                if outcome is not None:
-                    break
-                await asyncio.sleep_ms(poll_ms)
-            j.end(outcome)
+            outcome = links.FAILED
+            try:
+                while True:
+                    outcome = j.poll()
+                    if outcome is not None:
+                        break
+                    await asyncio.sleep_ms(poll_ms)
+            finally:
+                j.end(outcome)  # reconnects back to "for ever", whatever happened
         except Exception as e:
             self.log("portal: connect failed (%s)" % type(e).__name__)
             outcome = links.FAILED

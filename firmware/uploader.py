@@ -27,6 +27,7 @@ _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms /
 EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CREDENTIALS_RETRY_MS = 15 * 60 * 1000  # after a 401/403, try again this much later
 CLOCK_SYNC_MS = 24 * 3600 * 1000  # NTP again once a day: the RTC drifts by seconds a day
+CLOCK_RETRY_MS = 60 * 1000  # a failed check is tried again after this, doubling up to a day
 CLOCK_STEP_S = 2  # a correction larger than this is logged and carried by the next record
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
 
@@ -64,6 +65,7 @@ class Uploader:
         self._failures = 0
         self._single = False  # after a 400 on a batch: send one record at a time to find the bad one
         self._synced_ms = None  # ticks of the last NTP attempt
+        self._sync_every_ms = CLOCK_SYNC_MS  # until the next one: a day, or less after a failure
         self._clock_step_s = 0  # NTP corrections not yet carried by a record
         refusal = identity_status.upload_refusal() if self.identity is None else None
         if refusal is None and self.identity is None:
@@ -102,7 +104,7 @@ class Uploader:
     # -- the clock: NTP at start and then daily (the RTC drifts, and a deploy sets it from a computer) --
     def clock_sync_due(self):
         return self.sync_clock is not None and (
-            self._synced_ms is None or time.ticks_diff(time.ticks_ms(), self._synced_ms) >= CLOCK_SYNC_MS)
+            self._synced_ms is None or time.ticks_diff(time.ticks_ms(), self._synced_ms) >= self._sync_every_ms)
 
     def set_clock(self):
         """NTP now (it blocks the VM while it waits: at start, then once a day). True if the clock is
@@ -115,7 +117,14 @@ class Uploader:
                 ok = self.sync_clock()
             except Exception as e:
                 self.status["last_error"] = "clock: %s" % e
-        self._synced_ms = time.ticks_ms()  # failed too: the clock is set, so the next try is in a day
+        self._synced_ms = time.ticks_ms()
+        # A failure (at start the network is often not up yet) is tried again soon, then less often.
+        if ok:
+            self._sync_every_ms = CLOCK_SYNC_MS
+        elif self._sync_every_ms >= CLOCK_SYNC_MS:  # the first failure since a success
+            self._sync_every_ms = CLOCK_RETRY_MS
+        else:
+            self._sync_every_ms = min(2 * self._sync_every_ms, CLOCK_SYNC_MS)
         if ok and was_set:
             step_s = time.time() - before_s - time.ticks_diff(time.ticks_ms(), before_ms) // 1000
             if step_s > CLOCK_STEP_S or step_s < -CLOCK_STEP_S:

@@ -2,7 +2,8 @@
 #
 # On the ESP32, WLAN.scan() (~2 s), ntptime.settime() (up to its 1 s socket timeout, plus the name
 # lookup) and socket.getaddrinfo() (lwIP's DNS: seconds when the server does not answer) block the
-# whole VM: no burst is taken meanwhile, and the timer's scheduled callbacks coalesce into one. This
+# whole VM: no burst is taken meanwhile, and the timer's scheduled callbacks (each only sets the
+# meter's flag) lead to one burst after it. This
 # runs the meter in virtual time on the simulated board (as tools/sim/run_main.py does), blocks it
 # for D seconds three times in 120 s, and compares with the same run without blocks, in one process:
 # the longest window, and the energy counted (steady load: ratio to the unblocked run; a load that

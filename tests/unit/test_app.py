@@ -138,6 +138,9 @@ def test_the_status_led_says_setup_connecting_online_and_fault():
     assert app.led_state(d) == "button_hold"
     d.links.reset_at = time.ticks_ms()
     assert app.led_state(d) == "reset_done"
+    world.advance_us(app.RESET_SHOWN_MS * 1000)
+    d.links.holding = False
+    assert app.led_state(d) == "fault" and d.links.reset_at is None  # shown, then forgotten for good
     assert set(app.LED_PATTERNS) == {"fault", "setup", "connecting", "online", "uploading_failed", "button_hold",
                                      "reset_done"}
 

@@ -305,3 +305,18 @@ def simworld_epoch(*civil):
     import simworld
 
     return simworld.epoch_from_civil(*civil)
+
+
+def test_a_failed_clock_check_is_tried_again_soon_then_less_often_and_daily_once_it_works():
+    from firmware import uploader as mod
+
+    answers = [False, False, True]
+    up = _uploader()
+    up.sync_clock = lambda: answers.pop(0)
+    waits = []
+    for _ in range(3):
+        assert up.clock_sync_due()
+        up.set_clock()
+        waits.append(up._sync_every_ms)
+        world.advance_us(up._sync_every_ms * 1000)
+    assert waits == [mod.CLOCK_RETRY_MS, 2 * mod.CLOCK_RETRY_MS, mod.CLOCK_SYNC_MS]

@@ -201,7 +201,9 @@ class WDT:
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
         self._timeout_ms = timeout
-        self._fed_us = world.now_us()
+        # esp_task_wdt_reconfigure() rewrites the timeout; it does not feed: a running watchdog keeps
+        # counting from its last feed.
+        self._fed_us = world.wdt._fed_us if world.wdt is not None else world.now_us()
         world.wdt = self
 
     def feed(self):

@@ -182,6 +182,8 @@ class WLAN:
                 raise OSError("Wifi Not Connected")
             return self._target[0].rssi
         if param == "stations":
+            if self._if != AP_IF:
+                raise OSError("AP required")  # require_if(), network_wlan_status()
             return []
         if param is not None:
             raise ValueError("unknown status param")
@@ -310,12 +312,12 @@ class LAN:
     # pin on and waiting 100 ms first) and registers the event handlers again; when
     # esp_eth_driver_install() fails (no PHY answers at phy_addr, no reference clock) it raises
     # OSError and leaves all of that behind: world.lan_starts counts the attempts, each a leak.
-    def __new__(cls, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0,
+    def __new__(cls, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=None,
                 ref_clk=None, ref_clk_mode=None):
         if world.lan is not None:
             return world.lan
-        if phy_type is None or mdc is None or mdio is None:
-            raise ValueError("mdc, mdio and phy_type must be specified")
+        if phy_type is None or mdc is None or mdio is None or phy_addr is None:
+            raise TypeError("'phy_addr', 'phy_type', 'mdc' and 'mdio' are required")  # MP_ARG_REQUIRED
         if not 0 <= phy_addr <= 31:
             raise ValueError("invalid phy address")
         world.lan_starts += 1
