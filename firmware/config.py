@@ -1,6 +1,6 @@
 # config — the device's settings: one schema-validated, versioned JSON file that survives power cuts.
 #
-# config.json holds {"version": 1, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
+# config.json holds {"version": 1, "board": {...}, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
 # "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (docs/CONFIG.md's
 # table is the same list). A key left out of the file takes its default, so a newer
 # firmware can add settings; an unknown or invalid key is rejected with "section.key: rule".
@@ -15,7 +15,7 @@ import json
 
 import atomicfile
 
-from firmware import profiles
+from firmware import boards, profiles
 from firmware.schema import (
     URL,
     WIFI_PASSPHRASE,
@@ -31,6 +31,7 @@ from firmware.schema import (
     copy,
     gpio,
     integer,
+    or_board,
     permutation,
 )
 
@@ -38,21 +39,29 @@ VERSION = 1
 PATH = "config.json"
 MAX_BYTES = 16384
 
-LAN_PINS = [4, 5, 13, 14, 15, 16, 17, 18, 23]  # free of RMII, UART0, LED, button, ADC and strapping duty
+# The lan pins a setting may name: the board's (boards.PROFILES "lan_pins"; cross-checked in
+# _check_across), any of these here. "board" (the default) is the board profile's own value.
+LAN_GPIOS = list(range(40))
+PHYS = ("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")
 
 
 SCHEMA = {
+    "board": {
+        "profile": (boards.DEFAULT, choice(*boards.NAMES)),
+    },
     "wifi": {
         "ssid": ("", WIFI_SSID),
         "password": ("", WIFI_PASSPHRASE),
     },
     "lan": {
         "enabled": (False, boolean()),
-        "phy": ("LAN8720", choice("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")),
-        "phy_addr": (1, integer(0, 31)),
-        "mdc": (23, gpio(LAN_PINS)),
-        "mdio": (18, gpio(LAN_PINS)),
-        "power": (16, gpio(LAN_PINS, nullable=True)),
+        "phy": ("board", or_board(choice(*PHYS))),
+        "phy_addr": ("board", or_board(integer(0, 31))),
+        "mdc": ("board", or_board(gpio(LAN_GPIOS))),
+        "mdio": ("board", or_board(gpio(LAN_GPIOS))),
+        "power": ("board", or_board(gpio(LAN_GPIOS, nullable=True))),
+        "ref_clk": ("board", or_board(gpio(LAN_GPIOS, nullable=True))),
+        "ref_clk_mode": ("board", or_board(choice("in", "out", None))),
     },
     "meter": {
         "model": ("home", choice("home", "public")),
@@ -83,7 +92,7 @@ SCHEMA = {
         "save_min_interval_s": (10, integer(10, 3600)),
     },
 }
-SECTIONS = ("wifi", "lan", "meter", "upload", "ap", "energy")
+SECTIONS = ("board", "wifi", "lan", "meter", "upload", "ap", "energy")
 SECRETS = (("wifi", "password"),)  # never shown: summary() and repr() blank them
 
 
@@ -113,15 +122,26 @@ def validate(doc):
 
 
 def _check_across(doc):
-    lan = doc["lan"]
+    name = doc["board"]["profile"]
+    prof = boards.PROFILES[name]
+    lan = boards.lan_settings(prof, doc["lan"])
+    for key in ("mdc", "mdio", "power"):
+        if doc["lan"][key] != "board" and lan[key] is not None and lan[key] not in prof["lan_pins"]:
+            raise ConfigError("lan." + key, "%s (board %s)" % (gpio(list(prof["lan_pins"]), key == "power").rule, name))
     if lan["mdio"] == lan["mdc"]:
         raise ConfigError("lan.mdio", "must differ from lan.mdc")
     if lan["power"] is not None and lan["power"] in (lan["mdc"], lan["mdio"]):
         raise ConfigError("lan.power", "must differ from lan.mdc and lan.mdio")
+    problem = boards.check(name, prof, lan)
+    if problem is not None:
+        raise ConfigError("lan" if "lan." in problem else "board.profile", problem)
     en = doc["energy"]
     if en["save_min_interval_s"] > en["save_max_interval_s"]:
         raise ConfigError("energy.save_min_interval_s", "must not exceed energy.save_max_interval_s")
     meter = doc["meter"]
+    if len(prof["voltage"]) < 3 and meter["wiring"] == "three-phase":
+        raise ConfigError("meter.wiring", 'must be "auto" or "single-phase" on board %s: it measures L1\'s '
+                                          "voltage only (L2 and L3 are derived from it)" % name)
     # A burst blocks: its cycles at 45 Hz plus the wait for a zero crossing must fit in the period,
     # or bursts run back to back, starve the event loop and overflow the timer's schedule queue.
     longest_ms = (meter["burst_cycles"] + 2) * 1000 // 45 + 10

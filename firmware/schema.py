@@ -69,7 +69,7 @@ def boolean():
 
 
 def choice(*values):
-    quoted = ", ".join('"%s"' % v if isinstance(v, str) else str(v) for v in values)
+    quoted = ", ".join('"%s"' % v if isinstance(v, str) else ("null" if v is None else str(v)) for v in values)
     return Rule("must be one of %s" % quoted, lambda v: type(v) is not bool and v in values)
 
 
@@ -88,6 +88,22 @@ def gpio(allowed, nullable=False):
     text = "must be one of the free output GPIOs %s" % _ranges(allowed)
     return Rule(text + (", or null for none" if nullable else ""),
                 lambda v: (nullable and v is None) or (is_int(v) and v in allowed))
+
+
+class or_board(Rule):
+    """The value "board" (the board profile's own: firmware/boards.py), or what rule accepts."""
+
+    def __init__(self, rule):
+        Rule.__init__(self, '%s, or "board" for the board profile\'s own' % rule.rule, None)
+        self._inner = rule
+
+    def __call__(self, field, value):
+        if value == "board":
+            return value
+        try:
+            return self._inner(field, value)
+        except ConfigError:
+            raise ConfigError(field, self.rule)
 
 
 def _ranges(nums):
