@@ -29,16 +29,19 @@ class Board:
         """Build the pins of the profile called name (ValueError listing the profiles if unknown)."""
         prof = boards.get(name)
         self.name = name
-        self.profile = prof
+        self.own_lan = prof["lan"]  # the board's own Ethernet (boards.LAN_KEYS order), or None
         v = tuple(self._adc(g) for g in prof["voltage"])
         # A board with L1's voltage alone: L2 and L3 are measured against L1 (boards.py), never read.
         self.voltage_inputs = len(v)
         self.adc_pairs = tuple((v[k] if k < len(v) else v[0], self._adc(i)) for k, i in enumerate(prof["current"]))
-        self.button = machine.Pin(prof["button"], machine.Pin.IN, machine.Pin.PULL_UP)
+        # GPIO34-39 have no pull resistors (ESP-IDF's gpio_pullup_en() refuses them, logging an error,
+        # which ports/esp32/machine_pin.c ignores): a button there has its own, as BUT1 on the ESP32-POE.
+        btn = prof["button"]
+        self.button = machine.Pin(btn, machine.Pin.IN) if btn >= 34 else machine.Pin(btn, machine.Pin.IN,
+                                                                                      machine.Pin.PULL_UP)
         self.led = machine.Pin(prof["led"], machine.Pin.OUT, value=0)
         vp = prof["voltage"] + prof["voltage"][:1] * (3 - len(v))  # the GPIO each phase's voltage is read on
-        self.pins = {"adc_pairs": tuple(zip(vp, prof["current"])), "button": prof["button"], "led": prof["led"],
-                     "lan": prof["lan"]}
+        self.pins = {"adc_pairs": tuple(zip(vp, prof["current"])), "button": prof["button"], "led": prof["led"]}
 
     @staticmethod
     def _adc(gpio):
@@ -52,15 +55,18 @@ class Board:
         return t
 
     def lan(self, cfg=None):
-        """The Ethernet interface from the config's "lan" section (or the profile's Ethernet), or None
-        if off. A setting "board" (the default) is the profile's own value (boards.lan_settings).
+        """The Ethernet interface from the config's "lan" section (without one: the board's own
+        Ethernet, if it has one), or None if off. A setting "board" (the default) is the profile's own
+        value (boards.lan_settings).
 
         cfg: {"enabled", "phy" (e.g. "LAN8720"), "phy_addr", "mdc", "mdio", "power", "ref_clk",
         "ref_clk_mode" ("in", "out" or None: ESP-IDF's default)}; pins are GPIO numbers or None.
         """
-        if cfg is None and self.pins["lan"] is None:
-            return None
-        cfg = boards.lan_settings(self.profile, cfg if cfg is not None else self.pins["lan"])
+        if cfg is None:
+            if self.own_lan is None:
+                return None
+            cfg = {}  # the board's own Ethernet, on
+        cfg = boards.lan_settings(self.own_lan, cfg)
         if not cfg["enabled"]:
             return None
         if self._lan is None:

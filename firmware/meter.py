@@ -50,8 +50,7 @@ class Meter:
         self.settings = s
         # A board with L1's voltage input alone (firmware/boards.py) measures single-phase: L2 and L3
         # are derived from L1, whatever the settings say.
-        self._one_voltage = getattr(board, "voltage_inputs", 3) < 3
-        if self._one_voltage:
+        if getattr(board, "voltage_inputs", 3) < 3:  # (not kept: an attribute more grows every Meter's table)
             s["wiring"] = "single-phase"
         self.v_cal, self.i_cal = profiles.channels(s["model"], s["calibration"])
         self.ct_range_a = profiles.ct_range_a(s["model"])
@@ -103,7 +102,7 @@ class Meter:
         nor any window until each phase has been measured in a window of its own since; and the
         diagnostics of the last window, which judged the old settings, are withdrawn at once."""
         self.settings.update(changes)
-        if self._one_voltage:
+        if getattr(self._board, "voltage_inputs", 3) < 3:
             self.settings["wiring"] = "single-phase"
         self._straddle = True
         for p in range(3):

@@ -90,20 +90,9 @@ def gpio(allowed, nullable=False):
                 lambda v: (nullable and v is None) or (is_int(v) and v in allowed))
 
 
-class or_board(Rule):
-    """The value "board" (the board profile's own: firmware/boards.py), or what rule accepts."""
-
-    def __init__(self, rule):
-        Rule.__init__(self, '%s, or "board" for the board profile\'s own' % rule.rule, None)
-        self._inner = rule
-
-    def __call__(self, field, value):
-        if value == "board":
-            return value
-        try:
-            return self._inner(field, value)
-        except ConfigError:
-            raise ConfigError(field, self.rule)
+GPIO = Rule("must be a GPIO number 0-39", lambda v: is_int(v) and 0 <= v <= 39)
+GPIO_OR_NONE = Rule("must be a GPIO number 0-39, or null for none", lambda v: v is None or (is_int(v) and 0 <= v <= 39))
+BOARD = "board"  # a default meaning "the board profile's own value" (firmware/boards.py); see check_section
 
 
 def _ranges(nums):
@@ -263,6 +252,7 @@ def copy(value):
 
 def check_section(name, spec, given):
     """Validate one section (a dict) against spec {key: (default, rule)}; fill in missing keys.
+    A key whose default is BOARD also takes the value BOARD: the board profile's own.
 
     Unknown keys are rejected, in sorted order so both runtimes name the same one first.
     """
@@ -274,5 +264,13 @@ def check_section(name, spec, given):
     out = {}
     for key in spec:
         default, rule = spec[key]
-        out[key] = rule("%s.%s" % (name, key), copy(given[key])) if key in given else copy(default)
+        if key not in given or (default == BOARD and given[key] == BOARD):
+            out[key] = copy(default if key not in given else given[key])
+            continue
+        try:
+            out[key] = rule("%s.%s" % (name, key), copy(given[key]))
+        except ConfigError as e:
+            if default != BOARD:
+                raise
+            raise ConfigError(e.field, '%s, or "board" for the board profile\'s own' % e.rule)
     return out

@@ -101,10 +101,12 @@ if BOARD is None:  # the board config.json names (the firmware reads it again: t
             BOARD = json.load(f).get("board", {}).get("profile")
     except (OSError, ValueError, AttributeError):
         BOARD = None
-    if BOARD not in mains.boards.PROFILES:  # a bad name: the firmware says so and runs the default board
+    if BOARD not in mains.boards.NAMES:  # a bad name: the firmware says so and runs the default board
         BOARD = None
 mains.connect(world, scenario, BOARD)  # the simulated mains on the board's ADC inputs
-world.lan_wiring = mains.boards.get(BOARD or mains.boards.DEFAULT)["lan"]  # its Ethernet PHY, if it has one
+_prof = mains.boards.get(BOARD or mains.boards.DEFAULT)
+world.lan_wiring = mains.boards.lan_settings(_prof) if _prof["lan"] else None  # its own Ethernet PHY, if any
+_prof = None
 print("sim: mains from %s: %s" % (SCENARIO, scenario.get("description") or "no description"))
 LOADS = []  # the soak plan's loads: {gpio: MainsSource} for the three current inputs each
 if plan is not None:
