@@ -88,6 +88,8 @@ def test_lan_settings_take_the_boards_own_ethernet_unless_given():
             ({"board": {"profile": "olimex-esp32-poe"}, "lan": {"power": 16}}, "lan.power", "12, 18, 23"),
             ({"board": {"profile": "wt32-eth01"}, "lan": {"ref_clk": 17}}, "lan", "goes in on GPIO 0 only"),
             ({"lan": {"ref_clk_mode": "sideways"}}, "lan.ref_clk_mode", '"in", "out", null'),
+            ({"lan": {"enabled": True, "ref_clk": 0, "ref_clk_mode": "in"}}, "lan",
+             "GPIO0 is both the button and the lan.ref_clk"),  # a module's clock on the devkit's BOOT pin
             ({"board": {"profile": "wt32-eth01"}, "meter": {"wiring": "three-phase"}}, "meter.wiring",
              "L1's voltage only")):
         with raises(ConfigError) as e:
