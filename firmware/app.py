@@ -163,13 +163,21 @@ class HeapWatch:
 class Device:
     """Everything the firmware builds at power-up, in the order it needs it."""
 
-    def __init__(self, board=None, meter_overrides=None, log=print):
-        self.board = board or Board()
+    def __init__(self, board=None, meter_overrides=None, log=print, board_profile=None):
         self.log = log
         self.store = config.ConfigStore(log=log)
-        if self.board.pins["button"] != 0:  # GPIO0 held at reset starts the ROM bootloader: never seen here
-            factory.check_button(self.board.button, self.store, self.board.led, log=log)  # held: reset
         self.config = self.store.load()
+        # The pins are the board profile's that the settings name (board.profile), or board_profile
+        # (the simulator's --board: the hardware it simulates, whatever config.json says).
+        name = board_profile or self.config["board"]["profile"]
+        if board is None:
+            board = Board(name)
+        elif board.name != name:
+            board.use(name)
+        self.board = board
+        # Held at power-up: a reset; not on GPIO0, which held at reset starts the ROM bootloader.
+        if board.pins["button"] != 0 and factory.check_button(board.button, self.store, board.led, log=log):
+            self.config = self.store.load()  # the defaults it saved
         self.identity = identity.load(log=log)  # without one it says why, measures, and won't upload
         self.energy = Energy()
         self.energy_store = EnergyStore()
@@ -274,10 +282,11 @@ async def _run(device, run_ms, extra_tasks=()):
 
 
 def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False, extra_tasks=(),
-         boot_guard=None):
+         boot_guard=None, board_profile=None):
     """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
     print("meter: firmware %s starting" % VERSION)
-    device = Device(board, meter_overrides)
+    device = Device(board, meter_overrides, board_profile=board_profile)
+    print("meter: board %s" % device.board.name)
     device.use_watchdog = watchdog
     device.boot_guard = boot_guard
     device.portal_options = portal_options or {}
@@ -317,7 +326,9 @@ def run_on_board():
     """
     import sys
 
-    board = Board()
+    # The settings name the board's pins: read them once here (quietly: Device reads them again and
+    # says how that went), so that no pin of another board is driven even for a moment.
+    board = Board(config.ConfigStore(log=lambda m: None).load()["board"]["profile"])
     guard = BootGuard(board)
     if board.reset_cause() == WDT_RESET:
         guard.failed()  # the watchdog restarted a stalled meter

@@ -1,36 +1,47 @@
 # board — the ESP32 hardware the meter runs on: the only module that touches `machine` and `network`.
 #
-# Board() builds the hardware objects from a pin map and hands them to the rest of the firmware,
-# which never imports machine/network itself. On the desktop the simulated machine/network modules
-# (tools/simboard) stand in for the real ones, so this same code runs there.
+# Board(profile) builds the hardware objects from a named pin map (firmware/boards.py) and hands them
+# to the rest of the firmware, which never imports machine/network itself. On the desktop the
+# simulated machine/network modules (tools/simboard) stand in for the real ones, so this same code
+# runs there.
 
 import time
 
 import machine
 import network
 
-# Reference pin map (ESP32-WROOM-32). ADC1 only: ADC2 is unusable while WiFi runs.
-# Each phase's voltage and CT go to one (v_pin, i_pin) pair.
-PINS = {
-    "adc_pairs": ((36, 35), (39, 32), (34, 33)),  # (V, I) for L1, L2, L3
-    "button": 0,  # BOOT button, pulled up, reads 0 when pressed
-    "led": 2,
-    "lan": None,  # e.g. {"mdc": 23, "mdio": 18, "phy_addr": 1, "power": 16}
-}
+from firmware import boards
+
 MEASURE_TIMER_ID = 0
 
 
 class Board:
-    def __init__(self, pins=PINS):
-        self.pins = pins
-        self.adc_pairs = tuple(
-            (self._adc(v), self._adc(i)) for v, i in pins["adc_pairs"]
-        )
-        self.button = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
-        self.led = machine.Pin(pins["led"], machine.Pin.OUT, value=0)
+    """The hardware of one named board profile (firmware/boards.py): its ADC inputs, button, LED,
+    radio and Ethernet."""
+
+    def __init__(self, profile=boards.DEFAULT):
         self.sta = network.WLAN(network.WLAN.IF_STA)
         self.ap = network.WLAN(network.WLAN.IF_AP)
         self._lan = None
+        self.use(profile)
+
+    def use(self, name):
+        """Build the pins of the profile called name (ValueError listing the profiles if unknown)."""
+        prof = boards.get(name)
+        self.name = name
+        self.own_lan = prof["lan"]  # the board's own Ethernet (boards.LAN_KEYS order), or None
+        v = tuple(self._adc(g) for g in prof["voltage"])
+        # A board with L1's voltage alone: L2 and L3 are measured against L1 (boards.py), never read.
+        self.voltage_inputs = len(v)
+        self.adc_pairs = tuple((v[k] if k < len(v) else v[0], self._adc(i)) for k, i in enumerate(prof["current"]))
+        # GPIO34-39 have no pull resistors (ESP-IDF's gpio_pullup_en() refuses them, logging an error,
+        # which ports/esp32/machine_pin.c ignores): a button there has its own, as BUT1 on the ESP32-POE.
+        btn = prof["button"]
+        self.button = machine.Pin(btn, machine.Pin.IN) if btn >= 34 else machine.Pin(btn, machine.Pin.IN,
+                                                                                      machine.Pin.PULL_UP)
+        self.led = machine.Pin(prof["led"], machine.Pin.OUT, value=0)
+        vp = prof["voltage"] + prof["voltage"][:1] * (3 - len(v))  # the GPIO each phase's voltage is read on
+        self.pins = {"adc_pairs": tuple(zip(vp, prof["current"])), "button": prof["button"], "led": prof["led"]}
 
     @staticmethod
     def _adc(gpio):
@@ -44,19 +55,35 @@ class Board:
         return t
 
     def lan(self, cfg=None):
-        """The Ethernet interface from the config's "lan" section (or the pin map), or None if off.
+        """The Ethernet interface from the config's "lan" section (without one: the board's own
+        Ethernet, if it has one), or None if off. A setting "board" (the default) is the profile's own
+        value (boards.lan_settings).
 
-        cfg: {"enabled", "phy" (e.g. "LAN8720"), "phy_addr", "mdc", "mdio", "power" (or None)}.
+        cfg: {"enabled", "phy" (e.g. "LAN8720"), "phy_addr", "mdc", "mdio", "power", "ref_clk",
+        "ref_clk_mode" ("in", "out" or None: ESP-IDF's default)}; pins are GPIO numbers or None.
         """
-        cfg = cfg if cfg is not None else self.pins["lan"]
-        if cfg is None or not cfg.get("enabled", True):
+        if cfg is None:
+            if self.own_lan is None:
+                return None
+            cfg = {}  # the board's own Ethernet, on
+        cfg = boards.lan_settings(self.own_lan, cfg)
+        if not cfg["enabled"]:
             return None
         if self._lan is None:
-            power = machine.Pin(cfg["power"]) if cfg.get("power") is not None else None
-            mdc, mdio = machine.Pin(cfg["mdc"]), machine.Pin(cfg["mdio"])
-            phy, addr = getattr(network, "PHY_" + cfg.get("phy", "LAN8720")), cfg["phy_addr"]
-            # The ESP32 port's signature (docs: esp32 quickref); the stub only knows the generic one.
-            self._lan = network.LAN(mdc=mdc, mdio=mdio, power=power, phy_type=phy, phy_addr=addr)  # pyright: ignore
+            pin = machine.Pin
+            power = pin(cfg["power"]) if cfg["power"] is not None else None
+            mdc, mdio = pin(cfg["mdc"]), pin(cfg["mdio"])
+            phy, addr = getattr(network, "PHY_" + cfg["phy"]), cfg["phy_addr"]
+            # The ESP32 port's signature (ports/esp32/network_lan.c get_lan()): ref_clk is a Pin,
+            # ref_clk_mode Pin.IN (the PHY's clock comes in) or Pin.OUT (the ESP32 gives it); left
+            # out, ESP-IDF's defaults apply (in, on GPIO0). The stub only knows the generic LAN.
+            kw = {}
+            if cfg["ref_clk"] is not None:
+                kw["ref_clk"] = pin(cfg["ref_clk"])
+            if cfg["ref_clk_mode"] is not None:
+                kw["ref_clk_mode"] = pin.OUT if cfg["ref_clk_mode"] == "out" else pin.IN
+            self._lan = network.LAN(mdc=mdc, mdio=mdio, power=power, phy_type=phy, phy_addr=addr,  # pyright: ignore
+                                    **kw)
         return self._lan
 
     def watchdog(self, timeout_ms):

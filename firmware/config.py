@@ -1,6 +1,6 @@
 # config — the device's settings: one schema-validated, versioned JSON file that survives power cuts.
 #
-# config.json holds {"version": 1, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
+# config.json holds {"version": 1, "board": {...}, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
 # "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (docs/CONFIG.md's
 # table is the same list). A key left out of the file takes its default, so a newer
 # firmware can add settings; an unknown or invalid key is rejected with "section.key: rule".
@@ -15,8 +15,11 @@ import json
 
 import atomicfile
 
-from firmware import profiles
+from firmware import boards, profiles
 from firmware.schema import (
+    BOARD,
+    GPIO,
+    GPIO_OR_NONE,
     URL,
     WIFI_PASSPHRASE,
     WIFI_SSID,
@@ -38,21 +41,27 @@ VERSION = 1
 PATH = "config.json"
 MAX_BYTES = 16384
 
-LAN_PINS = [4, 5, 13, 14, 15, 16, 17, 18, 23]  # free of RMII, UART0, LED, button, ADC and strapping duty
+# The lan pins a setting may name are the board's (its profile's "lan_pins", checked in
+# _check_across). "board" (every lan key's default) is the board profile's own value.
 
 
 SCHEMA = {
+    "board": {
+        "profile": (boards.DEFAULT, choice(*boards.NAMES)),
+    },
     "wifi": {
         "ssid": ("", WIFI_SSID),
         "password": ("", WIFI_PASSPHRASE),
     },
     "lan": {
         "enabled": (False, boolean()),
-        "phy": ("LAN8720", choice("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")),
-        "phy_addr": (1, integer(0, 31)),
-        "mdc": (23, gpio(LAN_PINS)),
-        "mdio": (18, gpio(LAN_PINS)),
-        "power": (16, gpio(LAN_PINS, nullable=True)),
+        "phy": (BOARD, choice("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")),
+        "phy_addr": (BOARD, integer(0, 31)),
+        "mdc": (BOARD, GPIO),
+        "mdio": (BOARD, GPIO),
+        "power": (BOARD, GPIO_OR_NONE),
+        "ref_clk": (BOARD, GPIO_OR_NONE),
+        "ref_clk_mode": (BOARD, choice("in", "out", None)),
     },
     "meter": {
         "model": ("home", choice("home", "public")),
@@ -83,7 +92,7 @@ SCHEMA = {
         "save_min_interval_s": (10, integer(10, 3600)),
     },
 }
-SECTIONS = ("wifi", "lan", "meter", "upload", "ap", "energy")
+SECTIONS = ("board", "wifi", "lan", "meter", "upload", "ap", "energy")
 SECRETS = (("wifi", "password"),)  # never shown: summary() and repr() blank them
 
 
@@ -113,15 +122,26 @@ def validate(doc):
 
 
 def _check_across(doc):
-    lan = doc["lan"]
+    name = doc["board"]["profile"]
+    prof = boards.get(name)
+    lan = boards.lan_settings(prof, doc["lan"])
+    for key in ("mdc", "mdio", "power"):
+        if doc["lan"][key] != BOARD and lan[key] is not None and lan[key] not in prof["lan_pins"]:
+            raise ConfigError("lan." + key, "%s (board %s)" % (gpio(list(prof["lan_pins"]), key == "power").rule, name))
     if lan["mdio"] == lan["mdc"]:
         raise ConfigError("lan.mdio", "must differ from lan.mdc")
     if lan["power"] is not None and lan["power"] in (lan["mdc"], lan["mdio"]):
         raise ConfigError("lan.power", "must differ from lan.mdc and lan.mdio")
+    problem = _pin_problem(name, prof, lan, doc["lan"])
+    if problem is not None:
+        raise ConfigError("lan" if "lan." in problem else "board.profile", problem)
     en = doc["energy"]
     if en["save_min_interval_s"] > en["save_max_interval_s"]:
         raise ConfigError("energy.save_min_interval_s", "must not exceed energy.save_max_interval_s")
     meter = doc["meter"]
+    if len(prof["voltage"]) < 3 and meter["wiring"] == "three-phase":
+        raise ConfigError("meter.wiring", 'must be "auto" or "single-phase" on board %s: it measures L1\'s '
+                                          "voltage only (L2 and L3 are derived from it)" % name)
     # A burst blocks: its cycles at 45 Hz plus the wait for a zero crossing must fit in the period,
     # or bursts run back to back, starve the event loop and overflow the timer's schedule queue.
     longest_ms = (meter["burst_cycles"] + 2) * 1000 // 45 + 10
@@ -132,6 +152,18 @@ def _check_across(doc):
         profiles.channels(meter["model"], meter["calibration"])
     except (ValueError, TypeError, ZeroDivisionError):
         raise ConfigError("meter.calibration", "does not build a calibrated channel for this model")
+
+
+def _pin_problem(name, prof, lan, given):
+    """firmware/pincheck.py's verdict on the lan pins given (as numbers) on this board. With every pin
+    left to the board ("board"), the pin map is the profile's own, which tests/unit/test_boards.py
+    checks: the rules are then not even loaded (they would take heap for good)."""
+    for key in ("mdc", "mdio", "power", "ref_clk", "ref_clk_mode"):
+        if given[key] != BOARD:
+            from firmware import pincheck
+
+            return pincheck.check(name, prof, lan)
+    return None
 
 
 def merge(base, changes):

@@ -48,6 +48,10 @@ class Meter:
         s = dict(METER_DEFAULTS)
         s.update(settings or {})
         self.settings = s
+        # A board with L1's voltage input alone (firmware/boards.py) measures single-phase: L2 and L3
+        # are derived from L1, whatever the settings say.
+        if getattr(board, "voltage_inputs", 3) < 3:  # (not kept: an attribute more grows every Meter's table)
+            s["wiring"] = "single-phase"
         self.v_cal, self.i_cal = profiles.channels(s["model"], s["calibration"])
         self.ct_range_a = profiles.ct_range_a(s["model"])
         self.cycles = s["burst_cycles"]
@@ -98,6 +102,8 @@ class Meter:
         nor any window until each phase has been measured in a window of its own since; and the
         diagnostics of the last window, which judged the old settings, are withdrawn at once."""
         self.settings.update(changes)
+        if getattr(self._board, "voltage_inputs", 3) < 3:
+            self.settings["wiring"] = "single-phase"
         self._straddle = True
         for p in range(3):
             self._settled[p] = False
@@ -431,7 +437,8 @@ class Meter:
             s, pf = metering.apparent_and_pf(vrms, irms, w)
             phases.append({"vrms": vrms, "irms": irms, "real_power_w": w, "apparent_power_va": s,
                            "reactive_power_var": a["q"] / ms, "power_factor": pf,
-                           "import_wh": e["import_wh"][p], "export_wh": e["export_wh"][p]})
+                           "import_wh": e["import_wh"][p], "export_wh": e["export_wh"][p],
+                           "voltage_derived": r["phases"][p]["voltage_derived"] if r else False})
         return {
             "frequency_hz": run["f"] / ms,
             "wiring": r["wiring"] if r else "three-phase",

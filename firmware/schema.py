@@ -69,7 +69,7 @@ def boolean():
 
 
 def choice(*values):
-    quoted = ", ".join('"%s"' % v if isinstance(v, str) else str(v) for v in values)
+    quoted = ", ".join('"%s"' % v if isinstance(v, str) else ("null" if v is None else str(v)) for v in values)
     return Rule("must be one of %s" % quoted, lambda v: type(v) is not bool and v in values)
 
 
@@ -88,6 +88,11 @@ def gpio(allowed, nullable=False):
     text = "must be one of the free output GPIOs %s" % _ranges(allowed)
     return Rule(text + (", or null for none" if nullable else ""),
                 lambda v: (nullable and v is None) or (is_int(v) and v in allowed))
+
+
+GPIO = Rule("must be a GPIO number 0-39", lambda v: is_int(v) and 0 <= v <= 39)
+GPIO_OR_NONE = Rule("must be a GPIO number 0-39, or null for none", lambda v: v is None or (is_int(v) and 0 <= v <= 39))
+BOARD = "board"  # a default meaning "the board profile's own value" (firmware/boards.py); see check_section
 
 
 def _ranges(nums):
@@ -247,6 +252,7 @@ def copy(value):
 
 def check_section(name, spec, given):
     """Validate one section (a dict) against spec {key: (default, rule)}; fill in missing keys.
+    A key whose default is BOARD also takes the value BOARD: the board profile's own.
 
     Unknown keys are rejected, in sorted order so both runtimes name the same one first.
     """
@@ -258,5 +264,13 @@ def check_section(name, spec, given):
     out = {}
     for key in spec:
         default, rule = spec[key]
-        out[key] = rule("%s.%s" % (name, key), copy(given[key])) if key in given else copy(default)
+        if key not in given or (default == BOARD and given[key] == BOARD):
+            out[key] = copy(default if key not in given else given[key])
+            continue
+        try:
+            out[key] = rule("%s.%s" % (name, key), copy(given[key]))
+        except ConfigError as e:
+            if default != BOARD:
+                raise
+            raise ConfigError(e.field, '%s, or "board" for the board profile\'s own' % e.rule)
     return out

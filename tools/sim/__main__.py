@@ -2,7 +2,7 @@
 
     python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
                                [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
-                               [--lan-fault]
+                               [--lan-fault] [--board NAME]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
@@ -19,7 +19,7 @@
                                 state folder without identity.json gets a freshly provisioned one
                                 (unless --no-identity).
     python -m tools.sim run --scenario SCENARIO --duration SECONDS [--report json|text]
-                            [--runtime micropython|cpython] [--state-dir DIR]
+                            [--runtime micropython|cpython] [--state-dir DIR] [--board NAME]
                             [--upload https://localhost:PORT --ca DIR/ca.der [--record-interval S]]
                                 the measurement chain on a scenario's simulated mains, in virtual
                                 time; prints one report. With --upload the whole device runs in
@@ -34,6 +34,8 @@
     python -m tools.sim truth --scenario SCENARIO [--duration SECONDS]
                                 what an ideal meter reads on that scenario
 
+NAME is a board profile (esp32-devkitc, the default; wt32-eth01; olimex-esp32-poe: docs/HARDWARE.md):
+the simulated mains reach the ADC pins that board uses.
 SCENARIO is the name of a bundled scenario (three-phase-balanced, reversed-ct, ...: the files in
 tools/sim/scenarios/) or a scenario file; scenario files and the report are described in
 docs/SIMULATOR.md. One simulator at a time on a folder: a second one on the same --ingest or
@@ -49,6 +51,7 @@ import sys
 import tempfile
 import time
 
+from firmware import boards
 from tools import mp
 from tools.sim import claim
 from tools.sim.runner import (
@@ -197,6 +200,8 @@ def cmd_device(args):
             extra += ["--run-ms", str(int(args.duration * 1000))]
         if args.lan_fault:
             extra += ["--lan-fault"]
+        if args.board:
+            extra += ["--board", args.board]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
@@ -279,7 +284,8 @@ def cmd_run(args):
                 raise UsageError("--upload needs --ca DIR/ca.der (the CA that signed the server's certificate)")
             upload = {"url": args.upload, "ca": args.ca, "fleet_key": args.fleet_key,
                       "record_interval_s": args.record_interval}
-        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize, upload)
+        report, wall_s = simulate(args.scenario, duration_s, args.runtime, args.state_dir, args.heapsize, upload,
+                                  args.board)
     except RuntimeError as e:
         sys.stderr.write("sim: %s\n" % e)
         return 1
@@ -364,6 +370,10 @@ def build_parser():
     d.add_argument("--lan-fault", action="store_true",
                    help="no Ethernet PHY answers: network.LAN raises OSError, as on a board whose PHY is "
                         "missing or at another address; the setup access point and WiFi must carry on")
+    board_help = ("the board profile to simulate: %s (docs/HARDWARE.md); its pins carry the mains, and it "
+                  "overrides config.json's board.profile" % ", ".join(boards.NAMES))
+    d.add_argument("--board", choices=boards.NAMES, metavar="NAME", help=board_help + " (default: as config.json "
+                                                                                     "says, else esp32-devkitc)")
     d.set_defaults(fn=cmd_device)
 
     p = command("portal", "the device with its setup portal on 127.0.0.1 and a scripted radio",
@@ -405,6 +415,7 @@ def build_parser():
                                                        "(default: fleet.key next to the CA file)")
     r.add_argument("--record-interval", type=int, default=10, metavar="S",
                    help="with --upload: seconds per interval record (default 10; 10-3600)")
+    r.add_argument("--board", choices=boards.NAMES, metavar="NAME", help=board_help + " (default: esp32-devkitc)")
     r.set_defaults(fn=cmd_run)
 
     k = command("soak", "the whole device for a simulated day on an accelerated clock; a verdict",

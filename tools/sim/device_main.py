@@ -3,6 +3,7 @@
 # Started by `python -m tools.sim device` as
 #     device_main.py STATE_DIR SCENARIO.json [--run-ms N] [--port P] [--dns-port P] [--report FILE]
 #                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json] [--networks FILE] [--lan-fault]
+#                    [--board NAME]
 # and stops cleanly on Ctrl-C (tools/sim/stop.py: the host asks, the firmware sees a KeyboardInterrupt
 # in its event loop, as on the board). STATE_DIR stands in for the board's flash: the firmware uses relative
 # file names (on the board the working directory is /), so running it from inside STATE_DIR keeps
@@ -43,6 +44,7 @@ REPORT = _option("--report")
 ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
 SOAK = _option("--soak")
+BOARD = _option("--board")  # the board profile simulated (firmware/boards.py); None: as config.json says
 LAN_FAULT = "--lan-fault" in _args  # no Ethernet PHY answers (tools/simboard/network.py LAN)
 if LAN_FAULT:
     _args.remove("--lan-fault")
@@ -60,7 +62,7 @@ if ROM is not None:
     sys.path[:0] = ["/rom", "/rom/lib"]  # where MicroPython looks on a board with a ROMFS
     gc.collect()
     _before = gc.mem_alloc()
-    from firmware import profiles  # noqa: E402, F401  (the one firmware module the mains model uses)
+    from firmware import boards, profiles  # noqa: E402, F401  (the firmware modules the mains model uses)
 
     gc.collect()
     PRELOADED = gc.mem_alloc() - _before  # the firmware's own, though loaded before the reserve
@@ -93,7 +95,18 @@ if plan is None:  # the setup page's WiFi part works too: the networks `tools.si
         world.set_radio(dict(json.load(f), lan_link=True))
 with open(SCENARIO) as f:
     scenario = mains.load_scenario(json.load(f))
-mains.connect(world, scenario)  # the simulated mains on the six ADC inputs
+if BOARD is None:  # the board config.json names (the firmware reads it again: this is the simulated hardware)
+    try:
+        with open("config.json") as f:
+            BOARD = json.load(f).get("board", {}).get("profile")
+    except (OSError, ValueError, AttributeError):
+        BOARD = None
+    if BOARD not in mains.boards.NAMES:  # a bad name: the firmware says so and runs the default board
+        BOARD = None
+mains.connect(world, scenario, BOARD)  # the simulated mains on the board's ADC inputs
+_prof = mains.boards.get(BOARD or mains.boards.DEFAULT)
+world.lan_wiring = mains.boards.lan_settings(_prof) if _prof["lan"] else None  # its own Ethernet PHY, if any
+_prof = None
 print("sim: mains from %s: %s" % (SCENARIO, scenario.get("description") or "no description"))
 LOADS = []  # the soak plan's loads: {gpio: MainsSource} for the three current inputs each
 if plan is not None:
@@ -354,7 +367,8 @@ soak = Soak(plan) if plan is not None else None
 extra = ([probe.run] if probe else []) + ([soak.run] if soak else []) + ([stopper] if stopper else [])
 # The setup page on the desktop: http://127.0.0.1:8080 (DNS catch-all on 127.0.0.1:8053), never 0.0.0.0.
 # In a soak it is served only while the access point is up, as on the board.
-device = app.main(board=SimBoard(), run_ms=None if RUN_MS is None else int(RUN_MS), meter_overrides=overrides,
+device = app.main(board=SimBoard(BOARD) if BOARD else SimBoard(), board_profile=BOARD,
+                  run_ms=None if RUN_MS is None else int(RUN_MS), meter_overrides=overrides,
                   portal_options={"host": "127.0.0.1", "http_port": HTTP_PORT, "dns_port": DNS_PORT,
                                   "always": soak is None},
                   extra_tasks=extra)

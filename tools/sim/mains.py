@@ -24,9 +24,18 @@ import gc
 import math
 from array import array
 
-from firmware import profiles
+from firmware import boards, profiles
 
-ADC_GPIOS = ((36, 35), (39, 32), (34, 33))  # (V, I) per phase: firmware/board.py PINS["adc_pairs"]
+
+def adc_gpios(board=None):
+    """((V, I) per phase) on the named board profile (firmware/boards.py, the one place pins are
+    given): V is None where the board has no voltage input for that phase (L1's alone)."""
+    prof = boards.get(board or boards.DEFAULT)
+    v = prof["voltage"]
+    return tuple((v[k] if k < len(v) else None, i) for k, i in enumerate(prof["current"]))
+
+
+ADC_GPIOS = adc_gpios()  # the default board's: ((36, 35), (39, 32), (34, 33))
 CODE_MAX = 4095
 SUB = 16  # table and noise entries are in 1/SUB of a code
 NOISE_LEN = 10007  # prime: the noise never lines up with a table period or a burst
@@ -241,19 +250,22 @@ def _lead(channel, order, scenario):
     return _rad(lead_deg(channel.phase_lead_deg, order, scenario["frequency_hz"]))
 
 
-def pin_components(scenario):
+def pin_components(scenario, gpios=ADC_GPIOS):
     """{gpio: (bias, [(order, peak codes, phase rad)] or None for a dead input, flat_code)}.
 
-    Describes what each of the six ADC inputs carries, in codes, after the front end.
+    Describes what each of the board's ADC inputs (gpios: adc_gpios(board)) carries, in codes, after
+    the front end. A phase whose voltage the board has no input for reaches no pin.
     """
     vch, ich = front_end(scenario)
     out = {}
     for k in range(3):
         p = k + 1
         ph = scenario["phases"][k]
-        v_gpio, i_gpio = ADC_GPIOS[k]
+        v_gpio, i_gpio = gpios[k]
         ch = vch[k]
-        if ph["voltage_connected"] and (scenario["wiring"] == "three-phase" or p == 1):
+        if v_gpio is None:
+            pass
+        elif ph["voltage_connected"] and (scenario["wiring"] == "three-phase" or p == 1):
             comps = [(o, a / ch.units_per_code, ang + _lead(ch, o, scenario))
                      for o, a, ang in voltage_components(scenario, p)]
             out[v_gpio] = (ch.bias, comps)
@@ -390,7 +402,7 @@ def noise(sigma, rng, n=NOISE_LEN):
     return out
 
 
-def sources(scenario):
+def sources(scenario, gpios=ADC_GPIOS):
     """{gpio: MainsSource} for the six ADC inputs. Each source has .clipped: table entries at a rail.
 
     The pins share one noise table, each starting a sixth of it further on: the noise each pin
@@ -400,9 +412,9 @@ def sources(scenario):
     trig = None
     nz = noise(scenario["noise_lsb"], _XorShift(scenario["seed"])) if scenario["noise_lsb"] > 0 else None
     out = {}
-    comps = pin_components(scenario)
-    gpios = [g for pair in ADC_GPIOS for g in pair]
-    for k, gpio in enumerate(gpios):
+    comps = pin_components(scenario, gpios)
+    pins = [g for pair in gpios for g in pair if g is not None]
+    for k, gpio in enumerate(pins):
         bias, c = comps[gpio]
         if c is None:
             tab, clipped = flat(bias), 0
@@ -410,19 +422,21 @@ def sources(scenario):
             if trig is None:
                 trig = _trig_tables(TABLE_LEN)
             tab, clipped = table(bias, c, TABLE_LEN, trig)
-        src = MainsSource(tab, pns, nz, k * NOISE_LEN // len(gpios))
+        src = MainsSource(tab, pns, nz, k * NOISE_LEN // len(pins))
         src.clipped = clipped
         out[gpio] = src
     return out
 
 
-def connect(world, scenario):
-    """Wire the scenario's mains to the simulated board: sources on the six ADC pins, ADC timing."""
-    for pair in ADC_GPIOS:
-        for gpio in pair:
-            world.sources.pop(gpio, None)  # let the old tables go before making new ones
+def connect(world, scenario, board=None):
+    """Wire the scenario's mains to the simulated board (a profile name, firmware/boards.py; None: the
+    default one): sources on its ADC pins, ADC timing."""
+    for name in boards.NAMES:
+        for pair in adc_gpios(name):
+            for gpio in pair:
+                world.sources.pop(gpio, None)  # let the old tables go before making new ones
     gc.collect()
-    srcs = sources(scenario)
+    srcs = sources(scenario, adc_gpios(board))
     for gpio in srcs:
         world.sources[gpio] = srcs[gpio]
     world.adc_read_us = scenario["adc_read_us"]

@@ -4,6 +4,7 @@
 #     python tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json         (CPython: sets up its own path)
 #     micropython tools/sim/run_main.py SCENARIO.json DURATION_S REPORT.json --upload
 #                                                   (the whole device in real time, uploading: see run_uploading)
+#     ... [--board NAME]                            (the board profile simulated: firmware/boards.py)
 #
 # Runs in the state directory (the parent sets the working directory), so the firmware's relative
 # files (config, energy counters) persist there between runs as they would on flash. Time is
@@ -39,10 +40,11 @@ def settings_for(scenario):
     return settings
 
 
-def run(scenario, duration_s):
+def run(scenario, duration_s, board=None):
     world = simworld.world
-    mains.connect(world, scenario)
+    mains.connect(world, scenario, board)
     try:
+        from firmware import boards
         from firmware.board import Board
         from firmware.energy import Energy
         from firmware.energy_store import EnergyPersister, EnergyStore
@@ -57,7 +59,7 @@ def run(scenario, duration_s):
     if store.restored_line() is not None:  # a later run on the same state dir, as a rebooted board says it
         print("energy: " + store.restored_line())
     persister = EnergyPersister(store)
-    meter = Meter(Board(), settings_for(scenario), energy)
+    meter = Meter(Board(board or boards.DEFAULT), settings_for(scenario), energy)
     meter.start()
     end_us = world.now_us() + int(duration_s * 1_000_000)
     # A burst cannot be cut short, so none starts in the last stretch: then the run ends exactly at
@@ -81,7 +83,7 @@ def run(scenario, duration_s):
     return meter.report()
 
 
-def run_uploading(scenario, duration_s):
+def run_uploading(scenario, duration_s, board=None):
     """The whole device (firmware/app.py) in real time, uploading as config.json in the state dir says.
 
     Network I/O cannot run in virtual time (the server, TLS and the timeouts keep real time), so
@@ -90,7 +92,7 @@ def run_uploading(scenario, duration_s):
     world = simworld.world
     world.set_realtime()
     world.lan_link = True  # the Ethernet cable is in (config.json enables the LAN)
-    mains.connect(world, scenario)
+    mains.connect(world, scenario, board)
     from firmware import app
     from tools.sim.simnet import SimBoard
 
@@ -107,7 +109,8 @@ def run_uploading(scenario, duration_s):
         on_readings(self, readings)
 
     app.Device.on_readings = counting
-    device = app.main(board=SimBoard(), run_ms=int(duration_s * 1000), meter_overrides=settings_for(scenario))
+    device = app.main(board=SimBoard(board) if board else SimBoard(), run_ms=int(duration_s * 1000),
+                      meter_overrides=settings_for(scenario), board_profile=board)
     report = device.meter.report()
     report["upload"] = device.uploader.status
     report["windows"] = {"count": seen["windows"], "max_gap_ms": seen["max_gap_ms"]}
@@ -116,9 +119,11 @@ def run_uploading(scenario, duration_s):
 
 def main(argv):
     scenario_path, duration_s, report_path = argv[0], float(argv[1]), argv[2]
+    board = argv[argv.index("--board") + 1] if "--board" in argv else None
     with open(scenario_path) as f:
         scenario = mains.load_scenario(json.load(f))
-    report = run_uploading(scenario, duration_s) if "--upload" in argv else run(scenario, duration_s)
+    run_it = run_uploading if "--upload" in argv else run
+    report = run_it(scenario, duration_s, board)
     with open(report_path, "w") as f:
         json.dump(report, f)
 

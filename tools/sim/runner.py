@@ -205,17 +205,18 @@ def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval
             f.write(text)
 
 
-def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None, upload=False):
+def child_command(runtime, scenario_path, duration_s, report_path, heapsize=None, upload=False, board=None):
     """(argv, env) of the child that runs the meter: the MicroPython unix port or CPython."""
     args = [scenario_path, repr(float(duration_s)), report_path] + (["--upload"] if upload else [])
+    args += ["--board", board] if board else []
     if runtime == "micropython":
         return mp.command(RUN_MAIN, *args, heapsize=heapsize), mp.env()
     return [sys.executable, RUN_MAIN, *args], dict(os.environ)
 
 
-def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None, upload=None):
+def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsize=None, upload=None, board=None):
     """Run the meter on a scenario (a file path, a bundled scenario's name or a dict) in a child
-    process: (report, wall seconds).
+    process, on the named board profile (firmware/boards.py; None: the default): (report, wall seconds).
 
     The report's keys come in the documented order. ScenarioError for a bad scenario dict,
     RuntimeError if the child fails (its messages are on stderr).
@@ -237,7 +238,7 @@ def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsi
             prepare_upload(state_dir, upload["url"], upload["ca"], upload.get("fleet_key"),
                            upload.get("record_interval_s", 10))
         report_path = os.path.join(scratch, "report.json")
-        cmd, env = child_command(runtime, scenario_file, duration_s, report_path, heapsize, upload is not None)
+        cmd, env = child_command(runtime, scenario_file, duration_s, report_path, heapsize, upload is not None, board)
         try:
             chatter = sys.stderr.fileno()
         except (AttributeError, ValueError, io.UnsupportedOperation):
@@ -260,7 +261,7 @@ def simulate(scenario, duration_s, runtime="micropython", state_dir=None, heapsi
 
 REPORT_KEYS = ("frequency_hz", "wiring", "phases", "total", "diagnostics")
 PHASE_KEYS = ("vrms", "irms", "real_power_w", "apparent_power_va", "reactive_power_var", "power_factor",
-              "import_wh", "export_wh")
+              "import_wh", "export_wh", "voltage_derived")
 TOTAL_KEYS = ("real_power_w", "import_wh", "export_wh", "net_import_wh", "net_export_wh")
 
 

@@ -36,6 +36,8 @@ PHY_DP83848 = 4
 PHY_KSZ8041 = 5
 PHY_KSZ8081 = 6
 
+_PIN_IN = 1  # machine.Pin.IN: GPIO_MODE_INPUT, which get_lan() compares ref_clk_mode with
+
 ETH_INITIALIZED = 0
 ETH_STARTED = 1
 ETH_STOPPED = 2
@@ -312,18 +314,33 @@ class LAN:
     # pin on and waiting 100 ms first) and registers the event handlers again; when
     # esp_eth_driver_install() fails (no PHY answers at phy_addr, no reference clock) it raises
     # OSError and leaves all of that behind: world.lan_starts counts the attempts, each a leak.
-    def __new__(cls, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=None,
-                ref_clk=None, ref_clk_mode=None):
+    # The reference clock, as get_lan() takes it ("Dynamic ref_clk configuration"): ref_clk_mode is an
+    # int, Pin.IN (GPIO_MODE_INPUT) meaning EMAC_CLK_EXT_IN and any other value EMAC_CLK_OUT; ref_clk a
+    # Pin (machine_pin_get_id); either left out keeps ESP-IDF's ETH_ESP32_EMAC_DEFAULT_CONFIG (clock in,
+    # GPIO0). ESP-IDF's EMAC takes a clock in on GPIO0 only and gives one out on GPIO0, 16 or 17: any
+    # other pin leaves no MAC (esp_eth_mac_new_esp32 fails) and the install fails with "invalid
+    # argument". A clock or address other than the board's wiring (world.lan_wiring) is no PHY answering.
+    def __new__(cls, id=0, *, mdc=None, mdio=None, power=None, phy_type=None, phy_addr=0,
+                ref_clk=None, ref_clk_mode=-1):
         if world.lan is not None:
             return world.lan
-        if phy_type is None or mdc is None or mdio is None or phy_addr is None:
-            raise TypeError("'phy_addr', 'phy_type', 'mdc' and 'mdio' are required")  # MP_ARG_REQUIRED
+        if phy_type is None:
+            raise TypeError("'phy_type' argument required")
         if not 0 <= phy_addr <= 31:
             raise ValueError("invalid phy address")
+        if mdc is None or mdio is None:
+            raise ValueError("mdc and mdio must be specified")
+        clock_in = True if ref_clk_mode in (-1, None) else ref_clk_mode == _PIN_IN
+        clock_gpio = 0 if ref_clk is None else (ref_clk.id() if hasattr(ref_clk, "id") else ref_clk)
         world.lan_starts += 1
         if power is not None:
             world.advance_us(100_000)  # mp_hal_delay_ms(100): the PHY's power settles, the VM waits
-        if world.lan_fault:
+        if clock_gpio not in ((0,) if clock_in else (0, 16, 17)):
+            raise OSError("esp_eth_driver_install failed with invalid argument")
+        wired = world.lan_wiring
+        if world.lan_fault or (wired is not None and (
+                wired["phy_addr"] != phy_addr or wired["ref_clk"] != clock_gpio
+                or (wired["ref_clk_mode"] == "in") != clock_in)):
             raise OSError("esp_eth_driver_install failed")
         obj = object.__new__(cls)
         obj._active = False

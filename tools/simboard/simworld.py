@@ -126,6 +126,9 @@ class World:
         self.wlans = {}  # interface id -> WLAN object (singletons, as on the ESP32)
         self.lan = None
         self.lan_fault = False  # True: no PHY answers (network.LAN raises OSError, see network.py)
+        # The board's Ethernet as wired: {"phy_addr", "ref_clk", "ref_clk_mode", ...} (a board profile's
+        # own, firmware/boards.py lan_settings()), or None: whatever network.LAN is told works.
+        self.lan_wiring = None
         self.lan_starts = 0  # network.LAN attempts that built a driver (each failed one leaks it)
         self.wall_base_s = 946684800  # the RTC after power-up: 2000-01-01, i.e. not set
         self.wall_base_us = self._now_us
