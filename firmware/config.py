@@ -160,9 +160,19 @@ def _pin_problem(name, prof, lan, given):
     checks: the rules are then not even loaded (they would take heap for good)."""
     for key in ("mdc", "mdio", "power", "ref_clk", "ref_clk_mode"):
         if given[key] != BOARD:
+            import sys
+
+            import firmware
             from firmware import pincheck
 
-            return pincheck.check(name, prof, lan)
+            try:
+                return pincheck.check(name, prof, lan)
+            finally:
+                # Let go of the rules: an import stays in sys.modules and on the package for good,
+                # and every device upgraded from a file with lan pins as numbers checks them at start.
+                sys.modules.pop("firmware.pincheck", None)
+                if hasattr(firmware, "pincheck"):
+                    delattr(firmware, "pincheck")
     return None
 
 
@@ -349,10 +359,14 @@ class ConfigStore:
         return self.save(merge(base, changes))
 
     def factory_reset(self):
-        """Back to defaults: WiFi, LAN, meter, upload, AP and energy-save settings. Identity and energy
-        counters are other files and stay as they are."""
+        """Back to defaults: WiFi, LAN, meter, upload, AP and energy-save settings. The board profile
+        stays (it says which hardware this is: the devkit's pins on a WT32-ETH01 would read its
+        Ethernet clock as the button), and so do identity and energy counters, which are other files."""
         self.log("config: factory reset")
-        return self.save(defaults())
+        doc = defaults()
+        if self.config is not None:
+            doc["board"] = dict(self.config.document()["board"])
+        return self.save(doc)
 
 
 _MISSING = "is missing"

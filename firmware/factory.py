@@ -1,8 +1,9 @@
 # factory — factory reset: the button held HOLD_MS while running (firmware/links.py watches it), the
 # setup page's confirmed action, or, on boards whose button is not GPIO0, the button held at power-up.
 #
-# A reset clears WiFi and every other setting (config.json back to defaults) and keeps the device's
-# identity and its energy counters, which live in other files and are not touched.
+# A reset clears WiFi and every other setting (config.json back to defaults, but for the board
+# profile: which hardware this is) and keeps the device's identity and its energy counters, which
+# live in other files and are not touched.
 #
 # (GPIO0, the ESP32 BOOT button, held low at reset starts the ROM serial bootloader: there the
 # power-up check can never see a press.) At power-up the composition root calls

@@ -268,3 +268,24 @@ def test_a_full_heap_is_not_taken_for_damaged_settings():
         config.json = real
     assert open(d + "/config.json").read() == before
     assert ConfigStore(d + "/config.json", log=quiet).load()["meter"]["model"] == "public"
+
+
+def test_a_factory_reset_keeps_the_board_profile():
+    # The devkit's pins on a WT32-ETH01 would read its Ethernet clock (GPIO0) as the button.
+    d = tmpdir()
+    store = ConfigStore(d + "/config.json", log=quiet)
+    store.load()
+    store.update({"board": {"profile": "wt32-eth01"}, "wifi": {"ssid": "Panel", "password": "hunter2hunter2"}})
+    store.factory_reset()
+    again = ConfigStore(d + "/config.json", log=quiet).load().document()
+    assert again["board"]["profile"] == "wt32-eth01" and again["wifi"]["ssid"] == ""
+
+
+def test_the_pin_rules_are_let_go_after_a_check():
+    import sys
+
+    d = tmpdir()
+    store = ConfigStore(d + "/config.json", log=quiet)
+    store.load()
+    store.update({"lan": {"enabled": True, "mdc": 23, "mdio": 18, "power": 16}})  # pins as numbers: checked
+    assert "firmware.pincheck" not in sys.modules
