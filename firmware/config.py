@@ -365,7 +365,7 @@ class ConfigStore:
         self.log("config: factory reset")
         doc = defaults()
         if self.config is not None:
-            doc["board"] = dict(self.config.document()["board"])
+            doc["board"] = {"profile": self.config["board"]["profile"]}
         return self.save(doc)
 
 
