@@ -33,6 +33,8 @@ def _scenario(amps):
 
 
 def run(block_s, step_load=False):
+    """(net import mWh, longest window ms) of DURATION_S with the VM blocked block_s at BLOCKS_AT_S
+    (none: 0), the load doubling at the first of those times if step_load."""
     world = simworld.world
     world.reset()
     mains.connect(world, _scenario(10.0))
@@ -41,16 +43,17 @@ def run(block_s, step_load=False):
     meter.start()
     t0 = world.now_us()
     end = t0 + DURATION_S * 1_000_000
-    blocks = [t0 + s * 1_000_000 for s in BLOCKS_AT_S] if block_s else []
+    events = [t0 + s * 1_000_000 for s in BLOCKS_AT_S]
     longest_ms = 0
     last = world.now_us()
     while world.now_us() < end:
-        if blocks and world.now_us() >= blocks[0]:
-            first = len(blocks) == len(BLOCKS_AT_S)
-            blocks.pop(0)
+        if events and world.now_us() >= events[0]:
+            first = len(events) == len(BLOCKS_AT_S)
+            events.pop(0)
             if step_load and first:
                 mains.connect(world, _scenario(20.0))  # the load doubles as the VM blocks...
-            world.advance_us(int(block_s * 1_000_000))  # ...and nothing is measured meanwhile
+            if block_s:
+                world.advance_us(int(block_s * 1_000_000))  # ...and nothing is measured meanwhile
         world.advance_us(STEP_US)
         if meter.poll() is not None:
             now = world.now_us()
@@ -64,7 +67,7 @@ def run(block_s, step_load=False):
 def main():
     out = {"duration_s": DURATION_S, "blocks_at_s": list(BLOCKS_AT_S), "cases": []}
     base_mwh, base_ms = run(0)
-    step_base = run_step_without_block()  # the same step, measured throughout
+    step_base, _ = run(0, step_load=True)  # the same step, measured throughout
     for d in BLOCKS_S:
         mwh, longest = run(d)
         step_mwh, _ = run(d, step_load=True)
@@ -73,28 +76,6 @@ def main():
                              "step_energy_error": (step_mwh - step_base) / step_base})
     out["unblocked_longest_window_ms"] = base_ms
     print(json.dumps(out))
-
-
-def run_step_without_block():
-    """The stepped load of run(d, step_load=True), the step at the same time, but no block."""
-    world = simworld.world
-    world.reset()
-    mains.connect(world, _scenario(10.0))
-    energy = Energy()
-    meter = Meter(Board(), {}, energy)
-    meter.start()
-    t0 = world.now_us()
-    end = t0 + DURATION_S * 1_000_000
-    steps = [t0 + BLOCKS_AT_S[0] * 1_000_000]
-    while world.now_us() < end:
-        if steps and world.now_us() >= steps[0]:
-            steps.pop(0)
-            mains.connect(world, _scenario(20.0))
-        world.advance_us(STEP_US)
-        meter.poll()
-    meter.close_window()
-    meter.stop()
-    return energy.snapshot()["net_import_mwh"]
 
 
 main()

@@ -109,21 +109,26 @@ def scenario_path(given):
     return given  # a path that is not there: load_scenario_file says so
 
 
-def load_scenario_file(path):
-    """The checked scenario in a JSON file; UsageError naming the file and the problem."""
+def _load_checked(path, kind, check):
+    """check(the JSON in a file); UsageError naming the kind of file, the file and the problem."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise UsageError("scenario file %s: cannot read it: %s" % (path, e.strerror or e)) from None
+        raise UsageError("%s %s: cannot read it: %s" % (kind, path, e.strerror or e)) from None
     try:
         given = json.loads(text)
     except ValueError as e:
-        raise UsageError("scenario file %s: not valid JSON: %s" % (path, e)) from None
+        raise UsageError("%s %s: not valid JSON: %s" % (kind, path, e)) from None
     try:
-        return mains.load_scenario(given)
-    except mains.ScenarioError as e:
-        raise UsageError("scenario file %s: %s" % (path, e)) from None
+        return check(given)
+    except mains.ScenarioError as e:  # (radio.RadioError is the same class)
+        raise UsageError("%s %s: %s" % (kind, path, e)) from None
+
+
+def load_scenario_file(path):
+    """The checked scenario in a JSON file; UsageError naming the file and the problem."""
+    return _load_checked(path, "scenario file", mains.load_scenario)
 
 
 def load_networks_file(path):
@@ -131,19 +136,7 @@ def load_networks_file(path):
     file and the problem, as for a scenario file."""
     from tools.sim import radio
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise UsageError("networks file %s: cannot read it: %s" % (path, e.strerror or e)) from None
-    try:
-        given = json.loads(text)
-    except ValueError as e:
-        raise UsageError("networks file %s: not valid JSON: %s" % (path, e)) from None
-    try:
-        return radio.load_networks(given)
-    except radio.RadioError as e:
-        raise UsageError("networks file %s: %s" % (path, e)) from None
+    return _load_checked(path, "networks file", radio.load_networks)
 
 
 def _check_fleet_key(ident_path, fleet_key, key_path):
