@@ -160,12 +160,14 @@ class Page:
                     self.session)
 
     def wait_for(self, expression, timeout_s=20.0):
-        """Evaluate expression every 0.25 s until it is truthy; its value. An error (the page was
-        reloading itself meanwhile, an element not there yet) counts as not yet."""
+        """Evaluate expression every 0.25 s, on a page that has finished loading, until it is truthy;
+        its value. An error (the page was reloading itself meanwhile, an element not there yet)
+        counts as not yet. (A page that reloads itself is seen half parsed otherwise: its top part
+        there, its forms not yet.)"""
         why = "false"
         for _ in range(int(timeout_s * 4)):
             try:
-                value = self.eval(expression)
+                value = self.eval("document.readyState === 'complete' && (%s)" % expression)
                 if value:
                     return value
             except RuntimeError as e:
