@@ -24,6 +24,7 @@ from firmware.schema import WIFI_PASSPHRASE, WIFI_SSID, ConfigError
 PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/library/test/success.html",
           "/connecttest.txt", "/ncsi.txt", "/canonical.html", "/success.txt")
 MAX_NETWORKS = 20
+JOIN_STATES = {"busy": "connecting", "ok": "connected", "bad": "failed"}  # a join notice's kind, as /api/status says it
 SCAN_EVERY_MS = 15000  # a scan blocks the event loop ~2 s on the ESP32: never more often than this
 
 # The rules of a WiFi name and password, as an installer reads them (firmware/schema.py has the exact ones).
@@ -92,7 +93,6 @@ class Portal:
         self.networks = []
         self._scanned_ms = None
         self.joining = False
-        self.join_state = None  # {"state": "connecting"|"connected"|"failed", "ssid", "message"} of the last join
         self._join_task = None
         # The outcome of the last form, shown by GET /?n=<number> only: [number, kind, text, ssid];
         # a join has its own, so that another form meanwhile does not hide where it ends.
@@ -182,7 +182,6 @@ class Portal:
         if self.joining:  # a second tap: show the attempt under way
             return "/?n=%d" % self.join_notice[0]
         self.joining = True
-        self.join_state = {"state": "connecting", "ssid": ssid, "message": "Connecting to %s..." % ssid}
         self._notices += 1
         self.join_notice = [self._notices, "busy", "Connecting to %s..." % ssid, ssid]
         self._join_task = asyncio.create_task(self._join(ssid, password))
@@ -194,7 +193,6 @@ class Portal:
         except Exception as e:  # (join() catches the radio's errors; this is for the rest, e.g. MemoryError)
             self.joining = False
             ok, message = False, "Could not connect to %s (%s): nothing was saved." % (ssid, type(e).__name__)
-        self.join_state = {"state": "connected" if ok else "failed", "ssid": ssid, "message": message}
         self.join_notice = [self.join_notice[0], "ok" if ok else "bad", message, ssid]
 
     async def join(self, ssid, password, poll_ms=250):
@@ -262,13 +260,19 @@ class Portal:
         self.net.reconnect()
         m = self.store.config["meter"]  # the running meter drops the software fixes too, at once
         self.meter.change_settings({"ct_reversed": m["ct_reversed"], "ct_phase": m["ct_phase"]})
-        self.join_state = None
         self.join_notice = [0, None, None, ""]
         return True, "Factory reset done: WiFi, software fixes and settings cleared."
 
     # --- views ------------------------------------------------------------------------------------
+    def join_doc(self):
+        """The last join as /api/status gives it ({"state", "ssid", "message"}), read from its notice."""
+        n, kind, text, ssid = self.join_notice
+        if kind is None:
+            return None
+        return {"state": JOIN_STATES[kind], "ssid": ssid, "message": text}
+
     def status_doc(self):
-        return status.document(self.meter, self.uploader, self.net, self.store, self.join_state)
+        return status.document(self.meter, self.uploader, self.net, self.store, self.join_doc())
 
     def page(self, n=None):
         """The page; with n the number of the current notice, that notice shows on it. While a join

@@ -54,26 +54,6 @@ def records_words(n):
     return "none" if not n else "%d record%s" % (n, "" if n == 1 else "s")
 
 
-def link_words(links, join):
-    if join is not None and join["state"] == "connecting":
-        return "Connecting to %s..." % join["ssid"]
-    via = links["online_via"]
-    if via == "lan":
-        return "Online over Ethernet (address %s)" % links["lan"]["ip"]
-    if via == "wifi":
-        return "Online over WiFi (%s)" % links["wifi_ssid"]
-    if links["wifi_ssid"]:
-        return "Not connected: trying WiFi %s" % links["wifi_ssid"]
-    return "Not connected: choose a WiFi network below"
-
-
-def lan_words(lan):
-    """The Ethernet line, as the script says it too (LAN in SCRIPT)."""
-    if lan["state"] == "connected":
-        return "connected, address %s (used instead of WiFi)" % lan["ip"]
-    return lan["error"] if lan["state"] == "failed" else lan["state"]
-
-
 UPLOAD_CLASS = {"ok": "good", "starting": "", "off": "", "waiting_clock": "warn"}
 
 
@@ -108,7 +88,7 @@ def page(portal, doc, notice=None, ssid="", refresh_to=None, join_outcome=None):
 def _status(a, doc):
     up, links = doc["upload"], doc["links"]
     a("<section id=status><h2>Status</h2><dl><dt>Network</dt><dd id=net>%s</dd>"
-      % esc(link_words(links, doc["join"])))
+      % esc(links["message"]))
     a("<dt>Cloud</dt><dd id=cloud class='%s'>%s</dd>" % (UPLOAD_CLASS.get(up["state"], "bad"), esc(up["message"])))
     a("<dt>Last upload</dt><dd id=age>%s</dd><dt>Waiting</dt><dd id=pending>%s</dd>"
       "<dt>Lost</dt><dd id=lost>%s</dd></dl>" % (
@@ -144,7 +124,7 @@ def _wifi(a, portal, doc, ssid, join_outcome):
           % (esc(name), " checked" if name == ssid or (not ssid and i == 0) else "", esc(name), rssi,
              "&#9679;" * bars + "&#9675;" * (4 - bars), "secured" if secured else "open"))
     a(WIFI_FORM)
-    a("<p>Ethernet: <b id=lan>%s</b></p></section>" % esc(lan_words(doc["links"]["lan"])))
+    a("<p>Ethernet: <b id=lan>%s</b></p></section>" % esc(doc["links"]["lan"]["message"]))
 
 
 def _readings(a, doc):
@@ -273,10 +253,6 @@ SCRIPT = (
     b"function age(s){return s==null?'never':s<120?s+' s ago':s<7200?Math.floor(s/60)+' min ago':"
     b"Math.floor(s/3600)+' h ago'}function recs(n){return n?n+(n==1?' record':' records'):'none'}"
     b"var CL={ok:'good',starting:'',off:'',waiting_clock:'warn'};"
-    b"function net(d){var l=d.links,j=d.join;if(j&&j.state=='connecting')return 'Connecting to '+j.ssid+'...';"
-    b"if(l.online_via=='lan')return 'Online over Ethernet (address '+l.lan.ip+')';"
-    b"if(l.online_via=='wifi')return 'Online over WiFi ('+l.wifi_ssid+')';"
-    b"return l.wifi_ssid?'Not connected: trying WiFi '+l.wifi_ssid:'Not connected: choose a WiFi network below'}"
     b"function t(i,s){var e=$(i);if(e)e.textContent=s}",
     b"function L(id,xs,key,label,empty){var ul=$(id),k=JSON.stringify(xs)+empty;if(ul.dataset.k==k)return;"
     b"ul.dataset.k=k;ul.textContent='';if(!xs.length)xs=[{message:empty}];xs.forEach(function(x){"
@@ -286,11 +262,10 @@ SCRIPT = (
     b"var b=document.createElement('button');b.textContent=label;if(key=='undo')b.className='second';"
     b"f.appendChild(b);li.appendChild(f)}ul.appendChild(li)})}",
     b"function u(){fetch('/api/status').then(function(r){return r.json()}).then(function(d){"
-    b"var up=d.upload,r=d.readings;t('net',net(d));t('cloud',up.message);"
+    b"var up=d.upload,r=d.readings;t('net',d.links.message);t('cloud',up.message);"
     b"$('cloud').className=up.state in CL?CL[up.state]:'bad';t('age',age(up.last_success_age_s));"
     b"t('pending',recs(up.pending_records));t('lost',recs(up.lost_records));"
-    b"var n=d.links.lan;t('lan',n.state=='connected'?'connected, address '+n.ip+' (used instead of WiFi)':"
-    b"n.state=='failed'?n.error:n.state);if(!r)return;var rows=$('live').rows,dv=false;"
+    b"t('lan',d.links.lan.message);if(!r)return;var rows=$('live').rows,dv=false;"
     b"r.phases.forEach(function(p,i){var c=rows[i+1].cells;dv=dv||p.voltage_derived;"
     b"c[1].textContent=p.vrms.toFixed(1)+(p.voltage_derived?'*':'');c[1].className=p.voltage_derived?'derived':'';"
     b"c[2].textContent=p.irms==null?'\\u2014':p.irms.toFixed(2);"

@@ -88,10 +88,32 @@ def fixes(settings):
     return out
 
 
-def link_doc(net, store):
+def _link_words(via, ssid, lan, join):
+    if join is not None and join["state"] == "connecting":
+        return "Connecting to %s..." % join["ssid"]
+    if via == "lan":
+        return "Online over Ethernet (address %s)" % lan["ip"]
+    if via == "wifi":
+        return "Online over WiFi (%s)" % ssid
+    if ssid:
+        return "Not connected: trying WiFi %s" % ssid
+    return "Not connected: choose a WiFi network below"
+
+
+def _lan_words(state, ip, error):
+    if state == "connected":
+        return "connected, address %s (used instead of WiFi)" % ip
+    return error if state == "failed" else state
+
+
+def link_doc(net, store, join=None):
+    """The links, each with the sentence the page shows for it (its script shows the same)."""
     lan_state, lan_ip = net.lan_status()
-    return {"online_via": net.online_via, "ap_up": net.ap_up, "wifi_ssid": store.config["wifi"]["ssid"] or None,
-            "lan": {"state": lan_state, "ip": lan_ip, "error": net.lan_error if lan_state == "failed" else None}}
+    error = net.lan_error if lan_state == "failed" else None
+    lan = {"state": lan_state, "ip": lan_ip, "error": error, "message": _lan_words(lan_state, lan_ip, error)}
+    ssid = store.config["wifi"]["ssid"] or None
+    return {"online_via": net.online_via, "ap_up": net.ap_up, "wifi_ssid": ssid, "lan": lan,
+            "message": _link_words(net.online_via, ssid, lan, join)}
 
 
 def document(meter, uploader, net, store, join=None):
@@ -100,5 +122,5 @@ def document(meter, uploader, net, store, join=None):
     diag = store.diagnostic
     if diag is not None and diag.code in ("CONFIG_RESTORED", "CONFIG_RESET"):  # not NEW or MIGRATED: all is well
         notices.append({"code": diag.code, "message": "Settings: %s." % diag.message.rstrip(".")})
-    return {"readings": readings(meter), "upload": upload(uploader), "links": link_doc(net, store),
+    return {"readings": readings(meter), "upload": upload(uploader), "links": link_doc(net, store, join),
             "join": join, "fixes": fixes(meter.settings), "diagnostics": diagnostics(meter), "notices": notices}

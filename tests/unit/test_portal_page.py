@@ -193,7 +193,6 @@ def test_a_notice_shows_on_its_own_url_only():
 def test_while_joining_the_page_says_so_and_comes_back_by_itself():
     p = _portal(_ident())
     p.joining = True
-    p.join_state = {"state": "connecting", "ssid": "HomeNet", "message": ""}
     n = 7
     p.join_notice = [n, "busy", "Connecting to HomeNet...", "HomeNet"]
     p.say("bad", "Another form meanwhile.")
@@ -211,12 +210,10 @@ def test_while_joining_the_page_says_so_and_comes_back_by_itself():
 def test_a_page_opened_anywhere_during_a_join_comes_back_to_its_outcome_which_stays_until_the_next():
     p = _portal(_ident())
     p.joining = True
-    p.join_state = {"state": "connecting", "ssid": "HomeNet", "message": ""}
     p.join_notice = [12, "busy", "Connecting to HomeNet...", "HomeNet"]
     html = _html(p)  # plain "/": the phone dropped off the setup network and came back
     assert "<meta http-equiv=refresh content='2;url=/?n=12'>" in html and "join it again" in html
     p.joining = False
-    p.join_state = {"state": "failed", "ssid": "HomeNet", "message": "Wrong password for HomeNet."}
     p.join_notice = [12, "bad", "Wrong password for HomeNet.", "HomeNet"]
     html = _html(p)
     assert "http-equiv=refresh" not in html
@@ -241,7 +238,7 @@ def test_a_join_that_breaks_unexpectedly_ends_as_failed_not_connecting_for_ever(
         asyncio.run(p._join("HomeNet", "password1"))
     finally:
         asyncio.new_event_loop()
-    assert not p.joining and p.join_state["state"] == "failed" and p.join_notice[1] == "bad"
+    assert not p.joining and p.join_doc()["state"] == "failed" and p.join_notice[1] == "bad"
     assert "MemoryError" in p.join_notice[2] and "nothing was saved" in p.join_notice[2]
 
 
