@@ -21,18 +21,16 @@ def esc(s):
 
 def html_response(pieces, code=200):
     """A page sent as the pieces it was built from, one after another, with its length announced.
-    Text pieces are encoded only as they go out, so the page is never in memory twice."""
+    Each text piece is encoded once, in place (its str is garbage at once), so the page is never in
+    memory twice, and the bytes counted are the bytes sent."""
     size = 0
-    for p in pieces:
-        size += len(p) if isinstance(p, bytes) else len(p.encode())
+    for i, p in enumerate(pieces):
+        if isinstance(p, str):
+            p = pieces[i] = p.encode()
+        size += len(p)
     # (microdot sends any iterator of bytes; pyright infers `bytes` from its default, b"")
-    return Response(_encoded(pieces), code, {  # pyright: ignore[reportArgumentType]
+    return Response(iter(pieces), code, {  # pyright: ignore[reportArgumentType]
         "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "Content-Length": str(size)})
-
-
-def _encoded(pieces):
-    for p in pieces:
-        yield p.encode() if isinstance(p, str) else p
 
 
 def signal_bars(rssi):
