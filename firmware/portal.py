@@ -115,7 +115,9 @@ class Portal:
         from dnscatch import DnsCatch
         from httpguard import Guard
 
-        self.guard = guard = Guard(self.app)
+        # A page leaves KBs of garbage (its pieces, the status document): collected as the request
+        # ends, not left to pile up until the next window with a TLS upload on top.
+        self.guard = guard = Guard(self.app, collect=True)
         if host != "0.0.0.0":  # served on a named address (the simulator's 127.0.0.1): that Host is ours too
             self.known_hosts += ("%s:%d" % (host, http_port), host)
         dns_task = None

@@ -8,6 +8,7 @@
 # max_head bytes, else microdot answers 400; it answers 413 above Request.max_content_length.
 
 import asyncio
+import gc
 import time
 
 import microdot.microdot as _md
@@ -86,8 +87,9 @@ def _quiet(exc):
 
 
 class Guard:
-    def __init__(self, app, max_connections=4, max_head=2048, max_body=1024, head_ms=5000):
+    def __init__(self, app, max_connections=4, max_head=2048, max_body=1024, head_ms=5000, collect=False):
         self.app = app
+        self.collect = collect  # gc.collect() after each connection: its garbage goes at once
         self.max_connections = max_connections
         self.max_head = max_head
         self.head_ms = head_ms
@@ -120,6 +122,8 @@ class Guard:
         finally:
             self.active -= 1
             await self._close(writer, reader)
+            if self.collect:
+                gc.collect()
 
     @staticmethod
     async def _close(writer, reader=None):
