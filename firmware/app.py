@@ -215,7 +215,7 @@ class Device:
         self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
                                  resolve=self.board.resolve, clock_ready=self.board.clock_ready,
                                  sync_clock=self.board.sync_clock, log=log)
-        self.portal = portal.Portal(self.board, self.store, self.identity, self.meter, self.links,
+        self.portal = portal.Portal(self.board.sta, self.store, self.identity, self.meter, self.links,
                                     self.uploader, log=log)
         self.links.on_long_press = self._factory_reset_by_button
 

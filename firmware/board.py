@@ -19,6 +19,18 @@ class Board:
     """The hardware of one named board profile (firmware/boards.py): its ADC inputs, button, LED,
     radio and Ethernet."""
 
+    # The WiFi codes the links read off their board (they never import network, nor this module).
+    STAT_IDLE = network.STAT_IDLE
+    STAT_CONNECTING = network.STAT_CONNECTING
+    STAT_GOT_IP = network.STAT_GOT_IP
+    STAT_WRONG_PASSWORD = network.STAT_WRONG_PASSWORD
+    STAT_NO_AP_FOUND = network.STAT_NO_AP_FOUND
+    # ESP-IDF disconnect reasons status() passes through once a station's reconnects are used up (the
+    # port's network_wlan_status()): a wrong WPA2 passphrase most often ends as one of these, not 202.
+    REASONS_WRONG_PASSWORD = (15, 204, 205)  # 4-way handshake timeout, handshake timeout, connection fail
+    REASONS_NOT_FOUND = (210, 211, 212)  # no AP in the RSSI or authmode threshold, none with compatible security
+    SEC_WPA2 = network.WLAN.SEC_WPA2
+
     def __init__(self, profile=boards.DEFAULT):
         self.sta = network.WLAN(network.WLAN.IF_STA)
         self.ap = network.WLAN(network.WLAN.IF_AP)
@@ -129,16 +141,3 @@ class Board:
 
 
 WDT_RESET = machine.WDT_RESET
-
-# WiFi constants the rest of the firmware needs (it never imports network itself).
-STAT_IDLE = network.STAT_IDLE
-STAT_CONNECTING = network.STAT_CONNECTING
-STAT_GOT_IP = network.STAT_GOT_IP
-STAT_WRONG_PASSWORD = network.STAT_WRONG_PASSWORD
-STAT_NO_AP_FOUND = network.STAT_NO_AP_FOUND
-# ESP-IDF disconnect reasons status() passes through once a station's reconnects are used up (the
-# port's network_wlan_status()): a wrong WPA2 passphrase most often ends as one of these, not 202.
-REASONS_WRONG_PASSWORD = (15, 204, 205)  # 4-way handshake timeout, handshake timeout, connection fail
-REASONS_NOT_FOUND = (210, 211, 212)  # no AP in the RSSI or authmode threshold, none with compatible security
-SEC_OPEN = network.WLAN.SEC_OPEN
-SEC_WPA2 = network.WLAN.SEC_WPA2

@@ -12,7 +12,6 @@
 
 import time
 
-from firmware import board as hw
 from firmware import factory
 
 AP_ADDR = "192.168.251.1"
@@ -66,10 +65,13 @@ class Joiner:
     STALE_MS passed. A wrong passphrase mostly arrives as reason 15 or 204 (205 reads as 202), and
     with reconnects for ever status() would say CONNECTING until the timeout: the attempt gets
     JOIN_RECONNECTS, so its reason comes through. end() disconnects a failed attempt, which the port
-    would otherwise retry for ever, and gives reconnects back to "for ever" (the links' own)."""
+    would otherwise retry for ever, and gives reconnects back to "for ever" (the links' own).
 
-    def __init__(self, sta, ssid, password, timeout_ms=CONNECT_TIMEOUT_MS):
+    codes: the board (firmware/board.py Board), whose STAT_* and REASONS_* say how an attempt ended."""
+
+    def __init__(self, sta, codes, ssid, password, timeout_ms=CONNECT_TIMEOUT_MS):
         self.sta = sta
+        self.codes = hw = codes
         self.ssid = ssid
         self.timeout_ms = timeout_ms
         self.ip = None
@@ -88,6 +90,7 @@ class Joiner:
 
     def poll(self):
         """None while trying; otherwise OK, WRONG_PASSWORD, NOT_FOUND, NO_DHCP or FAILED."""
+        hw = self.codes
         st = self.sta.status()
         if st == hw.STAT_GOT_IP:
             if self._left:
@@ -277,10 +280,15 @@ class Links:
         self._decide_ap(now, cfg, self._button(now))
 
     def _retry_due(self, now):
-        st = self.board.sta.status()
-        if st in (hw.STAT_GOT_IP, hw.STAT_CONNECTING):
+        board = self.board
+        st = board.sta.status()
+        if st in (board.STAT_GOT_IP, board.STAT_CONNECTING):
             return False
         return time.ticks_diff(now, self._sta_tried) >= self._retry_ms
+
+    def joiner(self, ssid, password, timeout_ms=CONNECT_TIMEOUT_MS):
+        """A Joiner for the setup page's attempt on this board's station."""
+        return Joiner(self.board.sta, self.board, ssid, password, timeout_ms)
 
     def restart_attempt(self):
         """The station was stopped for a moment (a scan): join the configured network again on the next
@@ -326,7 +334,7 @@ class Links:
         if up:
             self._ap_since = time.ticks_ms()
             ap.active(True)
-            ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=hw.SEC_WPA2,
+            ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=self.board.SEC_WPA2,
                       channel=self.store.config["ap"]["channel"])
             # addr4 sets address and mask only: the gateway would stay ESP-IDF's 192.168.4.1, and the
             # DHCP server offers the gateway as the router, outside our subnet (a phone may then not

@@ -76,11 +76,12 @@ def fix_changes(form, settings):
 
 
 class Portal:
-    """The setup page's web app. parts: board, store, identity, meter, links, uploader (firmware/app.py)."""
+    """The setup page's web app. parts: the WiFi station (for scans), store, identity, meter, links,
+    uploader (firmware/app.py)."""
 
-    def __init__(self, board, store, identity, meter, net, uploader, ap_addr=links.AP_ADDR, known_hosts=(),
+    def __init__(self, sta, store, identity, meter, net, uploader, ap_addr=links.AP_ADDR, known_hosts=(),
                  log=print):
-        self.board = board
+        self.sta = sta
         self.store = store
         self.identity = identity
         self.meter = meter
@@ -155,7 +156,7 @@ class Portal:
         if self.joining:  # the radio is busy with the page's own attempt: keep the list
             return self.networks
         self._scanned_ms = now
-        sta = self.board.sta
+        sta = self.sta
         try:
             if not sta.active():
                 sta.active(True)
@@ -202,7 +203,7 @@ class Portal:
         self.joining = True
         self.net.busy = True
         try:
-            j = links.Joiner(self.board.sta, ssid, password)
+            j = self.net.joiner(ssid, password)
             outcome = links.FAILED
             try:
                 while True:

@@ -1,5 +1,6 @@
 # The harness itself: the build tree, the checks that guard the board, the simulator's start and stop.
 import os
+import pathlib
 import select
 import signal
 import subprocess
@@ -135,3 +136,23 @@ def test_the_simulated_device_stops_itself_when_the_host_process_is_killed():
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_only_the_board_layer_touches_the_hardware():
+    # machine, network and esp32 are the ESP32's hardware: only firmware/board.py imports them, and
+    # only the device's assembly (app.py) imports board.py; the rest is handed what it uses.
+    import ast
+
+    hardware = {"machine", "network", "esp32"}
+    for path in sorted(pathlib.Path(ROOT, "firmware").glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+                names.update("%s.%s" % (node.module, a.name) for a in node.names)
+        if path.name != "board.py":
+            assert not names & hardware, "%s imports %s" % (path.name, sorted(names & hardware))
+        if path.name not in ("board.py", "app.py"):
+            assert "firmware.board" not in names, "%s imports firmware.board" % path.name

@@ -26,8 +26,8 @@ def _parts(doc=None):
 def _join(ssid, password, networks=None):
     world.networks = networks or [Network("HomeNet", "correct horse", ip="192.168.1.77"), Network("Cafe", None),
                                   Network("NoLease", "password123", dhcp=False)]
-    sta = Board().sta
-    j = links.Joiner(sta, ssid, password, timeout_ms=10000)
+    board = Board()
+    j = links.Joiner(board.sta, board, ssid, password, timeout_ms=10000)
     for _ in range(100):
         out = j.poll()
         if out is not None:
@@ -62,9 +62,7 @@ def test_the_access_point_comes_up_when_nothing_is_configured_with_the_label_cre
 
 
 def board_sec_wpa2():
-    from firmware import board
-
-    return board.SEC_WPA2
+    return Board.SEC_WPA2
 
 
 def test_no_identity_means_no_access_point_rather_than_an_open_one():
@@ -312,7 +310,7 @@ def test_the_page_scans_even_while_the_links_are_retrying_a_network():
     board, store, net, _ = _parts({"wifi": {"ssid": "Gone", "password": "whatever1"}})
     world.networks = [Network("HomeNet", "correct horse")]
     net.tick()  # the links start joining "Gone", which is not there (retried for ever by the port)
-    p = portal.Portal(board, store, net.identity, None, net, None, log=lambda m: None)
+    p = portal.Portal(board.sta, store, net.identity, None, net, None, log=lambda m: None)
     assert [n[0] for n in p.scan()] == ["HomeNet"]
     net.tick()  # and they start again
     board.sta.status()
@@ -407,7 +405,7 @@ def test_a_join_never_takes_the_last_networks_connection_for_its_own():
     sta.disconnect = lambda: None  # the disconnect event has not arrived yet: still GOT_IP for HomeNet
     sta.connect = lambda ssid, key=None: None  # (nor the new attempt's first one)
     try:
-        j = links.Joiner(sta, "Office", "letmein99", timeout_ms=10000)
+        j = links.Joiner(sta, Board, "Office", "letmein99", timeout_ms=10000)
         assert j.poll() is None  # GOT_IP, but of the old network: not this join's outcome
     finally:
         del sta.disconnect, sta.connect
@@ -424,7 +422,7 @@ def test_a_failure_left_by_a_finished_attempt_is_not_the_next_attempts_outcome()
     sta.connect("Office", "wrong one")
     world.advance_us(world.connect_delay_us)
     assert sta.status() == 202  # finished: wrong password
-    j = links.Joiner(sta, "HomeNet", "correct horse", timeout_ms=10000)
+    j = links.Joiner(sta, Board, "HomeNet", "correct horse", timeout_ms=10000)
     assert sta.status() == 202  # stale: HomeNet has not answered yet
     assert j.poll() is None  # ...and is not taken for HomeNet's outcome
     for _ in range(40):
@@ -441,7 +439,7 @@ def test_a_scan_the_radio_refuses_keeps_the_networks_found_before():
 
     board, store, net, _ = _parts()
     world.networks = [Network("HomeNet", "correct horse")]
-    p = portal.Portal(board, store, net.identity, None, net, None, log=lambda m: None)
+    p = portal.Portal(board.sta, store, net.identity, None, net, None, log=lambda m: None)
     assert [n[0] for n in p.scan()] == ["HomeNet"]
     board.sta.scan = lambda: []  # what the port answers when ESP-IDF refuses a scan
     world.advance_us(portal.SCAN_EVERY_MS * 1000)

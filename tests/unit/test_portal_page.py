@@ -37,7 +37,7 @@ def _portal(ident=None, meter=None, upload=None):
     st = ident or IdentityStatus(None, Diagnostic("IDENTITY_MISSING", "no device identity <here>"))
     net = links.Links(board, store, st, log=lambda m: None)
     up = Uploader(upload or {}, st, Energy(), Spool(folder + "/spool", log=lambda m: None), log=lambda m: None)
-    return portal.Portal(board, store, st, meter or _Meter(), net, up, log=lambda m: None)
+    return portal.Portal(board.sta, store, st, meter or _Meter(), net, up, log=lambda m: None)
 
 
 def _html(p, n=None):
