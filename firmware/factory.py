@@ -49,13 +49,13 @@ def factory_reset(store, log=print):
 
 
 def check_button(pin, store, led=None, hold_ms=HOLD_MS, clock=time, log=print):
-    """At power-up: factory reset if the BOOT button is held for hold_ms. True if it reset."""
+    """At power-up: factory reset if the button is held for hold_ms. True if it reset."""
     if pin.value() != 0:
         return False
-    log("factory reset: keep BOOT pressed for %d s to clear WiFi and settings, release to cancel"
+    log("factory reset: keep the button pressed for %d s to clear WiFi and settings, release to cancel"
         % (hold_ms // 1000))
     if not button_held(pin, hold_ms, clock, led):
-        log("factory reset: cancelled (BOOT released early)")
+        log("factory reset: cancelled (button released early)")
         return False
     factory_reset(store, log)
     return True

@@ -150,6 +150,8 @@ class Links:
         self._retry_ms = RETRY_MS
         self._ap_since = now
         self.busy = False  # the setup page is trying a network: leave STA alone
+        # The configured network's channel, once joined: the access point starts there (one radio).
+        self.home_channel = None
         self.lan_error = None  # why Ethernet did not start, while it has not
         self._lan_retry_at = now
         self._lan_tries = 0  # failed starts with the current lan settings
@@ -270,6 +272,7 @@ class Links:
                     self._sta_tried = now
                 if sta.isconnected():
                     via = "wifi"
+                    self.home_channel = sta.config("channel")
         if via != self.online_via:
             self.log("network: %s" % ("online via " + via if via else "offline"))
             self.online_via = via
@@ -298,6 +301,7 @@ class Links:
     def reconnect(self):
         """The settings changed (the setup page saved a network): join it on the next tick."""
         self._sta_started = False
+        self.home_channel = None
         self._retry_ms = RETRY_MS
 
     def _decide_ap(self, now, cfg, pressed):
@@ -334,8 +338,11 @@ class Links:
         if up:
             self._ap_since = time.ticks_ms()
             ap.active(True)
-            ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=self.board.SEC_WPA2,
-                      channel=self.store.config["ap"]["channel"])
+            # One radio: each attempt at the configured network takes the AP to that network's
+            # channel, and a phone on the AP loses it there. Started on that channel (when known), the
+            # AP stays put while the meter keeps trying its network.
+            channel = self.home_channel or self.store.config["ap"]["channel"]
+            ap.config(ssid=ident.ap_ssid(), key=ident.ap_password, security=self.board.SEC_WPA2, channel=channel)
             # addr4 sets address and mask only: the gateway would stay ESP-IDF's 192.168.4.1, and the
             # DHCP server offers the gateway as the router, outside our subnet (a phone may then not
             # treat the network as a captive portal). The AP is its own gateway.

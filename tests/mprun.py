@@ -64,6 +64,8 @@ def main(argv):
                     sys.print_exception(e)
             del sys.modules[modname]
             gc.collect()
+    if not failed:
+        support.remove_tmpdirs()
     print("micropython: %d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 1 if failed or not passed else 0
 

@@ -45,12 +45,15 @@ class raises:
 
 
 _seq = [0]
+# One folder per test run: the pid where there is one, else random (MicroPython's os has no getpid),
+# so that two runs at once (two worktrees, say) never share a test's files.
+_RUN = os.getpid() if hasattr(os, "getpid") else int.from_bytes(os.urandom(4), "big")
 
 
 def tmpdir():
     """A new empty directory under /tmp for this test."""
     _seq[0] += 1
-    base = "/tmp/meter-tests-%s-%d" % (RUNTIME, os.getpid() if hasattr(os, "getpid") else 0)
+    base = "/tmp/meter-tests-%s-%d" % (RUNTIME, _RUN)
     try:
         os.mkdir(base)
     except OSError:
@@ -59,6 +62,11 @@ def tmpdir():
     _rmtree(path)
     os.mkdir(path)
     return path
+
+
+def remove_tmpdirs():
+    """At the end of a run: its test folders go (a run that stopped half way leaves them for a look)."""
+    _rmtree("/tmp/meter-tests-%s-%d" % (RUNTIME, _RUN))
 
 
 def _rmtree(path):

@@ -21,3 +21,10 @@ def _fresh_world():
 
     simworld.world.reset()
     yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:
+        import support
+
+        support.remove_tmpdirs()

@@ -241,6 +241,31 @@ def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
         os.chdir(here)
 
 
+def test_a_button_held_at_power_up_resets_the_settings_only_where_it_is_not_gpio0():
+    from firmware import links, portal, spool, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
+    from firmware.config import ConfigStore
+
+    here = os.getcwd()
+    os.chdir(tmpdir())
+    try:
+        for profile, button, reset in (("esp32-devkitc", 0, False), ("olimex-esp32-poe", 34, True)):
+            store = ConfigStore(log=lambda m: None)
+            store.load()
+            store.update({"wifi": {"ssid": "Panel", "password": "hunter2hunter2"}, "board": {"profile": profile}})
+            world.reset()
+            world.press(button)  # held from before power-up, and for the whole hold time
+            said = []
+            log = said.append
+            mode = world.boot(lambda: app.Device(log=log), log=log)  # noqa: B023  (run here, at once)
+            # BOOT (GPIO0) held at reset: the ROM's bootloader, the firmware never starts.
+            assert mode == ("flash" if reset else "download"), said
+            assert (ConfigStore(log=lambda m: None).load()["wifi"]["ssid"] == "") == reset
+            assert any("keep the button pressed" in x for x in said) == reset
+    finally:
+        os.chdir(here)
+        world.reset()
+
+
 def test_at_the_repl_the_watchdog_that_cannot_be_stopped_does_not_reset_the_board():
     # Ctrl-C (also mpremote's raw REPL during `make deploy`): the ESP32's watchdog keeps running.
     class Dev:

@@ -98,6 +98,27 @@ def test_unreachable_network_brings_the_access_point_up_after_fallback_s():
     assert net.ap_up and "unreachable" in net.ap_reason
 
 
+def test_the_meters_own_retries_never_move_the_access_point_under_a_phone():
+    # The router's password changed: the meter keeps trying its old one, on the router's channel 11,
+    # and on one radio each attempt takes the access point to channel 11 with it.
+    world.networks = [Network("HomeNet", "correct horse", channel=11)]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"},
+                                   "ap": {"fallback_s": 30, "channel": 1}})
+    for _ in range(20):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.online_via == "wifi"
+    world.networks[0].password = "a new one"
+    board.sta.disconnect()  # (the router dropped the meter)
+    for _ in range(1400):  # 5 minutes of retries with the old password; the AP up after fallback_s
+        net.tick()
+        if net.ap_up and not world.ap_phones:
+            assert world.phone_joins_ap()  # the installer's phone, as soon as it sees the AP
+        world.advance_us(links.TICK_MS * 1000)
+    assert board.ap.status("stations") and world.ap_drops == 0  # the phone stayed on the setup page
+    assert board.ap.config("channel") == 11
+
+
 def test_a_short_boot_press_brings_the_access_point_up():
     world.networks = [Network("HomeNet", "correct horse")]
     board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})

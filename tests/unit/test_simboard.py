@@ -70,6 +70,20 @@ def test_watchdog_resets_the_board_when_not_fed():
     assert machine.reset_cause() == machine.WDT_RESET
 
 
+def test_a_reset_runs_the_firmware_only_if_the_strapping_pins_select_a_flash_boot():
+    ran, said = [], []
+    assert world.boot(lambda: ran.append(1), log=said.append) == "flash"
+    assert ran == [1] and said == ["boot:0x13 (SPI_FAST_FLASH_BOOT)"]  # an ESP32's usual first line
+    machine.Pin(12, machine.Pin.OUT, value=1)  # what the firmware drives is let go at reset
+    world.press(0)  # BOOT held: the ROM's serial bootloader
+    assert world.boot(lambda: ran.append(2), log=said.append) == "download"
+    assert ran == [1] and said[-1] == "boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\nwaiting for download"
+    world.release(0)
+    world.press(12, 1)  # MTDI pulled high from outside: a 3.3 V flash powered at 1.8 V
+    assert world.boot(lambda: ran.append(3), log=said.append) == "flash_voltage"
+    assert ran == [1] and "flash read err" in said[-1]
+
+
 def test_wlan_connect_outcomes():
     world.networks = [simworld.Network("Panel WiFi", "correct horse", auth_fail_reason=202),
                       simworld.Network("Open Cafe")]
@@ -142,6 +156,27 @@ def test_a_scan_while_the_station_is_connecting_comes_back_empty():
     assert sta.scan() == []
     sta.disconnect()
     assert [r[0] for r in sta.scan()] == [b"HomeNet"]
+
+
+def test_one_radio_the_access_point_follows_the_stations_channel_and_loses_its_phones():
+    world.networks = [simworld.Network("HomeNet", "correct horse", channel=6)]
+    sta, ap = network.WLAN(network.WLAN.IF_STA), network.WLAN(network.WLAN.IF_AP)
+    ap.active(True)
+    ap.config(channel=1)
+    assert ap.config("channel") == 1 and world.phone_joins_ap()
+    sta.active(True)
+    sta.connect("HomeNet", "not the password")  # authenticating happens on the network's channel
+    world.advance_us(world.connect_delay_us)
+    assert ap.config("channel") == sta.config("channel") == 6
+    assert ap.status("stations") == [] and world.ap_drops == 1
+    sta.disconnect()
+    sta.connect("HomeNet", "correct horse")
+    world.advance_us(world.connect_delay_us)
+    assert sta.isconnected() and world.phone_joins_ap()
+    ap.config(channel=1)  # while the station is associated the AP stays on its channel
+    assert ap.config("channel") == 6 and len(ap.status("stations")) == 1
+    ap.active(False)
+    assert world.ap_phones == []
 
 
 def test_access_point_address_is_configurable():

@@ -115,11 +115,16 @@ class WLAN:
     # reason 15 (4-way handshake timeout) or 204 reads STAT_CONNECTING for as long as reconnects
     # go on, and a reason from the previous attempt is reported until the new one has an event.
     # Attempts run on the virtual clock: each ends world.connect_delay_us after it starts.
+    # One radio (ESP-IDF's Station/AP coexistence): an attempt that reaches a network, with the right
+    # key or not, tunes the radio to its channel, and the access point goes with it, dropping the
+    # phones on it (simworld.tune); config("channel") reads the radio's (esp_wifi_get_channel()).
 
     def active(self, is_active=None):
         if is_active is None:
             return self._active
         self._active = bool(is_active)
+        if not self._active and self._if == AP_IF:
+            world.ap_phones = []
         if not self._active:
             self._target = None
             self._requested = False
@@ -136,6 +141,8 @@ class WLAN:
             if world.now_us() - started < world.connect_delay_us:
                 return
             end = started + world.connect_delay_us
+            if net is not None:
+                world.tune(net.channel)  # authenticating, right or wrong key, is on the network's channel
             if net is not None and (net.password is None or key == net.password):
                 self._associated = True  # WIFI_EVENT_STA_CONNECTED: the reason is not cleared
                 if net.dhcp:
@@ -186,7 +193,9 @@ class WLAN:
         if param == "stations":
             if self._if != AP_IF:
                 raise OSError("AP required")  # require_if(), network_wlan_status()
-            return []
+            if self.active() and world.wlans.get(STA_IF) is not None:
+                world.wlans[STA_IF]._events()  # (a station attempt may have moved the channel by now)
+            return [(mac,) for mac in world.ap_phones] if self._active else []
         if param is not None:
             raise ValueError("unknown status param")
         if self._if == AP_IF:
@@ -240,6 +249,10 @@ class WLAN:
                 return self._target[0].ssid.decode()
             if name == "reconnects" and self._if == STA_IF:
                 return self._conf_reconnects - 1
+            if name == "channel":  # esp_wifi_get_channel(): the one radio's, whichever interface asks
+                if world.wlans.get(STA_IF) is not None:
+                    world.wlans[STA_IF]._events()
+                return world.radio_channel
             if name not in self._cfg:
                 raise ValueError("unknown config param")
             return self._cfg[name]
@@ -260,6 +273,10 @@ class WLAN:
                 raise ValueError("unknown config param")
             if name == "ssid" and not 1 <= len(value.encode() if isinstance(value, str) else value) <= 32:
                 raise ValueError("invalid SSID")
+            if name == "channel":  # the AP's channel (cfg.ap.channel), which the station's may override
+                sta = world.wlans.get(STA_IF)
+                if self._if == STA_IF or sta is None or not sta._associated:
+                    world.tune(value)
             self._cfg[name] = value
 
     def ipconfig(self, *args, **kwargs):

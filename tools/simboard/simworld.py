@@ -48,6 +48,12 @@ START_US = TICKS_PERIOD - 5_000_000  # ticks_us wraps 5 s into every run
 ADC_READ_US = 35  # one oneshot conversion on the ESP32 (~28.5 kS/s in a viper loop)
 
 
+# The strapping pins the ESP32's ROM latches at reset (GPIO_STRAP_REG, bits 5..0, the "boot:0x.." of
+# its first log line), each with the level its weak pull gives when nothing drives it: esptool's
+# "Boot Mode Selection" and the ESP32 datasheet's "Strapping Pins" table.
+STRAPS = ((12, 0), (0, 1), (2, 0), (4, 0), (15, 1), (5, 1))
+
+
 class SimReset(Exception):
     """machine.reset() or a watchdog timeout: the simulated board restarts."""
 
@@ -114,6 +120,7 @@ class World:
         self.adc_read_us = ADC_READ_US
         self.sources = {}  # GPIO number -> source with raw_at(t_us)
         self.pin_levels = {}  # GPIO number -> level driven from outside (button) or by firmware
+        self.held = {}  # GPIO number -> level driven from outside (press/release): kept across a reset
         self.pin_irqs = {}  # GPIO number -> Pin with an irq handler
         self.timers = []  # running machine.Timer objects
         self.wdt = None
@@ -124,6 +131,10 @@ class World:
         self.lan_link = False  # Ethernet cable plugged and PHY link up
         self.lan_ip = "10.0.1.60"
         self.wlans = {}  # interface id -> WLAN object (singletons, as on the ESP32)
+        # One radio for both interfaces: the channel it is on, and the phones on the access point.
+        self.radio_channel = 1
+        self.ap_phones = []  # MACs (bytes) of the phones associated with the access point
+        self.ap_drops = 0  # phones dropped from the access point by a channel move
         self.lan = None
         self.lan_fault = False  # True: no PHY answers (network.LAN raises OSError, see network.py)
         # The board's Ethernet as wired: {"phy_addr", "ref_clk", "ref_clk_mode", ...} (a board profile's
@@ -274,6 +285,7 @@ class World:
         """Drive an input pin from outside (a button to GND reads 0) and fire its irq if armed."""
         old = self.pin_levels.get(gpio, 1)
         self.pin_levels[gpio] = level
+        self.held[gpio] = level
         pin = self.pin_irqs.get(gpio)
         if pin is not None and old != level:
             pin._edge(level)
@@ -281,7 +293,53 @@ class World:
     def release(self, gpio):
         self.press(gpio, 1)
 
+    def boot(self, firmware, log=print):
+        """A reset as the ESP32's ROM makes it: what the firmware drove is let go, the strapping pins
+        are latched, and firmware() (main.py) runs only if they select a flash boot. Returns the
+        ROM's boot mode: "flash" (firmware() ran), "download" or "flash_voltage" (it never did).
+
+        GPIO0 low: the ROM's serial bootloader waits for esptool, the firmware never starts (so a
+        BOOT button held at power-up can never reach the firmware). GPIO12 (MTDI) high: the flash is
+        powered at 1.8 V, which a WROOM's 3.3 V flash cannot be read at ("flash read err"), so the
+        ROM never gets to the firmware either (the board resets over and over)."""
+        self.pin_levels = dict(self.held)
+        self.pin_irqs = {}
+        self.timers = []
+        self.wdt = None
+        level = self.pin_levels.get
+        strap = 0
+        for gpio, pull in STRAPS:
+            strap = strap << 1 | level(gpio, pull)
+        if not level(0, 1):
+            mode, say = "download", "boot:0x%x (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\nwaiting for download"
+        elif level(12, 0):
+            mode, say = "flash_voltage", "boot:0x%x (SPI_FAST_FLASH_BOOT)\nflash read err, 1000"
+        else:
+            mode, say = "flash", "boot:0x%x (SPI_FAST_FLASH_BOOT)"
+        log(say % strap)
+        if mode == "flash":
+            firmware()
+        return mode
+
     # Radio
+    def phone_joins_ap(self, mac=b"\x3a\x10\x00\x00\x00\x01"):
+        """A phone associates with the setup access point (True), if it is up."""
+        ap = self.wlans.get(1)
+        if ap is None or not ap.active():
+            return False
+        if mac not in self.ap_phones:
+            self.ap_phones.append(mac)
+        return True
+
+    def tune(self, channel):
+        """The radio moves to channel. ESP-IDF's Station/AP coexistence: the access point works on the
+        station's channel, so a station attempt on another channel takes the AP with it, and the
+        phones on the AP lose it (they must find it again on the new channel)."""
+        if channel != self.radio_channel:
+            self.radio_channel = channel
+            self.ap_drops += len(self.ap_phones)
+            self.ap_phones = []
+
     def visible_networks(self):
         return [n for n in self.networks]
 
