@@ -1,4 +1,6 @@
 # Joining a network from the setup page, LAN preference and when the setup access point is up.
+import network
+
 from firmware import config, identity, links
 from firmware.board import Board
 from firmware.identity import Identity, IdentityStatus
@@ -149,6 +151,26 @@ def test_lan_with_a_lease_is_preferred_and_wifi_sta_stays_off():
     world.advance_us(2_000_000)
     net.tick()
     assert net.online_via == "wifi" and board.sta.active()
+
+
+def test_wifi_stopped_mid_attempt_for_ethernet_is_joined_again_when_the_cable_is_pulled():
+    # The port keeps wifi_sta_connect_requested across active(False): back on, status() says
+    # CONNECTING though nothing is trying, so only a fresh connect() joins.
+    world.networks = [Network("HomeNet", "correct horse")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}, "lan": {"enabled": True}})
+    net.tick()  # WiFi starts joining...
+    assert board.sta.status() == network.STAT_CONNECTING
+    world.lan_link = True  # ...and Ethernet comes up first: STA off, mid-attempt
+    net.tick()
+    assert net.online_via == "lan" and not board.sta.active()
+    for _ in range(40):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    world.lan_link = False
+    for _ in range(40):
+        net.tick()
+        world.advance_us(links.TICK_MS * 1000)
+    assert net.online_via == "wifi"
 
 
 def test_a_network_that_was_away_is_tried_again():

@@ -147,6 +147,23 @@ def test_wlan_station_follows_the_esp32_port():
     assert sta.status() == network.STAT_IDLE and not sta.isconnected()
 
 
+def test_a_station_turned_off_mid_attempt_says_connecting_when_back_on_though_nothing_tries():
+    world.networks = [simworld.Network("HomeNet", "correct horse")]
+    sta = network.WLAN(network.WLAN.IF_STA)
+    sta.active(True)
+    sta.connect("HomeNet", "correct horse")
+    sta.active(False)  # before the attempt had any event: wifi_sta_connect_requested stays set
+    sta.active(True)
+    world.advance_us(10 * world.connect_delay_us)
+    assert sta.status() == network.STAT_CONNECTING and not sta.isconnected()
+    sta.connect("HomeNet", "correct horse")  # only a new connect() tries again
+    world.advance_us(world.connect_delay_us)
+    assert sta.isconnected()
+    sta.active(False)  # associated: the stop is an ASSOC_LEAVE, read as idle
+    sta.active(True)
+    assert sta.status() == network.STAT_IDLE
+
+
 def test_a_scan_while_the_station_is_connecting_comes_back_empty():
     # esp_wifi_scan_start() refuses (ESP_ERR_WIFI_STATE) and network_wlan_scan() returns [] without an error.
     world.networks = [simworld.Network("HomeNet", "correct horse")]

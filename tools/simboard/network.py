@@ -126,8 +126,14 @@ class WLAN:
         if not self._active and self._if == AP_IF:
             world.ap_phones = []
         if not self._active:
+            # network_wlan_active(): esp_wifi_stop() or set_mode() without STA; a station that was
+            # associated gets its STA_DISCONNECTED (ASSOC_LEAVE), which reconnects no more with STA
+            # off. wifi_sta_connect_requested is *kept*: once active again, status() says
+            # STAT_CONNECTING (reason 0) or the last reason, though nothing is trying until connect().
+            self._events()
+            if self._associated:
+                self._reason = 8
             self._target = None
-            self._requested = False
             self._connected = self._associated = False
 
     def _require_active(self):
