@@ -71,12 +71,14 @@ def test_a_networks_file_with_an_unknown_key_is_refused_naming_it(tmp_path):
               "password, rssi, ssid)"),
              ({"lan_lnk": True}, "radio: unknown key 'lan_lnk'"),
              ({"networks": [{"ssid": "x" * 33}]}, "radio.networks[0].ssid: must be a string of 1-32 bytes"),
-             ({"connect_delay_ms": "soon"}, "radio.connect_delay_ms: must be a whole number from 0 to 60000"))
+             ({"connect_delay_ms": "soon"}, "radio.connect_delay_ms: must be a whole number from 0 to 60000"),
+             ({"dns_answers": "no"}, "radio.dns_answers: must be true or false"))
     state = tmp_path / "flash"
     for k, (doc, words) in enumerate(cases):
         path = tmp_path / ("radio%d.json" % k)
         path.write_text(json.dumps(doc))
-        r = _sim("portal", "--networks", str(path), "--state-dir", str(state), "--port", str(free_port()))
+        command = ("portal", "device")[k % 2]  # both take a radio script
+        r = _sim(command, "--networks", str(path), "--state-dir", str(state), "--port", str(free_port()))
         assert r.returncode == 2, r.stdout + r.stderr
         assert "sim: networks file %s: %s" % (path, words) in r.stderr, r.stderr
     assert not state.exists()  # refused before anything was made

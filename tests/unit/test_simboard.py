@@ -265,3 +265,23 @@ def test_accelerated_clock_skips_idle_waits_and_stops_at_timers():
     poller.unregister(flag)
     time.sleep_ms(2000)  # a blocking sleep on the accelerated clock is skipped too, not slept
     assert world.skipped_us >= 2_500_000
+
+
+def test_name_lookups_and_ntp_hold_the_vm_as_long_as_the_radio_script_says():
+    from tools.sim import radio, simnet
+
+    world.set_radio(radio.load_networks({"dns_ms": 5000, "ntp_ms": 1000, "lan_link": True}))
+    board = simnet.SimBoard()
+    t0 = time.ticks_ms()
+    assert board.resolve("localhost", 8443) == "127.0.0.1"
+    assert time.ticks_diff(time.ticks_ms(), t0) == 5000
+    board.sync_clock()
+    assert time.ticks_diff(time.ticks_ms(), t0) == 6000
+    world.dns_answers = False  # no server answers: the lookup blocks just as long, then fails
+    with raises(OSError):
+        board.resolve("localhost", 8443)
+    assert time.ticks_diff(time.ticks_ms(), t0) == 11000
+    world.lan_link = False  # no link at all: lwIP fails at once
+    with raises(OSError):
+        board.resolve("localhost", 8443)
+    assert time.ticks_diff(time.ticks_ms(), t0) == 11000

@@ -2,7 +2,7 @@
 
     python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
                                [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
-                               [--lan-fault] [--board NAME]
+                               [--lan-fault] [--board NAME] [--networks FILE.json]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
@@ -180,6 +180,7 @@ def cmd_device(args):
         raise UsageError("--duration: must be more than 0 and at most 518400 s (6 days)")
     scenario = scenario_path(args.scenario)
     load_scenario_file(scenario)  # a bad file is refused here, with a clear message
+    load_networks_file(args.networks)  # and a bad radio script, naming the key and the rule
     with tempfile.TemporaryDirectory(prefix="meter-flash-") as scratch:
         # The ingest remembers the device (its records by seq, the fleet key its identity is made
         # from), so with --ingest the device's flash is kept too: a fresh one would number its records
@@ -202,6 +203,7 @@ def cmd_device(args):
             extra += ["--lan-fault"]
         if args.board:
             extra += ["--board", args.board]
+        extra += ["--networks", os.path.abspath(args.networks)]
         cmd = mp.command(os.path.join(mp.ROOT, "tools", "sim", "device_main.py"), state_dir,
                          os.path.abspath(scenario), "--port", str(args.port), "--dns-port", str(args.dns_port),
                          *extra, heapsize=heapsize)
@@ -374,6 +376,9 @@ def build_parser():
                   "overrides config.json's board.profile" % ", ".join(boards.NAMES))
     d.add_argument("--board", choices=boards.NAMES, metavar="NAME", help=board_help + " (default: as config.json "
                                                                                      "says, else esp32-devkitc)")
+    d.add_argument("--networks", default=DEFAULT_NETWORKS, metavar="FILE.json",
+                   help="the simulated radio: its networks, and how long name lookups and NTP hold the VM "
+                        "(dns_ms, dns_answers, ntp_ms); unknown keys are refused (default: tools/sim/networks.json)")
     d.set_defaults(fn=cmd_device)
 
     p = command("portal", "the device with its setup portal on 127.0.0.1 and a scripted radio",

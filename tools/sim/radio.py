@@ -3,7 +3,8 @@
 # Runs under CPython (the host refuses a bad file before it starts anything) and under MicroPython
 # (tools/sim/portal_main.py builds the simulated networks from the checked copy). A file such as
 # tools/sim/networks.json:
-#   {"description": "...", "connect_delay_ms": 1500, "lan_link": false,
+#   {"description": "...", "connect_delay_ms": 1500, "lan_link": false, "dns_ms": 20, "dns_answers": true,
+#    "ntp_ms": 100,
 #    "networks": [{"ssid": "HomeNet", "password": "correct horse", "rssi": -52, "channel": 6,
 #                  "hidden": false, "dhcp": true, "ip": "192.168.1.77"}, ...]}
 # Every key but "ssid" may be left out (the defaults below). A key the simulator does not know, most
@@ -16,6 +17,12 @@ DEFAULTS = {
     "networks": [],
     "connect_delay_ms": 1500,  # association + DHCP
     "lan_link": False,  # the Ethernet cable is in
+    # The calls that hold the whole VM on the board (simworld.block_us): how long a name lookup takes,
+    # whether the DNS server answers at all (false: each lookup blocks dns_ms, then fails), and how
+    # long setting the clock by NTP takes.
+    "dns_ms": 20,
+    "dns_answers": True,
+    "ntp_ms": 100,
 }
 NETWORK_DEFAULTS = {
     "ssid": None,  # required: 1-32 bytes of UTF-8, as a WPA2 network's name
@@ -67,4 +74,7 @@ def load_networks(given):
         "networks": [_network("radio.networks[%d]" % k, n) for k, n in enumerate(r["networks"])],
         "connect_delay_ms": _integer("radio.connect_delay_ms", r["connect_delay_ms"], 0, 60000),
         "lan_link": _flag("radio.lan_link", r["lan_link"]),
+        "dns_ms": _integer("radio.dns_ms", r["dns_ms"], 0, 60000),
+        "dns_answers": _flag("radio.dns_answers", r["dns_answers"]),
+        "ntp_ms": _integer("radio.ntp_ms", r["ntp_ms"], 0, 60000),
     }

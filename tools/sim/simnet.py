@@ -22,15 +22,20 @@ def online():
 
 
 class SimBoard(Board):
+    # Both calls hold the VM on the board (lwIP's getaddrinfo, ntptime's blocking socket) for as long
+    # as the radio script says (dns_ms, ntp_ms): world.block_us.
     def resolve(self, host, port):
+        world = simworld.world
         if not online():
             raise OSError(-202)  # no link, no DNS: what getaddrinfo raises on the ESP32 then
+        world.block_us(world.dns_us)
         ip = HOSTS.get(host)
-        if ip is None:
+        if ip is None or not world.dns_answers:
             raise OSError(-202)  # what the ESP32's getaddrinfo raises for a name it cannot resolve
         return ip
 
     def sync_clock(self):
         world = simworld.world
+        world.block_us(world.ntp_us)
         world.set_wall_time(int(simworld._host_time.time()) + world.skipped_us // 1_000_000)
         return self.clock_ready()

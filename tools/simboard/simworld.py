@@ -103,6 +103,9 @@ class World:
                                          hidden=n.get("hidden", False), dhcp=n.get("dhcp", True),
                                          ip=n.get("ip", "10.0.0.50"), auth_fail_reason=n.get("auth_fail_reason", 15)))
         self.connect_delay_us = int(doc.get("connect_delay_ms", 1500)) * 1000
+        self.dns_us = int(doc.get("dns_ms", 20)) * 1000
+        self.dns_answers = bool(doc.get("dns_answers", True))
+        self.ntp_us = int(doc.get("ntp_ms", 100)) * 1000
         if "lan_link" in doc:
             self.lan_link = bool(doc["lan_link"])
 
@@ -128,6 +131,9 @@ class World:
         self.rtc_memory = b""  # machine.RTC().memory(): survives SimReset, not reset() (power-off)
         self.networks = []  # Network objects in range
         self.connect_delay_us = 1_500_000  # association + DHCP time
+        self.dns_us = 20_000  # how long a name lookup holds the VM (lwIP's getaddrinfo)
+        self.dns_answers = True  # False: no DNS server answers, each lookup blocks dns_us then fails
+        self.ntp_us = 100_000  # how long ntptime.settime() holds the VM
         self.lan_link = False  # Ethernet cable plugged and PHY link up
         self.lan_ip = "10.0.1.60"
         self.wlans = {}  # interface id -> WLAN object (singletons, as on the ESP32)
@@ -239,6 +245,17 @@ class World:
     def spend_us(self, us):
         """Time the firmware itself spends (an ADC conversion): no timers fire in between."""
         self._now_us += us
+
+    def block_us(self, us):
+        """A C call that holds the whole VM (getaddrinfo, ntptime, a scan): no Python runs until it
+        returns, bursts included; the timers' callbacks wait in the schedule queue and run after.
+        In real time the host really waits (the sockets too), else the virtual clock jumps."""
+        if self.accelerated:
+            self.skip_us(us)
+        elif self.realtime:
+            _host_sleep_us(us)
+        else:
+            self._now_us += us
 
     def _next_timer_due(self, end):
         best = None
