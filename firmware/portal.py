@@ -6,8 +6,8 @@
 # Get), so reloading never sends a form again; its outcome travels as a notice whose number is in
 # the redirect's URL, shown by that URL only. Joining a network runs in the background while the page
 # says so and reloads itself until the outcome is known. A fix sets a target value (CT 2 inverted:
-# yes), never a toggle, so a second tap changes nothing. Phone captive-portal probes, and any unknown
-# Host, are redirected to the setup page while the device needs setup. Built on microdot;
+# yes), never a toggle, so a second tap changes nothing. Phone captive-portal probes are redirected to
+# the setup page while the device needs setup; any unknown Host, always. Built on microdot;
 # lib/httpguard puts the size, time and connection limits around it.
 
 import asyncio
@@ -305,15 +305,25 @@ class Portal:
                 if portal.store.needs_setup:
                     return Response.redirect(portal.home)
                 return portal._probe_ok(req.path)
-            if portal.store.needs_setup and host not in portal.known_hosts:
+            if host not in portal.known_hosts:
+                # Any other name leads to the page at its own address: a phone typing any URL finds
+                # it, and a site's page whose name now points here (DNS rebinding: our DNS answers
+                # every name) reads only a redirect to another origin, never the PIN or the serial.
+                if req.method == "POST":
+                    return Response(b"Changes are only accepted from the setup page itself.\n", 403)
                 return Response.redirect(portal.home)
             if req.method == "POST":
-                # Changes come only from this page: a request for another Host (DNS rebinding) or
-                # from another site's page (a cross-site form) is refused.
+                # Changes come only from this page: a form from another site's page is refused.
                 origin = req.headers.get("Origin")
-                if host not in portal.known_hosts or (
-                        origin is not None and origin not in ["http://" + h for h in portal.known_hosts]):
+                if origin is not None and origin not in ["http://" + h for h in portal.known_hosts]:
                     return Response(b"Changes are only accepted from the setup page itself.\n", 403)
+
+        @app.after_request
+        async def no_framing(req, res):
+            # No other site may show the page inside its own (clickjacking a factory reset).
+            res.headers["X-Frame-Options"] = "DENY"
+            res.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            return res
 
         def back(url):
             return Response.redirect(url, 303)  # See Other: the browser GETs the page; a reload sends nothing

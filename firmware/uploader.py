@@ -208,12 +208,15 @@ class Uploader:
         if 200 <= status < 300:
             try:
                 acked = json.loads(reply)["acked"]
+                # Only records of this batch can be acknowledged: a seq the device did not just send
+                # (a buggy or hostile server) must not delete a record the server never had.
+                acked = [s for s, _ in batch if s in acked]
             except (ValueError, KeyError, TypeError):
                 return "the server's reply has no acked list"
             self.spool.ack(acked)
             self.status["records_sent"] += len(acked)
             self._single = False
-            if not [s for s, _ in batch if s in acked]:
+            if not acked:
                 return "the server acknowledged none of the records sent"  # back off, don't spin
             return None
         if status == 400:

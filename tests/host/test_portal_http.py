@@ -138,6 +138,20 @@ def test_once_configured_the_probes_get_their_usual_answers(sim):
     assert status(r) == 200 and b"Success" in r
 
 
+def test_once_configured_a_page_under_another_name_reads_only_a_redirect(sim):
+    # DNS rebinding: the meter's DNS answers every name with its own address, so a site's script can
+    # make the browser fetch http://evil.example/ from the meter: it must get nothing but a redirect.
+    with open(os.path.join(sim.state_dir, "identity.json")) as f:
+        ident = json.load(f)
+    for path in ("/", "/api/status", "/api/readings", "/nowhere"):
+        r = _get(sim, path, "evil.example")
+        assert status(r) == 302 and _location(r) == "http://192.168.251.1/", (path, r[:300])
+        assert ident["pin"].encode() not in r and ident["serial"].encode() not in r
+    page = _get(sim, "/")  # the page itself, under its own name, can be shown by no other site
+    assert status(page) == 200 and b"X-Frame-Options: DENY" in page
+    assert b"Content-Security-Policy: frame-ancestors 'none'" in page
+
+
 def test_the_status_endpoint_has_the_readings_upload_and_links(sim):
     doc = json.loads(_get(sim, "/api/status").split(b"\r\n\r\n", 1)[1])
     phases = doc["readings"]["phases"]

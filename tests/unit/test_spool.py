@@ -320,3 +320,33 @@ def test_a_failed_clock_check_is_tried_again_soon_then_less_often_and_daily_once
         waits.append(up._sync_every_ms)
         world.advance_us(up._sync_every_ms * 1000)
     assert waits == [mod.CLOCK_RETRY_MS, 2 * mod.CLOCK_RETRY_MS, mod.CLOCK_SYNC_MS]
+
+
+def test_only_the_records_just_sent_can_be_acknowledged():
+    # A server that acknowledges seqs the device did not send in this batch (buggy or hostile) must
+    # not make them vanish: they were never stored there.
+    import asyncio
+
+    world.set_realtime()  # asyncio waits in real time here
+    up = _uploader()
+    for n in range(30):
+        up.spool.add({"n": n})
+    sent = []
+
+    class Server:
+        async def request(self, method, path, body, headers):
+            sent.append(json.loads(b"".join(body)))
+            return 200, json.dumps({"acked": [0, 1] + list(range(25, 30)) + ["x", None]}).encode()
+
+    assert asyncio.run(up._send_records(Server())) is None
+    asyncio.new_event_loop()
+    assert [r["seq"] for r in sent[0]["records"]][:2] == [0, 1] and 25 not in [r["seq"] for r in sent[0]["records"]]
+    assert up.status["records_sent"] == 2  # 0 and 1: sent and acknowledged
+    pending = []
+    while True:
+        batch = up.spool.batch(50, 1 << 20)
+        if not batch:
+            break
+        pending += _seqs(batch)
+        up.spool.ack(_seqs(batch))
+    assert pending == list(range(2, 30)) and up.spool.lost == 0
