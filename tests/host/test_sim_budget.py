@@ -39,6 +39,21 @@ def _use_the_setup_page(port, until):
 def test_heap_size_specs_read_as_the_unix_port_reads_them():
     assert heap_bytes("96wK") == 96 * 1024 * 2  # words' worth, scaled for this 64-bit port
     assert heap_bytes("512K") == 512 * 1024 and heap_bytes("4M") == 4 * 1024 * 1024 and heap_bytes("1000") == 1000
+    # A w-size follows the MicroPython binary's word, not this host's: 96wK is 96 KiB on a 32-bit port.
+    assert heap_bytes("96wK", word_bytes=4) == 96 * 1024 and heap_bytes("96K", word_bytes=4) == 96 * 1024
+
+
+def test_the_binary_run_is_asked_for_its_word_size(tmp_path, monkeypatch):
+    assert mp.describe() == (8, "x64")  # the venv's unix port on this x86-64 host
+    # MICROPYTHON=/path points the tools at another binary, e.g. a 32-bit build (docs/SIMULATOR.md):
+    # here a stand-in that answers as an i686 build does.
+    fake = tmp_path / "micropython32"
+    fake.write_text("#!/bin/sh\necho 4 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MICROPYTHON", str(fake))
+    assert mp.micropython_exe() == str(fake)
+    assert mp.describe() == (4, "x86")
+    assert heap_bytes("96wK") == 96 * 1024 and heap_bytes("64wK") == 64 * 1024
 
 
 def test_the_whole_device_fits_an_esp32_heap(tmp_path):

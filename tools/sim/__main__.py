@@ -141,14 +141,14 @@ def _start_ingest(folder, extra_args=(), quiet=False):
     raise UsageError("--ingest: the ingest server did not start listening within 10 s")
 
 
-def heap_bytes(spec):
+def heap_bytes(spec, word_bytes=None):
     """The heap that `micropython -X heapsize=SPEC` gives, in bytes, as the unix port reads SPEC.
 
-    "96wK" is 96 KiB's worth of 32-bit words: objects here take about twice the bytes they do on
-    the ESP32, so the port doubles a w-size on this 64-bit machine.
+    "96wK" is 96 KiB's worth of 32-bit words: the port scales a w-size by its own pointer size
+    (MP_BYTES_PER_OBJ_WORD, in ports/unix/main.c), so it doubles on a 64-bit port, where objects
+    take about twice the bytes, and not on a 32-bit one. word_bytes: that binary's pointer size
+    (default: the micropython the tools run, tools/mp.py).
     """
-    import struct
-
     text = spec.strip()
     scale = 1
     if text[-1:] in ("K", "k", "M", "m"):
@@ -160,7 +160,9 @@ def heap_bytes(spec):
     if not text.isdigit() or int(text) == 0:
         raise UsageError("--heapsize: %r is not a heap size like 96wK, 512K or 4M" % spec)
     n = int(text) * scale
-    return n * struct.calcsize("P") // 4 if word else n
+    if not word:
+        return n
+    return n * (word_bytes or mp.describe()[0]) // 4
 
 
 SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
@@ -171,7 +173,7 @@ def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
     (e.g. "96wK"): the code from the ROMFS image, the simulator's sim_bytes beside it."""
     from tools import romfs
 
-    budget, rom = heap_bytes(heapsize), romfs.image_path()
+    budget, rom = heap_bytes(heapsize), romfs.image_path(mp.describe()[1] or romfs.HOST_MARCH)
     return ["--rom", rom, "--heap-bytes", str(budget)], str(budget + os.path.getsize(rom) + sim_bytes)
 
 
