@@ -89,3 +89,18 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     assert report["ingest_records"] >= 1 and report["upload"]["live_sent"] >= 10
     assert report["energy"]["import_wh"] > 0
     print(json.dumps({k: v for k, v in report.items() if k.startswith("heap")}))  # (pytest -s shows it)
+
+
+def test_heapmap_says_where_the_heap_goes():
+    # `python -m tools.sim heapmap`: the table BENCHMARKS.md's "Where the bytes go" is made with.
+    r = subprocess.run([sys.executable, "-m", "tools.sim", "heapmap", "--report", "json"], cwd=mp.ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    imports = dict(out["imports"])
+    assert "firmware.app" in imports and "microdot" in imports and all(n > 0 for n in imports.values())
+    device, buffers = dict(out["device"]), dict(out["buffers"])
+    sample_buf = buffers["sampler: samples (array 'H', 2 per pair)"]
+    assert sample_buf > 1000 and device["Meter (sampler and kernel buffers, windows)"] > sample_buf
+    assert device["Device, in all"] > device["Meter (sampler and kernel buffers, windows)"]
+    assert [name for name, _ in out["tasks"]] == ["meter", "links", "portal", "uploader"]
