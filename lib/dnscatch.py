@@ -6,6 +6,7 @@
 # DnsCatch(ip, port).run() serves it on UDP over asyncio (the unix port and the ESP32 both).
 
 import asyncio
+import select
 import socket
 
 MAX_PACKET = 512  # classic DNS over UDP
@@ -78,14 +79,29 @@ class DnsCatch:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(socket.getaddrinfo(host, port)[0][-1])
         self.sock.setblocking(False)
+        # recvfrom() takes a fresh MAX_PACKET + 1 buffer each call, a datagram waiting or not (MicroPython
+        # has no recvfrom_into): so it is called only once poll says one is waiting, and an idle poll,
+        # every poll_ms, allocates nothing.
+        self._poll = select.poll()
+        self._poll.register(self.sock, select.POLLIN)
+        # MicroPython's ipoll reuses its one tuple (no allocation); CPython's poll has only poll().
+        self._ready = getattr(self._poll, "ipoll", self._poll.poll)
+
+    def _waiting(self):
+        for _ in self._ready(0):
+            return True
+        return False
 
     def serve_pending(self, budget=16):
         """Answer up to budget waiting datagrams; returns how many were read."""
         n = 0
-        while n < budget:
+        while n < budget and self._waiting():
             try:
                 data, addr = self.sock.recvfrom(MAX_PACKET + 1)
-            except OSError:  # EAGAIN: nothing waiting
+            except OSError:  # EAGAIN: nothing waiting after all
+                break
+            except MemoryError:  # a full heap: the datagram waits, and the next poll tries again
+                self.dropped += 1
                 break
             n += 1
             reply = answer(data, self.ip4)
@@ -110,6 +126,10 @@ class DnsCatch:
             self.close()
 
     def close(self):
+        try:
+            self._poll.unregister(self.sock)
+        except (OSError, ValueError, KeyError):
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -85,3 +85,32 @@ def _rmtree(path):
 
 def approx(a, b, rel=1e-9, abs_=0.0):
     return abs(a - b) <= max(rel * abs(b), abs_)
+
+
+SMALL_INT_MAX = (1 << 30) - 1  # a 32-bit port's (and the ESP32's) largest small int
+
+
+def small_int(x):
+    """x as an int whose every arithmetic result is checked to stay within a 32-bit port's small
+    ints (|v| <= 2**30): beyond, MicroPython allocates a big int there. CPython only: the 64-bit
+    unix port cannot show it, its small ints reach 2**62."""
+    return _SmallInt(x)
+
+
+if not MICROPYTHON:
+
+    class _SmallInt(int):
+        def __new__(cls, v):
+            if not -SMALL_INT_MAX - 1 <= v <= SMALL_INT_MAX:
+                raise AssertionError("%d is a big int on a 32-bit port" % v)
+            return int.__new__(cls, v)
+
+    def _checked(name):
+        op = getattr(int, name)
+        return lambda a, b: _SmallInt(op(a, b))
+
+    for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+                  "__rfloordiv__", "__mod__", "__rmod__", "__lshift__", "__rlshift__", "__rshift__",
+                  "__rrshift__", "__and__", "__rand__", "__or__", "__ror__"):
+        setattr(_SmallInt, _name, _checked(_name))
+    _SmallInt.__neg__ = lambda a: _SmallInt(-int(a))

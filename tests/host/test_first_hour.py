@@ -188,7 +188,8 @@ def test_sim_portal_comes_up_on_a_fresh_clone_and_stops_on_ctrl_c(clone):
 
 DOCUMENTED = [  # every command the README and the --help texts show
     ["tools.sim"], ["tools.sim", "device"], ["tools.sim", "portal"], ["tools.sim", "run"], ["tools.sim", "soak"],
-    ["tools.sim", "accuracy"], ["tools.sim", "truth"], ["tools.ingest"], ["tools.provision"], ["tools.build"],
+    ["tools.sim", "accuracy"], ["tools.sim", "truth"], ["tools.sim", "heapmap"], ["tools.ingest"],
+    ["tools.provision"], ["tools.build"],
     ["tools.deploy"], ["tools.bench"], ["tools.bench_upload"], ["tools.flashwear"], ["tools.romfs"], ["tools.check"],
 ]
 

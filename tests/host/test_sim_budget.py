@@ -39,6 +39,21 @@ def _use_the_setup_page(port, until):
 def test_heap_size_specs_read_as_the_unix_port_reads_them():
     assert heap_bytes("96wK") == 96 * 1024 * 2  # words' worth, scaled for this 64-bit port
     assert heap_bytes("512K") == 512 * 1024 and heap_bytes("4M") == 4 * 1024 * 1024 and heap_bytes("1000") == 1000
+    # A w-size follows the MicroPython binary's word, not this host's: 96wK is 96 KiB on a 32-bit port.
+    assert heap_bytes("96wK", word_bytes=4) == 96 * 1024 and heap_bytes("96K", word_bytes=4) == 96 * 1024
+
+
+def test_the_binary_run_is_asked_for_its_word_size(tmp_path, monkeypatch):
+    assert mp.describe() == (8, "x64")  # the venv's unix port on this x86-64 host
+    # MICROPYTHON=/path points the tools at another binary, e.g. a 32-bit build (docs/SIMULATOR.md):
+    # here a stand-in that answers as an i686 build does.
+    fake = tmp_path / "micropython32"
+    fake.write_text("#!/bin/sh\necho 4 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MICROPYTHON", str(fake))
+    assert mp.micropython_exe() == str(fake)
+    assert mp.describe() == (4, "x86")
+    assert heap_bytes("96wK") == 96 * 1024 and heap_bytes("64wK") == 64 * 1024
 
 
 def test_the_whole_device_fits_an_esp32_heap(tmp_path):
@@ -74,3 +89,18 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     assert report["ingest_records"] >= 1 and report["upload"]["live_sent"] >= 10
     assert report["energy"]["import_wh"] > 0
     print(json.dumps({k: v for k, v in report.items() if k.startswith("heap")}))  # (pytest -s shows it)
+
+
+def test_heapmap_says_where_the_heap_goes():
+    # `python -m tools.sim heapmap`: the table BENCHMARKS.md's "Where the bytes go" is made with.
+    r = subprocess.run([sys.executable, "-m", "tools.sim", "heapmap", "--report", "json"], cwd=mp.ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    imports = dict(out["imports"])
+    assert "firmware.app" in imports and "microdot" in imports and all(n > 0 for n in imports.values())
+    device, buffers = dict(out["device"]), dict(out["buffers"])
+    sample_buf = buffers["sampler: samples (array 'H', 2 per pair)"]
+    assert sample_buf > 1000 and device["Meter (sampler and kernel buffers, windows)"] > sample_buf
+    assert device["Device, in all"] > device["Meter (sampler and kernel buffers, windows)"]
+    assert [name for name, _ in out["tasks"]] == ["meter", "links", "portal", "uploader"]

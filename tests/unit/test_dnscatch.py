@@ -1,5 +1,10 @@
 # The DNS catch-all: every A question gets the access point's address; hostile packets get nothing.
+import gc
+import time
+
 import dnscatch
+
+from support import MICROPYTHON, skip
 
 
 def _query(name, qtype=1, qid=0x1234, flags=0x0100, qd=1):
@@ -51,3 +56,64 @@ def test_no_byte_string_makes_it_raise():
         b = bytes(b[:12 + seed % (len(b) - 11)])
         r = dnscatch.answer(b, "192.168.251.1")
         assert r is None or (r[:2] == b[:2] and r[2] & 0x80)
+
+
+def _catch():
+    import socket
+
+    for port in range(18553, 18600):
+        try:
+            catch = dnscatch.DnsCatch("192.168.251.1", "127.0.0.1", port)
+        except OSError:
+            continue
+        catch.sock_addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        return catch
+    raise AssertionError("no free UDP port")
+
+
+def test_idle_polls_allocate_nothing():
+    # Polled every 20 ms while the access point is up: each recvfrom() took a fresh 513-byte buffer
+    # with nothing waiting, and in a full heap the task died of MemoryError (issue #16).
+    if not MICROPYTHON:
+        skip("gc.mem_alloc() counts MicroPython's heap")
+    catch = _catch()
+    try:
+        gc.collect()
+        before = gc.mem_alloc()
+        for _ in range(50):
+            assert catch.serve_pending() == 0
+        assert gc.mem_alloc() - before < dnscatch.MAX_PACKET  # before: 50 x 513 bytes
+    finally:
+        catch.close()
+
+
+def test_a_full_heap_drops_nothing_for_good_and_kills_nothing():
+    catch = _catch()
+    real = catch.sock
+    try:
+        class _FullHeap:  # the socket as a full heap sees it: recvfrom cannot get its buffer
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def recvfrom(self, n):
+                raise MemoryError("memory allocation failed, allocating 513 bytes")
+
+        catch.sock = _FullHeap()
+        import socket
+
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.sendto(_query("example.com"), catch.sock_addr)
+        time.sleep_ms(20)
+        assert catch.serve_pending() == 0 and catch.dropped == 1  # no exception: the task lives on
+        catch.sock = real
+        for _ in range(100):  # the datagram waited in the socket: answered once memory is back
+            if catch.serve_pending():
+                break
+            time.sleep_ms(1)
+        c.settimeout(1)
+        reply = c.recv(600)
+        c.close()
+        assert reply[-4:] == bytes([192, 168, 251, 1]) and catch.answered == 1
+    finally:
+        catch.sock = real
+        catch.close()

@@ -6,7 +6,7 @@ import micropython
 
 from firmware import profiles
 from simworld import world
-from support import MICROPYTHON, raises, skip
+from support import MICROPYTHON, SMALL_INT_MAX, raises, skip, small_int
 from tools.sim import mains
 
 V_GPIO = (36, 39, 34)  # firmware/board.py PINS["adc_pairs"]
@@ -225,6 +225,51 @@ def test_connect_sets_the_adc_conversion_time():
     assert world.adc_read_us == 20
 
 
+# Times as a 32-bit port's clock gives them: small ints, up to 2**30 - 1, and jumps between bursts.
+_TIMES_32 = [0, 1, 35, 70, 20_000, 20_035, 1_000_000, 1_000_499, 1_000_999, 123_456_789, 123_456_824,
+             SMALL_INT_MAX - 100_000, SMALL_INT_MAX - 35, SMALL_INT_MAX, 5, 40, 75]
+
+
+def _position(src, t_us):
+    """Where t_us falls in the period (table step, remainder in period_ns/n units), with plain ints."""
+    return divmod((t_us * 1000 % src.period_ns) * src.n, src.period_ns)
+
+
+def test_reads_land_exactly_where_the_time_says_in_the_period():
+    # raw_at moves on from its last read instead of working from t_us: the position must still be
+    # exactly t_us's, read after read and after any jump, at 50 and 60 Hz (16,666,667 ns: not whole µs).
+    for f in (50.0, 60.0, 40.0, 70.0):
+        src = mains.connect(world, _scenario(frequency_hz=f))[36]
+        t = 0
+        for k in range(3000):
+            t += 35 if k % 500 else 97_531  # bursts of reads 35 µs apart, and jumps between them
+            src.raw_at(t)
+            assert (src._step, src._rem) == _position(src, t), (f, t)
+        for t in _TIMES_32:
+            src.raw_at(t)
+            assert (src._step, src._rem) == _position(src, t), (f, t)
+
+
+def test_reads_stay_within_a_32_bit_ports_small_ints():
+    # On a 32-bit port an int above 2**30 is allocated: the simulated ADC read must never build one,
+    # or every read leaves garbage and the collections it brings fall inside the firmware's bursts.
+    if MICROPYTHON:
+        skip("the 64-bit port's ints reach 2**62: checked under CPython, every result of the arithmetic")
+    for f in (40.0, 50.0, 60.0, 70.0):  # the scenario's whole range: the longest period is the worst
+        src = mains.connect(world, _scenario(frequency_hz=f, noise_lsb=2.0,
+                                             phases=[{"vrms": 400.0, "v_harmonics": [[3, 0.5, 0.0]]}]))[36]
+        for name in ("period_ns", "n", "_per_us", "step_us_max", "_frac_div", "_top_bit", "_step", "_rem", "_t_us",
+                     "_k"):
+            setattr(src, name, small_int(getattr(src, name)))
+        src.table = [small_int(x) for x in src.table]
+        t = 0
+        for k in range(2000):
+            t += src.step_us_max if k % 3 == 0 else 35 if k % 3 == 1 else 1000 + k
+            src.raw_at(small_int(t))
+        for t in _TIMES_32:
+            src.raw_at(small_int(t))
+
+
 def test_reads_allocate_nothing():
     if not MICROPYTHON:
         skip("heap_lock only catches allocations on MicroPython")
@@ -237,6 +282,10 @@ def test_reads_allocate_nothing():
         for _ in range(5000):
             total += src.raw_at(t)
             t += 35
+        # Jumps too, to times up to a 32-bit port's largest small int: run on one, this is where a
+        # big int would be allocated.
+        for t in _TIMES_32:
+            total += src.raw_at(t)
     finally:
         micropython.heap_unlock()
     assert total > 0

@@ -6,7 +6,7 @@ import network
 
 import simworld
 from simworld import world
-from support import MICROPYTHON, raises
+from support import MICROPYTHON, SMALL_INT_MAX, raises, skip, small_int
 
 
 def test_ticks_wrap_at_2_30_like_the_esp32():
@@ -17,6 +17,69 @@ def test_ticks_wrap_at_2_30_like_the_esp32():
     assert time.ticks_diff(t1, t0) == 6_000_000  # ...and ticks_diff still measures it
     assert time.ticks_add(t0, 6_000_000) == t1
     assert 0 <= time.ticks_ms() < (1 << 30)
+
+
+class _Port32:
+    """A 32-bit unix port's clock: its µs and ms ticks wrap at 2**30 (small ints end there), and it
+    moves on 1 µs each time it is read (the host's clock runs while we look)."""
+
+    MASK = (1 << 30) - 1
+
+    def __init__(self, t_us):
+        self.t = t_us
+
+    def us(self):
+        self.t += 1
+        return self.t & self.MASK
+
+    def ms(self):
+        self.t += 1
+        return (self.t // 1000) & self.MASK
+
+    def diff(self, a, b):
+        d = (a - b) & self.MASK
+        return d - self.MASK - 1 if d > self.MASK // 2 else d
+
+
+def test_the_realtime_clock_agrees_with_a_32_bit_ports_ticks_across_their_wraps():
+    # On a 32-bit port the port's ticks wrap at 2**30 (µs: every 18 minutes) and its C asyncio core
+    # stamps tasks with its own ticks_ms: the simulated clock must follow the host through the
+    # wraps and keep ms ticks equal to the port's, or the device hangs. Here both wrap 2 s in.
+    port = _Port32(((1 << 30) - 2000) * 1000)
+    names = ("_port_us", "_port_ms", "_port_diff", "_PORT_MASK", "_host_us", "_host_last", "_host_acc")
+    saved = [getattr(simworld, n) for n in names]
+    for n, v in zip(names, (port.us, port.ms, port.diff, port.MASK, simworld._host_us_from_ticks, None, 0)):
+        setattr(simworld, n, v)
+    try:
+        world.set_realtime()
+        us0, ms0, now0 = time.ticks_us(), time.ticks_ms(), world.now_us()
+        for _ in range(10):  # 5 s in steps of 0.5 s
+            assert abs(time.ticks_diff(time.ticks_ms(), port.ms())) <= 1
+            assert abs(time.ticks_diff(time.ticks_us(), port.us())) <= 5
+            port.t += 500_000
+        assert 4_990 <= time.ticks_diff(time.ticks_ms(), ms0) <= 5_010 and time.ticks_ms() < ms0  # wrapped
+        assert 4_990_000 <= time.ticks_diff(time.ticks_us(), us0) <= 5_010_000 and time.ticks_us() < us0
+        # The clock itself counts from 0, a small int on a 32-bit port for the first 18 minutes.
+        assert 4_990_000 <= world.now_us() - now0 <= 5_010_000 and world.now_us() <= SMALL_INT_MAX
+    finally:
+        for n, v in zip(names, saved):
+            setattr(simworld, n, v)
+        world.reset()
+
+
+def test_ticks_arithmetic_stays_within_a_32_bit_ports_small_ints():
+    if MICROPYTHON:
+        skip("the 64-bit port's ints reach 2**62: checked under CPython, every result of the arithmetic")
+    mask = (1 << 30) - 1
+    for a in (0, 1, 5_000_000, mask // 2, mask // 2 + 1, mask - 5_000_000, mask):
+        for d in (0, 1, -1, 6_000_000, -6_000_000, mask // 2, -(mask // 2) - 1):
+            t = world.ticks_add(small_int(a), small_int(d))
+            assert t == (a + d) & mask
+            assert world.ticks_diff(small_int(t), small_int(a)) == d
+    for t in (0, 1, mask // 2, mask):
+        world._now_us = small_int(t)
+        world.ticks_us()
+        world.ticks_ms()
 
 
 def test_adc_only_on_adc_pins_and_scales_like_the_port():

@@ -29,6 +29,9 @@
                                 page visits) on an accelerated clock, uploading to a local ingest
                                 server; prints a verdict (tools/sim/soak.py). A day takes hours:
                                 see `python -m tools.sim soak --help`
+    python -m tools.sim heapmap [--report text|json]
+                                where the firmware's heap goes: what each import, each part of the
+                                device and each task keeps (tools/sim/heapmap_main.py)
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario SCENARIO [--duration SECONDS]
@@ -141,14 +144,14 @@ def _start_ingest(folder, extra_args=(), quiet=False):
     raise UsageError("--ingest: the ingest server did not start listening within 10 s")
 
 
-def heap_bytes(spec):
+def heap_bytes(spec, word_bytes=None):
     """The heap that `micropython -X heapsize=SPEC` gives, in bytes, as the unix port reads SPEC.
 
-    "96wK" is 96 KiB's worth of 32-bit words: objects here take about twice the bytes they do on
-    the ESP32, so the port doubles a w-size on this 64-bit machine.
+    "96wK" is 96 KiB's worth of 32-bit words: the port scales a w-size by its own pointer size
+    (MP_BYTES_PER_OBJ_WORD, in ports/unix/main.c), so it doubles on a 64-bit port, where objects
+    take about twice the bytes, and not on a 32-bit one. word_bytes: that binary's pointer size
+    (default: the micropython the tools run, tools/mp.py).
     """
-    import struct
-
     text = spec.strip()
     scale = 1
     if text[-1:] in ("K", "k", "M", "m"):
@@ -160,7 +163,9 @@ def heap_bytes(spec):
     if not text.isdigit() or int(text) == 0:
         raise UsageError("--heapsize: %r is not a heap size like 96wK, 512K or 4M" % spec)
     n = int(text) * scale
-    return n * struct.calcsize("P") // 4 if word else n
+    if not word:
+        return n
+    return n * (word_bytes or mp.describe()[0]) // 4
 
 
 SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
@@ -171,7 +176,7 @@ def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
     (e.g. "96wK"): the code from the ROMFS image, the simulator's sim_bytes beside it."""
     from tools import romfs
 
-    budget, rom = heap_bytes(heapsize), romfs.image_path()
+    budget, rom = heap_bytes(heapsize), romfs.image_path(mp.describe()[1] or romfs.HOST_MARCH)
     return ["--rom", rom, "--heap-bytes", str(budget)], str(budget + os.path.getsize(rom) + sim_bytes)
 
 
@@ -296,6 +301,32 @@ def cmd_run(args):
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         sys.stdout.write(format_text(report) + "\n")
+    return 0
+
+
+def cmd_heapmap(args):
+    """Where the firmware's heap goes: tools/sim/heapmap_main.py under the unix port, as a table."""
+    from tools import romfs
+
+    rom = romfs.image_path(mp.describe()[1] or romfs.HOST_MARCH)
+    with tempfile.TemporaryDirectory(prefix="meter-heapmap-") as state_dir:
+        r = mp.run(os.path.join(mp.ROOT, "tools", "sim", "heapmap_main.py"), state_dir,
+                   os.path.join(mp.ROOT, "tools", "sim", "scenarios", DEFAULT_SCENARIO + ".json"), rom,
+                   str(free_port()), heapsize="4M", capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr[-3000:] + r.stdout[-3000:])
+        return 1
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if args.report == "json":
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
+    lines = ["heap kept, in bytes, on this %d-bit unix port (code from ROMFS)" % (8 * out["word_bytes"])]
+    for title, key in (("importing (leaf first)", "imports"), ("building the Device", "device"),
+                       ("each task's first 2 s", "tasks"), ("buffers asked for in one piece", "buffers")):
+        rows = out[key]
+        lines.append("%s: %d in all" % (title, sum(n for _, n in rows)) if key == "imports" else title + ":")
+        lines += ["  %-66s %7d" % (name, n) for name, n in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -433,6 +464,14 @@ def build_parser():
                                                                               "or the whole report as JSON")
     k.add_argument("--keep", metavar="DIR", help="keep the run's files (console log, flash, ingest) in DIR")
     k.set_defaults(fn=cmd_soak)
+
+    h = command("heapmap", "where the firmware's heap goes: each import, each part of the device, each task",
+                "What each firmware module's import keeps, each part of firmware/app.py's Device, each task's "
+                "first 2 s and the buffers asked for in one piece, in bytes after a collection, with the code "
+                "from ROMFS as on the board (tools/sim/heapmap_main.py). MICROPYTHON=/path measures another "
+                "unix port (a 32-bit build: docs/SIMULATOR.md).")
+    h.add_argument("--report", choices=("text", "json"), default="text", help="a table (default) or JSON")
+    h.set_defaults(fn=cmd_heapmap)
 
     a = command("accuracy", "run the accuracy cases and print the worst errors",
                 "The cases of tests/host/test_accuracy.py (power factors, ranges, frequencies, distortion, wiring "

@@ -332,32 +332,80 @@ def flat(code):
     return array("H", [SUB * min(max(code, 0), CODE_MAX) + SUB // 2])
 
 
+FRAC_BITS = 13  # between two table steps, the waveform is interpolated to 1/8192 of a step
+SMALL_INT_MAX = (1 << 30) - 1  # a 32-bit port's (and the ESP32's) largest small int: beyond, ints allocate
+
+
 class MainsSource:
     """A periodic input: one period of table, read with linear interpolation, plus cycled noise, both
     in 1/SUB codes (the ADC rounds signal + noise, so noise dithers the quantisation).
 
     raw_at() is integer-only and allocation-free, so the firmware's acquisition path can run under
-    micropython.heap_lock() against it. mains.py does not import simworld, so host tools can load
-    scenarios without the simulated board's clock.
+    micropython.heap_lock() against it; on a 32-bit port too, where an int above 2**30 is allocated:
+    every value stays below that (tests/unit/test_mains.py proves the bounds). The time base is
+    reduced per call: a read shortly after the last one moves the position in the period on by
+    the time between them, exactly, and only a jump (a new burst) works it out from t_us. mains.py
+    does not import simworld, so host tools can load scenarios without the simulated board's clock.
     """
 
     def __init__(self, table, period_ns, noise=None, noise_start=0):
         self.table = table  # one period, equally spaced in time, in 1/SUB codes (+ SUB/2)
         self.n = len(table)
-        self.period_ns = period_ns
-        self._half_ns = period_ns // 2
+        self.period_ns = period_ns  # below 2**25 (40 Hz and up): so x << 5 of a remainder stays small
         self.noise = noise  # array('h') in 1/SUB codes, cycled one entry per read (or None)
         self._k = noise_start % len(noise) if noise else 0
         self.clipped = 0
+        # The position in the period is step·period_ns + rem in units of period_ns/n: a table step
+        # and how far past it. A µs moves it on by 1000·n units, a read up to step_us_max later by at
+        # most that many (kept below 2**30 with rem).
+        self._per_us = 1000 * self.n
+        self.step_us_max = (SMALL_INT_MAX - period_ns) // self._per_us
+        self._frac_div = period_ns >> FRAC_BITS  # rem // this: how far past the step, in 1/8192 steps
+        self._top_bit = 1  # n's highest bit: seek() multiplies by n a bit at a time
+        while self._top_bit * 2 <= self.n:
+            self._top_bit *= 2
+        self._step = self._rem = 0
+        self._t_us = -1 - self.step_us_max  # the first read seeks
+
+    def _seek(self, t_us):
+        """Where t_us falls in the period, from scratch: (t_us·1000 mod period_ns)·n / period_ns."""
+        pns = self.period_ns
+        x = t_us % pns
+        y = (((x << 5) % pns) << 5) % pns  # x·1024 mod period_ns, 5 bits at a time
+        ns = (y - 24 * x) % pns  # x·1000 mod period_ns: the ns since the period began
+        step = r = 0  # ns·n = step·period_ns + r, for n's bits so far (Horner's rule, from the top)
+        b = self._top_bit
+        while b:
+            step += step
+            r += r  # r < period_ns: twice it, plus ns, stays below 2**30
+            if self.n & b:
+                r += ns
+            while r >= pns:
+                r -= pns
+                step += 1
+            b >>= 1
+        self._step = step
+        self._rem = r
 
     def raw_at(self, t_us):
-        pos = (t_us * 1000 % self.period_ns) * self.n  # where in the period, in units of period_ns/n
-        k = pos // self.period_ns
+        d = t_us - self._t_us
+        if 0 <= d <= self.step_us_max:
+            rem = self._rem + d * self._per_us
+            if rem >= self.period_ns:
+                q = rem // self.period_ns
+                rem -= q * self.period_ns
+                q += self._step
+                self._step = q % self.n if q >= self.n else q
+            self._rem = rem
+        else:
+            self._seek(t_us)
+        self._t_us = t_us
+        k = self._step
         a = self.table[k]
         j = k + 1
         if j == self.n:
             j = 0
-        x = a + ((self.table[j] - a) * (pos - k * self.period_ns) + self._half_ns) // self.period_ns
+        x = a + (((self.table[j] - a) * (self._rem // self._frac_div) + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
         if self.noise is not None:
             x += self.noise[self._k]
             self._k += 1

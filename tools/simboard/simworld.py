@@ -19,6 +19,22 @@ import sys
 
 _CPYTHON = sys.implementation.name != "micropython"
 
+
+def _host_us_from_ticks():
+    """The host's µs since the first call, from the port's µs ticks, wraps included: they wrap at
+    2**62 on a 64-bit unix port, at 2**30 (every 18 minutes) on a 32-bit one, as on the ESP32. It
+    must be called at least every half period (9 minutes on a 32-bit port)."""
+    global _host_last, _host_acc
+    t = _port_us()
+    if _host_last is None:
+        _host_last = t
+    _host_acc += _port_diff(t, _host_last)
+    _host_last = t
+    return _host_acc
+
+
+_host_last, _host_acc = None, 0
+
 if _CPYTHON:
     import time as _host_time
 
@@ -30,6 +46,8 @@ if _CPYTHON:
 
     def _schedule(fn, arg):
         fn(arg)
+
+    _port_ms = _port_us = _port_diff = _PORT_MASK = None  # no C asyncio core to agree with
 else:
     import micropython
 
@@ -38,12 +56,16 @@ else:
         import time as _host_time
     finally:
         sys.path = _p
-    _host_us = _host_time.ticks_us  # 2**62 period on the unix port: never wraps in practice
+    _port_us = _host_time.ticks_us
+    _port_ms = _host_time.ticks_ms
+    _port_diff = _host_time.ticks_diff
+    _PORT_MASK = _host_time.ticks_add(0, -1)  # the port's ticks period, less 1
+    _host_us = _host_us_from_ticks
+    _host_us()
     _host_sleep_us = _host_time.sleep_us
     _schedule = micropython.schedule
 
 TICKS_PERIOD = 1 << 30  # ESP32: ticks_ms/ticks_us wrap here
-HOST_TICKS_PERIOD = 1 << 62  # the unix port's: its C asyncio core keys tasks with ticks_ms() to this
 START_US = TICKS_PERIOD - 5_000_000  # ticks_us wraps 5 s into every run
 ADC_READ_US = 35  # one oneshot conversion on the ESP32 (~28.5 kS/s in a viper loop)
 
@@ -118,8 +140,13 @@ class World:
         self.idle_hooks = []  # called by select.py each time the event loop would wait
         self.network_waits = 0  # times select.py waited for the host's network in real time
         self._pumping = False
-        self._now_us = START_US
+        # The clock counts from 0 and the ticks are offset from it: ticks_us wraps 5 s in, and on a
+        # 32-bit port the clock stays a small int (no allocation per ADC read) for 2**30 µs.
+        # (Its sub-ms part is START_US's, so that ticks_us and ticks_ms are START_US's ticks.)
+        self._now_us = START_US % 1000
         self._rt_offset = 0
+        self._us_offset = START_US - self._now_us - TICKS_PERIOD  # ticks_us() is (now + this) & ticks_mask
+        self._ms_offset = START_US // 1000  # ticks_ms() is (now // 1000 + this) & ticks_mask
         self.adc_read_us = ADC_READ_US
         self.sources = {}  # GPIO number -> source with raw_at(t_us)
         self.pin_levels = {}  # GPIO number -> level driven from outside (button) or by firmware
@@ -157,28 +184,59 @@ class World:
         self._rt_offset = 0
         if on:
             # MicroPython's C asyncio core stamps a task it queues without a time (create_task,
-            # Event.set) with the port's own ticks_ms(), which wraps at 2**62, and orders its queue
-            # with that period; our ticks_ms() must agree with it, or that task waits behind every
-            # sleeping one (the device hangs). With 2**30 ticks that holds while the host's ms
-            # ticks stay below 2**30 (up less than ~12 days) for the whole run, ahead_ms included
-            # (how far the clock may get ahead of the host's: the accelerated clock skips the
-            # run's length): the offset is then a whole number of ms-tick periods, and the clock
-            # jumps ahead to it (the RTC does not: it keeps its time). Otherwise the ticks wrap at
-            # the unix port's period and equal the host's: no 2**30 wrap in this run, and the
+            # Event.set) with the port's own ticks_ms() and orders its queue with the port's
+            # period; our ticks_ms() must agree with it, or that task waits behind every sleeping
+            # one (the device hangs). So our ms ticks are the port's, aligned on a ms edge, and so
+            # are the µs ticks. On a 32-bit port they wrap at 2**30, as on the ESP32. On a 64-bit
+            # one they wrap at 2**62: ours keep the ESP32's 2**30 while the port's ms ticks stay
+            # below it (the host up less than ~12 days) for the whole run, ahead_ms included (how far
+            # the clock may get ahead of the host's: the accelerated clock skips the run's length);
+            # otherwise they wrap at the port's period: no 2**30 wrap in this run, and the
             # firmware's µs ticks, kept in 32-bit arrays, glitch once every 71 minutes.
-            host = _host_us()
-            if host // 1000 + ahead_ms >= TICKS_PERIOD:
-                print("sim: the host has been up %d days: the simulated ticks follow its own, without the "
-                      "ESP32's 2**30 wrap" % (host // 86_400_000_000))
-                self.ticks_mask, self.ticks_half = HOST_TICKS_PERIOD - 1, HOST_TICKS_PERIOD // 2
-                self._rt_offset = 0
+            # The clock itself restarts near 0: on a 32-bit port it stays a small int (no
+            # allocation per simulated ADC read) for the first 2**30 µs (~18 minutes) of the run.
+            new = 0
+            if _port_ms is None:  # CPython: nothing to agree with
+                self._rt_offset = new - _host_us()
+                self._us_offset = self._ms_offset = 0
             else:
-                period = 1000 * TICKS_PERIOD
-                self._rt_offset = -((host - now) // period) * period  # the smallest such offset >= now - host
-            new = host + self._rt_offset
+                ms = _port_ms()
+                while _port_ms() == ms:  # the port's ms tick just turned: its µs are at a whole ms
+                    pass
+                ms, us, host = _port_ms(), _port_us(), _host_us()
+                self.ticks_mask, self.ticks_half = TICKS_PERIOD - 1, TICKS_PERIOD // 2
+                if _PORT_MASK != TICKS_PERIOD - 1 and ms + ahead_ms >= TICKS_PERIOD:
+                    print("sim: the host has been up %d days: the simulated ticks follow its own, without the "
+                          "ESP32's 2**30 wrap" % (ms // 86_400_000))
+                    self.ticks_mask, self.ticks_half = _PORT_MASK, _PORT_MASK // 2 + 1
+                self._rt_offset = new - host
+                self._us_offset = self._half_range(us & self.ticks_mask)
+                self._ms_offset = self._half_range(ms & self.ticks_mask)
             self.wall_base_us += new - now
             now = new
         self._now_us = now
+
+    def _half_range(self, ticks):
+        """ticks as an offset in -period/2..period/2, the same modulo the period: (now + offset)
+        then stays a small int on a 32-bit port."""
+        return ticks - self.ticks_mask - 1 if ticks >= self.ticks_half else ticks
+
+    def ticks_add(self, ticks, delta):
+        """(ticks + delta) modulo the period, without a sum above the period (a 32-bit port's
+        small ints end at 2**30: that sum would allocate)."""
+        if delta < 0:
+            return (ticks + delta) & self.ticks_mask
+        return (ticks - self.ticks_mask - 1 + delta) & self.ticks_mask
+
+    def ticks_diff(self, ticks1, ticks2):
+        d = (ticks1 - ticks2) & self.ticks_mask
+        return d - self.ticks_mask - 1 if d >= self.ticks_half else d
+
+    def ticks_us(self):
+        return self.ticks_add(self.now_us() & self.ticks_mask, self._us_offset)
+
+    def ticks_ms(self):
+        return self.ticks_add((self.now_us() // 1000) & self.ticks_mask, self._ms_offset)
 
     def set_accelerated(self, run_ms):
         """Real time, but idle waits are skipped (see select.py): call before asyncio is imported,
@@ -403,12 +461,10 @@ def schedule(fn, arg):
 
 if _CPYTHON:
     # CPython's time is built in and cannot be shadowed by a file: give it the board's ticks here.
-    _MASK = TICKS_PERIOD - 1
-    _HALF = TICKS_PERIOD // 2
-    _host_time.ticks_us = lambda: world.now_us() & _MASK
-    _host_time.ticks_ms = lambda: (world.now_us() // 1000) & _MASK
-    _host_time.ticks_cpu = _host_time.ticks_us
-    _host_time.ticks_add = lambda t, d: (t + d) & _MASK
-    _host_time.ticks_diff = lambda a, b: ((a - b + _HALF) & _MASK) - _HALF
+    _host_time.ticks_us = world.ticks_us
+    _host_time.ticks_ms = world.ticks_ms
+    _host_time.ticks_cpu = world.ticks_us
+    _host_time.ticks_add = world.ticks_add
+    _host_time.ticks_diff = world.ticks_diff
     _host_time.sleep_us = lambda us: world.advance_us(us)
     _host_time.sleep_ms = lambda ms: world.advance_us(ms * 1000)

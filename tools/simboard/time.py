@@ -27,25 +27,13 @@ localtime = gmtime  # the board's RTC runs in UTC
 
 
 # The period is world.ticks_mask + 1: 2**30 as on the ESP32, or the unix port's own when the clock
-# follows a host that has been up for days, or skips ahead (simworld.set_realtime).
-def ticks_us():
-    return world.now_us() & world.ticks_mask
-
-
-def ticks_ms():
-    return (world.now_us() // 1000) & world.ticks_mask
-
-
-def ticks_cpu():
-    return ticks_us()
-
-
-def ticks_add(ticks, delta):
-    return (ticks + delta) & world.ticks_mask
-
-
-def ticks_diff(ticks1, ticks2):
-    return ((ticks1 - ticks2 + world.ticks_half) & world.ticks_mask) - world.ticks_half
+# follows a host that has been up for days (simworld.set_realtime). The arithmetic is the world's:
+# no sum beyond the period, which on a 32-bit port would be a big int.
+ticks_us = world.ticks_us
+ticks_ms = world.ticks_ms
+ticks_cpu = world.ticks_us
+ticks_add = world.ticks_add
+ticks_diff = world.ticks_diff
 
 
 def sleep_us(us):
