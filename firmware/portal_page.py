@@ -52,7 +52,7 @@ def records_words(n):
     return "none" if not n else "%d record%s" % (n, "" if n == 1 else "s")
 
 
-UPLOAD_CLASS = {"ok": "good", "starting": "", "off": "", "waiting_clock": "warn"}
+UPLOAD_CLASS = {"ok": "good", "starting": "", "off": "", "waiting_clock": "warn", "waiting": "warn"}
 
 
 def page(portal, doc, notice=None, ssid="", refresh_to=None, join_outcome=None):
@@ -250,7 +250,7 @@ SCRIPT = (
     b"<script>var $=function(i){return document.getElementById(i)};"
     b"function age(s){return s==null?'never':s<120?s+' s ago':s<7200?Math.floor(s/60)+' min ago':"
     b"Math.floor(s/3600)+' h ago'}function recs(n){return n?n+(n==1?' record':' records'):'none'}"
-    b"var CL={ok:'good',starting:'',off:'',waiting_clock:'warn'};"
+    b"var CL={ok:'good',starting:'',off:'',waiting_clock:'warn',waiting:'warn'};"
     b"function t(i,s){var e=$(i);if(e)e.textContent=s}",
     b"function L(id,xs,key,label,empty){var ul=$(id),k=JSON.stringify(xs)+empty;if(ul.dataset.k==k)return;"
     b"ul.dataset.k=k;ul.textContent='';if(!xs.length)xs=[{message:empty}];xs.forEach(function(x){"

@@ -12,6 +12,7 @@ UPLOAD_WORDS = {
     "ok": "Readings reach the cloud.",
     "retrying": "Readings do not reach the cloud just now (%s). The meter keeps trying; "
                 "records wait on the meter meanwhile.",
+    "waiting": "Readings wait on the meter: %s.",
     "waiting_clock": "Waiting for the clock to be set from the internet (NTP) before the first secure upload.",
     "credentials": "The cloud refused this meter (pairing or credentials). Pair it in the cloud with the "
                    "serial number and PIN below; the meter asks again every 15 minutes.",

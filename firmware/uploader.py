@@ -29,11 +29,38 @@ CREDENTIALS_RETRY_MS = 15 * 60 * 1000  # after a 401/403, try again this much la
 CLOCK_SYNC_MS = 24 * 3600 * 1000  # NTP again once a day: the RTC drifts by seconds a day
 CLOCK_RETRY_MS = 60 * 1000  # a failed check is tried again after this, doubling up to a day
 CLOCK_STEP_S = 2  # a correction larger than this is logged and carried by the next record
+RETRY_AFTER_MAX_MS = 10 * 60 * 1000  # a server's Retry-After (429, 503) is honoured up to this
+_MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
 
 
 def _r(x, digits):
     return round(x, digits) if isinstance(x, float) else x
+
+
+def _utc_s(y, mo, d, h, mi, s):
+    """Seconds from a fixed origin to a UTC date and time (only differences are used)."""
+    y -= mo <= 2
+    days = 365 * y + y // 4 - y // 100 + y // 400 + (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d
+    return ((days * 24 + h) * 60 + mi) * 60 + s
+
+
+def retry_after_ms(value, now=None):
+    """How long a Retry-After header (bytes) asks to wait, in ms: delay-seconds, or an HTTP-date such
+    as b"Wed, 21 Oct 2026 07:28:00 GMT" (RFC 9110 10.2.3) against now (time.gmtime()'s tuple; the
+    RTC is UTC); None if it cannot be read."""
+    try:
+        if value.isdigit():
+            return int(value) * 1000
+        _, d, mon, y, hms, _ = value.split()
+        mo = _MONTHS.find(mon) // 3 + 1
+        h, mi, sec = (int(x) for x in hms.split(b":"))
+        if len(mon) != 3 or mo < 1:
+            return None
+        t = now or time.gmtime()
+        return max(0, _utc_s(int(y), mo, int(d), h, mi, sec) - _utc_s(t[0], t[1], t[2], t[3], t[4], t[5])) * 1000
+    except (ValueError, TypeError):
+        return None
 
 
 class Uploader:
@@ -273,6 +300,17 @@ class Uploader:
                          % (CREDENTIALS_RETRY_MS // 60000))
                 await client.close()
                 await _sleep_ms(CREDENTIALS_RETRY_MS)
+                continue
+            wait_ms = retry_after_ms(client.retry_after) if why in (429, 503) and client.retry_after else None
+            if wait_ms is not None:  # the server says when: then, within reason, and never sooner than backoff
+                delay = max(self._backoff_ms(), min(wait_ms, RETRY_AFTER_MAX_MS))
+                self._failures += 1
+                until = time.gmtime(time.time() + delay // 1000)
+                msg = ("the server is busy (HTTP %d) and asked to wait: waiting for the server until "
+                       "%02d:%02d:%02d UTC" % (why, until[3], until[4], until[5]))
+                self.status.update({"state": "waiting", "message": msg, "last_error": msg, "retry_in_ms": delay})
+                self.log("upload: " + msg)
+                await _sleep_ms(delay)
                 continue
             if why is not None:
                 if isinstance(why, int):

@@ -11,8 +11,11 @@
 # goes to an address and no resolver is asked twice; if DNS fails later, the last address that
 # resolved is used (the certificate is still checked against the name). One connection is kept open and reused while
 # the server allows (HTTP/1.1 keep-alive). Every step has a deadline; a reply larger than max_body
-# is refused. Failures raise HttpError with .kind: dns, connect, tls, timeout, reset, protocol,
-# too_large; the message never includes request headers (they carry signatures).
+# is refused, and so is a reply head with a line over MAX_LINE bytes or more than MAX_HEADERS headers
+# (an endless header must not take the heap); interim 1xx replies (100 Continue) are skipped.
+# Failures raise HttpError with .kind: dns, connect, tls, timeout, reset, protocol, too_large; the
+# message never includes request headers (they carry signatures). After each reply, .retry_after is
+# its Retry-After header (bytes) or None.
 
 import asyncio
 
@@ -22,6 +25,8 @@ except ImportError:  # a build without TLS: every request fails with a clear err
     ssl = None
 
 KINDS = ("dns", "connect", "tls", "timeout", "reset", "protocol", "too_large")
+MAX_LINE = 512  # bytes in the status line or in one header line of a reply
+MAX_HEADERS = 32  # header lines in a reply
 
 
 class HttpError(Exception):
@@ -95,6 +100,8 @@ class Client:
         self.timeout_ms = timeout_ms
         self.max_body = max_body
         self._r = self._w = None
+        self._buf = b""  # bytes read from the connection past the last line taken
+        self.retry_after = None  # the last reply's Retry-After (bytes), or None
         self._addr = None  # the last address the name resolved to
         self.connections = 0  # connections opened (keep-alive reuse keeps this low)
         self.bytes_sent = 0  # HTTP bytes (headers and bodies; TLS framing not counted)
@@ -134,7 +141,7 @@ class Client:
         self.connections += 1
 
     async def close(self):
-        w, self._r, self._w = self._w, None, None
+        w, self._r, self._w, self._buf = self._w, None, None, b""
         if w is not None:
             try:
                 w.close()
@@ -165,9 +172,28 @@ class Client:
                 raise _tls_error(self.host, e)
             raise HttpError("reset", "connection to %s lost (%s)" % (self.host, e))
 
+    async def _line(self, r):
+        """The next line of the reply's head (b"" at the end of the stream), read in pieces of at most
+        MAX_LINE bytes: a server that never ends a line gets an HttpError, not the whole heap."""
+        buf = self._buf
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                self._buf = buf[i + 1:]
+                return buf[:i + 1]
+            if len(buf) >= MAX_LINE:
+                raise HttpError("protocol", "a reply line longer than %d bytes" % MAX_LINE)
+            more = await r.read(MAX_LINE - len(buf))
+            if not more:
+                self._buf = b""
+                return buf
+            buf += more
+
     async def _request(self, method, path, body, headers):
+        # The port goes into Host unless it is HTTPS's own (RFC 9110 7.2).
+        host = self.host if self.port == 443 else "%s:%d" % (self.host, self.port)
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: keep-alive\r\n" % (
-            method, self.base_path, path, self.host, body_length(body))
+            method, self.base_path, path, host, body_length(body))
         for k in headers or {}:
             head += "%s: %s\r\n" % (k, headers[k])
         head = (head + "\r\n").encode()
@@ -190,7 +216,7 @@ class Client:
                     w.write(piece)
                     await w.drain()
                 self.bytes_sent += len(head) + body_length(body)
-                line = await r.readline()
+                line = await self._line(r)
             except OSError:
                 if not reused:
                     raise
@@ -203,36 +229,50 @@ class Client:
         r = self._r
         if r is None:
             raise HttpError("reset", "connection lost")
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise HttpError("protocol", "not an HTTP reply: %r" % line[:40])
-        try:
-            status = int(parts[1])
-        except ValueError:
-            raise HttpError("protocol", "bad status line: %r" % line[:40])
-        length, keep = 0, parts[0] == b"HTTP/1.1"
-        while True:
-            line = await r.readline()
-            if not line:
-                raise HttpError("reset", "the server closed the connection in the reply headers")
-            if line in (b"\r\n", b"\n"):
+        for _ in range(4):  # interim replies (1xx: 100 Continue, 103 Early Hints) come before the real one
+            parts = line.split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                raise HttpError("protocol", "not an HTTP reply: %r" % line[:40])
+            try:
+                status = int(parts[1])
+            except ValueError:
+                raise HttpError("protocol", "bad status line: %r" % line[:40])
+            length, keep, self.retry_after = 0, parts[0] == b"HTTP/1.1", None
+            for n in range(MAX_HEADERS + 1):
+                line = await self._line(r)
+                if not line:
+                    raise HttpError("reset", "the server closed the connection in the reply headers")
+                if line in (b"\r\n", b"\n"):
+                    break
+                if n == MAX_HEADERS:
+                    raise HttpError("protocol", "a reply with more than %d header lines" % MAX_HEADERS)
+                name, _, value = line.partition(b":")
+                name, value = name.strip().lower(), value.strip()
+                if name == b"content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        raise HttpError("protocol", "bad Content-Length")
+                    if length < 0:
+                        raise HttpError("protocol", "bad Content-Length")
+                elif name == b"connection":
+                    keep = value.lower() == b"keep-alive" or (keep and value.lower() != b"close")
+                elif name == b"transfer-encoding":
+                    raise HttpError("protocol", "chunked replies are not supported")
+                elif name == b"retry-after":
+                    self.retry_after = value
+            if status >= 200:
                 break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    raise HttpError("protocol", "bad Content-Length")
-            elif name == b"connection":
-                keep = value.strip().lower() == b"keep-alive" or (keep and value.strip().lower() != b"close")
-            elif name == b"transfer-encoding":
-                raise HttpError("protocol", "chunked replies are not supported")
+            line = await self._line(r)
+        else:
+            raise HttpError("protocol", "no final reply after 4 interim ones")
         if length > self.max_body:
             raise HttpError("too_large", "reply of %d bytes exceeds %d" % (length, self.max_body))
-        data = await r.readexactly(length) if length else b""
+        data, self._buf = self._buf[:length], self._buf[length:]
+        if len(data) < length:
+            data += await r.readexactly(length - len(data))
         if len(data) != length:
             raise HttpError("reset", "reply cut short")
-        if not keep:
+        if not keep or self._buf:  # (bytes beyond the reply: not a server to keep talking to)
             await self.close()
         return status, data

@@ -350,3 +350,63 @@ def test_only_the_records_just_sent_can_be_acknowledged():
         pending += _seqs(batch)
         up.spool.ack(_seqs(batch))
     assert pending == list(range(2, 30)) and up.spool.lost == 0
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    from firmware.uploader import retry_after_ms
+
+    now = (2026, 12, 7, 10, 0, 0, 0, 341)
+    assert retry_after_ms(b"120", now) == 120000
+    assert retry_after_ms(b"Mon, 07 Dec 2026 10:02:30 GMT", now) == 150000
+    assert retry_after_ms(b"Thu, 01 Jan 2027 00:00:00 GMT", now) == (24 * 24 + 14) * 3600 * 1000
+    assert retry_after_ms(b"Sun, 06 Dec 2026 10:00:00 GMT", now) == 0  # a date gone by: now
+    for bad in (b"soon", b"Mon, 07 Foo 2026 10:02:30 GMT", b"", b"-5", b"Mon, 07 Dec 2026 10:xx:30 GMT"):
+        assert retry_after_ms(bad, now) is None, bad
+
+
+def test_a_busy_server_that_says_when_is_waited_for_within_a_cap():
+    import asyncio
+
+    from firmware import uploader as mod
+
+    world.set_realtime()  # asyncio waits in real time here
+    asked, after = [], [None]
+
+    class Server:  # stands in for lib/https.Client
+        connections = 0
+        retry_after = None
+
+        def __init__(self, *args):
+            pass
+
+        async def request(self, method, path, body, headers):
+            asked.append(path)
+            self.retry_after = after[0]
+            return 503, b"busy"
+
+        async def close(self):
+            pass
+
+    real, mod.Client = mod.Client, Server
+    try:
+        seen = []
+        async def main(up):
+            task = asyncio.create_task(up.run())
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if up.status["state"] != "starting":
+                    break
+            task.cancel()
+
+        for after[0] in (b"120", b"86400"):
+            up = _uploader({"live_interval_ms": 500})
+            up.clock_ready = lambda: True
+            up.on_readings(_readings(100.0))
+            asyncio.run(main(up))
+            seen.append((up.status["state"], up.status["retry_in_ms"], up.status["message"]))
+    finally:
+        mod.Client = real
+        asyncio.new_event_loop()
+    assert seen[0][:2] == ("waiting", 120000) and "waiting for the server until" in seen[0][2]
+    assert seen[1][:2] == ("waiting", mod.RETRY_AFTER_MAX_MS)  # a day asked: ten minutes given
+    assert len(asked) == 2  # one request each: nothing more while waiting
