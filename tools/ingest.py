@@ -13,6 +13,13 @@ X-Meter-Signature must be HMAC-SHA256 of the body under it. Interval records are
 deduplicated by (serial, seq), and acknowledged by seq; live frames are kept with their arrival
 time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
 
+It is meant to stay up under clients that misbehave: each TLS handshake runs in its connection's own
+thread with a 15 s deadline (a client that never says hello stalls nobody), a body is read only once
+the headers could authenticate it (X-Meter-Serial of a valid serial, a 64-hex X-Meter-Signature, a
+Content-Length of digits up to 256 KB), and a record that is not what docs/PROTOCOL.md says (a seq
+that is not an integer from 0 to 2**53 - 1, NaN, nesting deeper than Python parses) gets a 400 with
+the reason. The upload keys derived for serials are cached, 256 at most.
+
 For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
 (no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
 the first record of every batch) or "drop" (close every kept-alive connection after its reply,
@@ -36,6 +43,13 @@ import time
 from tools import provision
 
 MAX_BODY = 256 * 1024
+MAX_SEQ = 2 ** 53  # seqs are JSON numbers: beyond this they are not exact in every JSON reader
+KEY_CACHE = 256  # upload keys kept (derived before a request is authenticated: bounded against serial spraying)
+TIMEOUT_S = 15  # a client that stops sending (in the TLS handshake or a request) is dropped after this
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)  # NaN, Infinity: Python's json takes them, JSON does not
 
 
 def ensure_certs(folder):
@@ -128,21 +142,35 @@ class Ingest:
             return ""
 
     def upload_key(self, serial):
-        if serial not in self._keys:
+        key = self._keys.get(serial)
+        if key is None:
             from firmware import identity
 
-            self._keys[serial] = identity.derive(self.fleet_key, identity.check_serial(serial)).upload_key
-        return self._keys[serial]
+            key = identity.derive(self.fleet_key, identity.check_serial(serial)).upload_key
+            with self.lock:
+                if len(self._keys) >= KEY_CACHE:
+                    del self._keys[next(iter(self._keys))]  # the oldest: dicts keep insertion order
+                self._keys[serial] = key
+        return key
+
+    def precheck(self, serial, signature):
+        """Before any body is read: None if the headers could authenticate a request, else why."""
+        if not serial or not signature:
+            return "X-Meter-Serial and X-Meter-Signature headers are required"
+        if len(signature) != 64 or not all(c in "0123456789abcdef" for c in signature):
+            return "X-Meter-Signature: must be 64 lowercase hex digits (HMAC-SHA256)"
+        try:
+            self.upload_key(serial)
+        except ValueError as e:
+            return str(e)
+        return None
 
     def authenticate(self, serial, signature, body):
         """None if the signature is right, else the reason."""
-        if not serial or not signature:
-            return "X-Meter-Serial and X-Meter-Signature headers are required"
-        try:
-            key = self.upload_key(serial)
-        except ValueError as e:
-            return str(e)
-        good = hmac.new(key, body, "sha256").hexdigest()
+        why = self.precheck(serial, signature)
+        if why:
+            return why
+        good = hmac.new(self.upload_key(serial), body, "sha256").hexdigest()
         return None if hmac.compare_digest(good, signature) else "X-Meter-Signature: does not match the body"
 
     def records(self, serial, doc):
@@ -156,10 +184,12 @@ class Ingest:
             reject = self.fault() == "reject"
             for i, r in enumerate(recs):
                 seq = r.get("seq") if isinstance(r, dict) else None
-                if not isinstance(seq, int) or seq < 0 or not isinstance(r.get("phases"), list) or (reject and i == 0):
+                # (bool is an int in Python: true is not seq 1)
+                if type(seq) is not int or not 0 <= seq < MAX_SEQ or not isinstance(r.get("phases"), list) or (
+                        reject and i == 0):
                     self.db.commit()
-                    return 400, {"error": "records[%d]: needs an integer seq >= 0 and a phases list" % i,
-                                 "seq": seq, "acked": acked}
+                    return 400, {"error": "records[%d]: needs an integer seq from 0 to 2**53 - 1 and a phases "
+                                          "list" % i, "seq": seq if type(seq) is int else None, "acked": acked}
                 new += self.db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
                                        (serial, seq, json.dumps(r), now)).rowcount
                 acked.append(seq)
@@ -181,6 +211,7 @@ class Ingest:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
+    timeout = TIMEOUT_S  # every read and write on the connection (StreamRequestHandler sets it)
     server_version = "open-meter-ingest/1"
     ingest = None  # set by serve()
 
@@ -209,11 +240,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         ing = self.ingest
-        length = int(self.headers.get("Content-Length") or 0)
+        given = self.headers.get("Content-Length")
+        if given is None or not given.isdigit() or not given.isascii():
+            self.close_connection = True  # what follows the headers cannot be told from the next request
+            return self._reply(411 if given is None else 400, {"error": "Content-Length: needs a whole number "
+                                                                         "of bytes, as digits"})
+        length = int(given)
         if length > MAX_BODY:
             self.close_connection = True
             return self._reply(413, {"error": "body larger than %d bytes" % MAX_BODY})
+        serial, signature = self.headers.get("X-Meter-Serial"), self.headers.get("X-Meter-Signature")
+        why = ing.precheck(serial, signature)  # nobody gets a body read for them unless they could be a device
+        if why:
+            self.close_connection = True
+            return self._reply(401, {"error": why})
         body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return
         fault = ing.fault()
         if fault == "hang":
             time.sleep(60)
@@ -221,26 +265,40 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if fault in ("500", "429", "401", "403"):
             return self._reply(int(fault), {"error": "test fault %s" % fault})
-        serial = self.headers.get("X-Meter-Serial")
-        why = ing.authenticate(serial, self.headers.get("X-Meter-Signature"), body)
+        why = ing.authenticate(serial, signature, body)
         if why:
             return self._reply(401, {"error": why})
         try:
-            doc = json.loads(body)
+            doc = json.loads(body, parse_constant=_no_constant)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-        except ValueError as e:
-            return self._reply(400, {"error": "body: not a JSON object (%s)" % e})
-        if self.path == "/v1/records":
-            return self._reply(*ing.records(serial, doc))
-        if self.path == "/v1/live":
-            return self._reply(*ing.live(serial, doc, len(body)))
+        except (ValueError, RecursionError) as e:  # (RecursionError: nesting deeper than Python goes)
+            return self._reply(400, {"error": "body: not a JSON object (%s)" % str(e)[:200]})
+        try:
+            if self.path == "/v1/records":
+                return self._reply(*ing.records(serial, doc))
+            if self.path == "/v1/live":
+                return self._reply(*ing.live(serial, doc, len(body)))
+        except (ValueError, TypeError, OverflowError, RecursionError, sqlite3.Error) as e:
+            return self._reply(400, {"error": "body: cannot be stored (%s: %s)" % (type(e).__name__, str(e)[:200])})
         return self._reply(404, {"error": "no such endpoint: %s" % self.path})
 
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls = None  # the SSLContext: each connection's handshake runs in its own thread, with a deadline
+
+    def finish_request(self, request, client_address):
+        # Accepting stays plain TCP: a client that connects and never says hello holds its own thread
+        # for TIMEOUT_S, never the accept loop (a listening socket wrapped in TLS does the handshake
+        # inside accept(), for every device at once).
+        request.settimeout(TIMEOUT_S)
+        conn = self.tls.wrap_socket(request, server_side=True)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
 
     def handle_error(self, request, client_address):  # resets and bad handshakes are the clients' business
         pass
@@ -255,7 +313,7 @@ def serve(port, db_path, certs, fleet_key_path=None, host="127.0.0.1", fault_fil
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv = Server((host, port), handler)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.tls = ctx
     sys.stderr.write("ingest: https://%s:%d/ (CA %s), records in %s\n" % (
         host, srv.server_address[1], os.path.join(certs, "ca.der"), db_path))
     sys.stderr.flush()
