@@ -227,8 +227,10 @@ class Device:
     def on_readings(self, readings):
         self.windows += 1
         self.console(readings)
-        if self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms()) is False and self.persister.error:
-            print("meter: " + self.persister.error)
+        self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms())
+        news = self.persister.news()  # a save failing, or going to the other slot: said once, not every window
+        if news:
+            print("meter: " + news)
         try:
             self.uploader.on_readings(readings)
         except Exception as e:  # whatever goes wrong with uploads, the meter keeps measuring

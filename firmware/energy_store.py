@@ -36,7 +36,13 @@ _INT64_MAX = (1 << 63) - 1
 
 NEW = "ENERGY_NEW"  # no counters saved yet: counting from zero
 SLOT_DAMAGED = "ENERGY_SLOT_DAMAGED"  # one slot damaged (a save cut short): the other one is in use
+SLOT_UNREADABLE = "ENERGY_SLOT_UNREADABLE"  # one slot cannot be read (an I/O error, a folder in its place)
 LOST = "ENERGY_LOST"  # no valid slot although files exist: counting from zero
+
+
+def _why(e):
+    """An OSError in a few words: its errno (what MicroPython's carry) or its text."""
+    return "I/O error %s" % e.args[0] if isinstance(e, OSError) and e.args and type(e.args[0]) is int else repr(e)
 
 
 def _values(snapshot):
@@ -85,18 +91,22 @@ class EnergyStore:
         self.last = None  # the counters as stored (a snapshot), or None before anything was stored
         self.diagnostic = None
         self.restored_from = None  # the slot load() took the newest record from, or None
+        self.slot_error = None  # why a slot could not be written at the last save (saved in the other), or None
         self._next = 0  # index of the slot the next save writes
 
     def load(self):
         """The saved counters (a snapshot), or None if there are none. Never raises."""
-        found, damaged = [], []
+        found, damaged, unreadable = [], [], []
         for k, path in enumerate(self.slots):
             try:
                 data = atomicfile.read(path, RECORD_BYTES)
                 if data is None:
                     continue
-            except Exception:  # unreadable or oversized: as good as damaged
+            except ValueError:  # oversized: not a record of ours
                 data = b""
+            except Exception as e:  # an I/O error, a folder in its place: not a save cut short
+                unreadable.append("%s (%s)" % (path, _why(e)))
+                continue
             rec = unpack(data)
             if rec is None:
                 damaged.append(path)
@@ -105,8 +115,9 @@ class EnergyStore:
         self.restored_from = None
         if not found:
             self.seq, self.last, self._next = 0, None, 0
-            self.diagnostic = (Diagnostic(LOST, "saved energy counters (%s) are damaged: counting from zero"
-                                          % ", ".join(damaged)) if damaged else
+            bad = damaged + unreadable
+            self.diagnostic = (Diagnostic(LOST, "saved energy counters (%s) are damaged or unreadable: counting "
+                                                "from zero" % ", ".join(bad)) if bad else
                                Diagnostic(NEW, "no energy counters saved yet: counting from zero"))
             return None
         found.sort()
@@ -116,8 +127,14 @@ class EnergyStore:
         self.seq, self._next = seq, 1 - k
         self.restored_from = self.slots[k]
         self.last = _snapshot(vals)
-        self.diagnostic = (Diagnostic(SLOT_DAMAGED, "%s was damaged (a save cut short): using %s"
-                                      % (damaged[0], self.slots[k])) if damaged else None)
+        if unreadable:
+            self.diagnostic = Diagnostic(SLOT_UNREADABLE, "%s cannot be read: using %s" % (unreadable[0],
+                                                                                          self.slots[k]))
+        elif damaged:
+            self.diagnostic = Diagnostic(SLOT_DAMAGED, "%s was damaged (a save cut short): using %s"
+                                         % (damaged[0], self.slots[k]))
+        else:
+            self.diagnostic = None
         return _snapshot(list(vals))
 
     def restored_line(self):
@@ -129,15 +146,28 @@ class EnergyStore:
             self.restored_from, self.seq, kwh_text(self.last["net_import_mwh"]), kwh_text(self.last["net_export_mwh"]))
 
     def save(self, snapshot):
-        """Store the counters (never lower than already stored). OSError if the flash write fails."""
+        """Store the counters (never lower than already stored). OSError if neither slot can be written.
+
+        A slot that cannot be written (an I/O error, a folder in its place) is not retried for ever:
+        the save goes to the other slot instead, by replace() (a new file renamed over it), so the
+        newest good record there is never half overwritten; slot_error says which slot failed and
+        why. The failed slot is tried again at the next save, so it comes back once it can."""
         vals = _values(snapshot)
         if self.last is not None:
             old = _values(self.last)
             vals = [max(vals[i], old[i]) for i in range(8)]
         stored = _snapshot(vals)
-        atomicfile.overwrite(self.slots[self._next], pack(self.seq + 1, stored))
+        record = pack(self.seq + 1, stored)
+        k = self._next
+        try:
+            atomicfile.overwrite(self.slots[k], record)
+            self.slot_error = None
+        except OSError as e:
+            self.slot_error = "%s cannot be written (%s): saving to %s" % (self.slots[k], _why(e), self.slots[1 - k])
+            k = 1 - k
+            atomicfile.replace(self.slots[k], record)  # (OSError from here: neither slot can be written)
         self.seq += 1
-        self._next = 1 - self._next
+        self._next = 1 - k
         self.last = stored
 
 
@@ -149,8 +179,9 @@ class EnergyPersister:
         self.max_interval_ms = max_interval_ms
         self.max_unsaved_mwh = max_unsaved_wh * 1000
         self.min_interval_ms = min_interval_ms
-        self.error = None  # why the last save failed, or None
+        self.error = None  # why the last save failed, or that it went to the other slot; None if all is well
         self.writes = 0
+        self._told = None  # the error last returned by news()
         self._since_ms = None  # when the unsaved energy started to accumulate
         self._write_ms = None  # the last write attempt, until min_interval_ms has passed
 
@@ -187,10 +218,17 @@ class EnergyPersister:
         except OSError as e:
             self.error = "cannot save energy counters (I/O error %s)" % (e.args[0] if e.args else "?")
             return False
-        self.error = None
+        self.error = getattr(self.store, "slot_error", None)  # saved, but one slot is failing
         self.writes += 1
         self._since_ms = now_ms
         return True
+
+    def news(self):
+        """The error once each time it changes (for the console: not a line every window), else None."""
+        if self.error == self._told:
+            return None
+        self._told = self.error
+        return self.error
 
     def maybe_save(self, snapshot, now_ms):
         """Call with every reading: saves only when due(). True if it saved."""

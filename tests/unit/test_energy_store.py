@@ -196,3 +196,25 @@ def test_loss_window_is_right_across_a_tick_wrap():
     for s in range(0, 400):
         p.maybe_save(snap([s // 60 + 1, 0, 0]), time.ticks_add(t, s * 1000))
     assert len(store.saved) == 1  # 5 minutes after the first unsaved energy, wrap or not
+
+
+def test_a_slot_that_cannot_be_written_does_not_stop_the_saves():
+    import os
+
+    d = tmpdir()
+    store = EnergyStore(d + "/energy")
+    store.save(snap([100, 0, 0]))  # energy.a
+    os.mkdir(d + "/energy.b")  # energy.b can no longer be written: a folder stands in its place
+    p = EnergyPersister(store, min_interval_ms=0)
+    for k in range(4):
+        assert p.save(snap([200 + k, 0, 0]), time.ticks_ms())
+        assert "energy.b cannot be written (I/O error" in p.error and p.error.endswith("saving to %s/energy.a" % d)
+    assert p.news() == p.error and p.news() is None  # said once on the console, not at every save
+    s = EnergyStore(d + "/energy")
+    assert s.load() == snap([203, 0, 0])  # every save kept
+    assert s.diagnostic.code == energy_store.SLOT_UNREADABLE and "cannot be read" in s.diagnostic.message
+    assert "cut short" not in s.diagnostic.message  # nobody's save was cut short
+    os.rmdir(d + "/energy.b")  # the slot comes back: saves alternate again
+    assert p.save(snap([300, 0, 0]), time.ticks_ms()) and p.error is None
+    assert p.save(snap([301, 0, 0]), time.ticks_ms())
+    assert sorted(os.listdir(d)) == ["energy.a", "energy.b"] and EnergyStore(d + "/energy").load() == snap([301, 0, 0])
