@@ -21,6 +21,7 @@ import atomicfile
 
 SEQ_BLOCK = 64
 STATE = "state.json"
+MAX_RECORD_BYTES = 2048  # one record's JSON line (an interval record is ~650 bytes): longer is not ours
 
 
 def restart_line(next_seq):
@@ -86,7 +87,14 @@ class Spool:
             self._save_state()
         self.next_seq = seq + 1
         record["seq"] = seq
-        self.ram.append((seq, json.dumps(record).encode()))
+        line = json.dumps(record).encode()
+        if len(line) > MAX_RECORD_BYTES:  # never spooled: one such line would fail every batch after it
+            self.lost += 1
+            self.log("upload: record seq %d is %d bytes, over %d: dropped (%d lost in all)" % (
+                seq, len(line), MAX_RECORD_BYTES, self.lost))
+            self._save_state()
+            return seq
+        self.ram.append((seq, line))
         if len(self.ram) >= self.ram_max:
             try:
                 self.spill()
@@ -128,7 +136,7 @@ class Spool:
         if self._loaded is None or self._loaded[0] != first:
             recs = []
             try:
-                lines = atomicfile.read_lines(self._path(first, count)) or ()
+                lines = atomicfile.read_lines(self._path(first, count), max_line_bytes=MAX_RECORD_BYTES) or ()
             except OSError:  # unreadable: its records are lost, not a reason to stop all uploads
                 lines = ()
             for line in lines:

@@ -9,7 +9,8 @@
 #                       that keep their own redundancy (alternating slots with a checksum).
 # read(path, max_bytes) the content as bytes, or None if there is no such file.
 # read_lines(path)      the content as a list of lines (bytes, newline removed), or None: each
-#                       line is its own small allocation, never the whole file in one block.
+#                       line is its own small allocation, never the whole file in one block; with
+#                       max_line_bytes, longer lines are left out.
 #
 # data may be bytes, str, or a list of bytes pieces written one after another (as if joined).
 #
@@ -49,13 +50,14 @@ def read(path, max_bytes=None):
     return data
 
 
-def read_lines(path, chunk_bytes=512):
+def read_lines(path, chunk_bytes=512, max_line_bytes=None):
     """The file's lines without their newlines, or None if it does not exist. Read in chunks:
-    MicroPython's readline() reads a file one byte per call."""
+    MicroPython's readline() reads a file one byte per call. With max_line_bytes, a longer line is
+    left out (never held whole: a damaged file's endless line must not take the heap)."""
     f = _open_existing(path)
     if f is None:
         return None
-    lines, tail = [], b""
+    lines, tail, skipping = [], b"", False
     try:
         while True:
             chunk = f.read(chunk_bytes)
@@ -64,12 +66,16 @@ def read_lines(path, chunk_bytes=512):
             tail += chunk
             start = tail.find(b"\n") + 1
             while start:
-                lines.append(tail[:start - 1])
+                if not skipping and (max_line_bytes is None or start - 1 <= max_line_bytes):
+                    lines.append(tail[:start - 1])
+                skipping = False
                 tail = tail[start:]
                 start = tail.find(b"\n") + 1
+            if max_line_bytes is not None and len(tail) > max_line_bytes:
+                tail, skipping = b"", True  # the rest of this line is dropped as it comes
     finally:
         f.close()
-    if tail:
+    if tail and not skipping:
         lines.append(tail)  # a last line without its newline
     return lines
 

@@ -205,10 +205,10 @@ def test_a_foreign_state_file_or_an_unreadable_spool_file_does_not_stop_the_spoo
     read_lines = atomicfile.read_lines
     bad = s2._path(first, count)
 
-    def failing_read(path):
+    def failing_read(path, **kw):
         if path == bad:
             raise OSError(5)  # EIO: the flash cannot read this file back
-        return read_lines(path)
+        return read_lines(path, **kw)
 
     atomicfile.read_lines = failing_read
     try:
@@ -410,3 +410,26 @@ def test_a_busy_server_that_says_when_is_waited_for_within_a_cap():
     assert seen[0][:2] == ("waiting", 120000) and "waiting for the server until" in seen[0][2]
     assert seen[1][:2] == ("waiting", mod.RETRY_AFTER_MAX_MS)  # a day asked: ten minutes given
     assert len(asked) == 2  # one request each: nothing more while waiting
+
+
+def test_one_oversized_line_is_skipped_counted_and_never_blocks_the_uploads():
+    from firmware import spool as mod
+
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=3)
+    for i in range(6):
+        s.add({"n": i})  # two files of three
+    first, count = s.files[0]
+    with open(s._path(first, count), "rb") as f:
+        lines = f.read().split(b"\n")
+    lines[1] = b'{"seq": 1, "pad": "' + b"x" * 200000 + b'"}'  # a damaged file: one line of 200 KB
+    with open(s._path(first, count), "wb") as f:
+        f.write(b"\n".join(lines))
+    s2 = _spool(d, ram_max=3)
+    out = s2.batch(10, 100000)
+    assert _seqs(out) == [0, 2] and s2.lost == 1  # the line was left out, not read whole
+    s2.ack(_seqs(out))
+    assert _seqs(s2.batch(10, 100000)) == [3, 4, 5]
+    # ...and a record that would be such a line is never written.
+    seq = s2.add({"pad": "y" * mod.MAX_RECORD_BYTES})
+    assert s2.lost == 2 and seq == s2.next_seq - 1 and all(q != seq for q, _ in s2.ram)
