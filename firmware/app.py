@@ -212,12 +212,30 @@ class Device:
         self.task_failures = {}  # task name -> how often it failed and was started again
         # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
         # in uploader.status, without an identity or an upload URL.
-        self.uploader = Uploader(self.config["upload"], self.identity, self.energy, Spool(log=log),
+        spool = Spool(log=log)
+        self._catch_up_energy(spool, log)
+        self.uploader = Uploader(self.config["upload"], self.identity, self.energy, spool,
                                  resolve=self.board.resolve, clock_ready=self.board.clock_ready,
                                  sync_clock=self.board.sync_clock, log=log)
         self.portal = portal.Portal(self.board.sta, self.store, self.identity, self.meter, self.links,
                                     self.uploader, log=log)
         self.links.on_long_press = self._factory_reset_by_button
+
+    def _catch_up_energy(self, spool, log):
+        """The counters never go back on the wire: if the newest spooled record carries more than was
+        restored (both slots damaged, or removed), go on from there and say so."""
+        found = spool.newest_energy()
+        if found is None:
+            return
+        before = self.energy.snapshot()
+        try:
+            self.energy.restore(found[1])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+        if self.energy.snapshot() != before:
+            log("energy: counters go on from the newest spooled record (seq %d), ahead of the saved ones: net "
+                "import %s kWh, net export %s kWh" % (found[0], kwh_text(self.energy.net_import_mwh),
+                                                      kwh_text(self.energy.net_export_mwh)))
 
     def _factory_reset_by_button(self):
         ok, message = self.portal.factory_reset()  # what the setup page's confirmed reset does

@@ -34,6 +34,28 @@ def _name(first, count):
     return "%010d_%03d.rec" % (first, count)
 
 
+def _last_line(path, chunk_bytes=512):
+    """The last line of a file (b"" if none): read in chunks, holding at most MAX_RECORD_BYTES of it."""
+    last, tail, cut = b"", b"", False  # cut: the start of the line in tail was dropped (too long)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(chunk_bytes)
+                if not chunk:
+                    break
+                tail += chunk
+                i = tail.rfind(b"\n")
+                if i >= 0:
+                    j = tail.rfind(b"\n", 0, i)  # the last complete line is tail[j + 1:i]
+                    last = b"" if cut and j < 0 else tail[j + 1:i]
+                    tail, cut = tail[i + 1:], False
+                if len(tail) > MAX_RECORD_BYTES:
+                    tail, cut = b"", True
+    except OSError:
+        return b""
+    return tail if tail.strip() and not cut else last
+
+
 class Spool:
     def __init__(self, folder="spool", max_files=144, ram_max=10, log=print):
         self.folder = folder
@@ -150,6 +172,18 @@ class Spool:
                 self._save_state()
             self._loaded = (first, recs)
         return self._loaded[1]
+
+    def newest_energy(self):
+        """(seq, energy_mwh) of the newest record on flash, or None: at start, where the energy counters
+        had got to, for when their own slots are damaged or gone (the wire's counters never go back)."""
+        for first, count in reversed(self.files):
+            line = _last_line(self._path(first, count))
+            try:
+                rec = json.loads(line)
+                return rec["seq"], rec["energy_mwh"]
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def batch(self, max_records, max_bytes):
         """The oldest waiting records, [(seq, bytes)], at most max_records and about max_bytes."""

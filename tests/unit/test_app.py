@@ -241,6 +241,30 @@ def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
         os.chdir(here)
 
 
+def test_energy_never_goes_back_on_the_wire_when_both_saved_slots_are_lost():
+    from firmware import links, portal, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
+    from firmware.spool import Spool
+
+    here = os.getcwd()
+    os.chdir(tmpdir())
+    try:
+        counters = {"import_mwh": [3000000, 0, 0], "export_mwh": [0, 0, 0], "net_import_mwh": 3000000,
+                    "net_export_mwh": 0}
+        spool = Spool(log=lambda m: None)
+        spool.add({"energy_mwh": counters})  # uploaded or not, the wire saw 3 kWh
+        spool.shutdown()
+        for name in ("energy.a", "energy.b"):
+            with open(name, "wb") as f:
+                f.write(b"damaged")
+        said = []
+        d = app.Device(log=said.append)
+        assert d.energy.snapshot() == counters  # not zero
+        assert [x for x in said if "newest spooled record (seq 0)" in x and "net import 3.000 kWh" in x], said
+        assert [x for x in said if "damaged" in x]  # and why the slots were not used
+    finally:
+        os.chdir(here)
+
+
 def test_a_button_held_at_power_up_resets_the_settings_only_where_it_is_not_gpio0():
     from firmware import links, portal, spool, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
     from firmware.config import ConfigStore

@@ -433,3 +433,19 @@ def test_one_oversized_line_is_skipped_counted_and_never_blocks_the_uploads():
     # ...and a record that would be such a line is never written.
     seq = s2.add({"pad": "y" * mod.MAX_RECORD_BYTES})
     assert s2.lost == 2 and seq == s2.next_seq - 1 and all(q != seq for q, _ in s2.ram)
+
+
+def test_the_newest_spooled_energy_is_found_whatever_the_file_ends_with():
+    d = tmpdir() + "/spool"
+    s = _spool(d, ram_max=3)
+    for i in range(6):
+        s.add({"energy_mwh": {"net_import_mwh": 100 * i}})
+    assert s.newest_energy() == (5, {"net_import_mwh": 500})
+    first, count = s.files[-1]
+    with open(s._path(first, count), "ab") as f:
+        f.write(b'{"seq": 9, "pad": "' + b"z" * 5000 + b'"')  # a cut-off, oversized last line
+    assert s.newest_energy() == (5, {"net_import_mwh": 500})
+    with open(s._path(first, count), "wb") as f:
+        f.write(b"garbage")  # the newest file damaged: the one before it
+    assert s.newest_energy() == (2, {"net_import_mwh": 200})
+    assert _spool(tmpdir() + "/empty").newest_energy() is None
