@@ -34,6 +34,11 @@ def _name(first, count):
     return "%010d_%03d.rec" % (first, count)
 
 
+def _whole(x):
+    """x if it is a whole number a counter can hold (not a bool, a float or a string), else None."""
+    return x if type(x) is int and 0 <= x < 1 << 53 else None
+
+
 def _last_line(path, chunk_bytes=512):
     """The last line of a file (b"" if none): read in chunks, holding at most MAX_RECORD_BYTES of it."""
     last, tail, cut = b"", b"", False  # cut: the start of the line in tail was dropped (too long)
@@ -67,32 +72,53 @@ class Spool:
         self._loaded = None  # (first, [(seq, bytes)]) of the oldest file, acked records removed
         self.lost = 0  # records dropped because the spool was full (or a file was damaged)
         self.rejected = 0  # records the server refused as invalid (400)
-        try:
-            os.mkdir(folder)
-        except OSError:
-            pass
-        state = {}
+        names = self._open_folder()
+        state = None
         try:
             state = json.loads(atomicfile.read(folder + "/" + STATE, 512) or b"{}")
         except (ValueError, OSError):
-            self.log("upload: spool state damaged: numbering continues after the newest spooled record")
-        if not isinstance(state, dict):  # valid JSON, but not ours
-            state = {}
-        self.lost = int(state.get("lost", 0))
-        self.rejected = int(state.get("rejected", 0))
-        for n in sorted(os.listdir(folder)):
+            pass
+        # Valid JSON of the wrong shape ({"reserved": "abc"}, [1], 1e999) is as damaged as garbage.
+        keys = ("reserved", "lost", "rejected")
+        counts = [_whole(state.get(k, 0)) if isinstance(state, dict) else None for k in keys]
+        self.lost, self.rejected = counts[1] or 0, counts[2] or 0
+        for n in names:
             if n.endswith(".rec") and len(n) == 18:
                 try:
                     self.files.append((int(n[:10]), int(n[11:14])))
                 except ValueError:
                     pass
         top = self.files[-1][0] + self.files[-1][1] if self.files else 0
-        self.next_seq = max(int(state.get("reserved", 0)), top)
+        if None in counts:
+            self.log("upload: spool state damaged: numbering continues %s" % (
+                "after the newest spooled record" if top else "from 0 (no spooled record to go on from)"))
+        self.next_seq = max(counts[0] or 0, top)
         self._reserved = self.next_seq
         if self.next_seq:  # a restart after records were numbered: the first new one skips ahead
             self.log(restart_line(self.next_seq))
         while len(self.files) > max_files:
             self._drop_oldest_file()
+
+    def _open_folder(self):
+        """The spool folder's names, the folder made if missing. A plain file in its place is not ours
+        to keep (nothing else writes there): it goes, said on the console; a folder that cannot be read
+        leaves the spool in RAM (records beyond it are counted lost)."""
+        folder = self.folder
+        for _ in range(2):
+            try:
+                return sorted(os.listdir(folder))
+            except OSError:
+                pass
+            try:
+                os.mkdir(folder)
+            except OSError:
+                try:
+                    os.remove(folder)
+                    self.log("upload: %s was a file, not the spool folder: removed, a new spool made" % folder)
+                except OSError:
+                    break
+        self.log("upload: spool folder %s cannot be used: records wait in RAM only" % folder)
+        return []
 
     def _path(self, first, count):
         return self.folder + "/" + _name(first, count)
