@@ -223,6 +223,9 @@ class Portal:
         self.log("portal: joining a network: %s" % outcome)
         message = links.outcome_message(outcome, ssid, j.ip if j else None)
         if outcome != links.OK:
+            # The attempt left the configured network (one radio: there is no trying a new one beside
+            # it): back to it at once, not after the links' 30 s retry wait.
+            self.net.restart_attempt()
             return False, message
         try:
             self.store.update({"wifi": {"ssid": ssid, "password": password}})

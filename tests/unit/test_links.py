@@ -487,3 +487,38 @@ def test_a_scan_the_radio_refuses_keeps_the_networks_found_before():
     board.sta.scan = lambda: []  # what the port answers when ESP-IDF refuses a scan
     world.advance_us(portal.SCAN_EVERY_MS * 1000)
     assert [n[0] for n in p.scan()] == ["HomeNet"]
+
+
+def test_a_failed_join_from_the_page_goes_back_to_the_working_network_at_once():
+    # Anyone on the setup network can try a network: a failed try must not leave a working meter
+    # offline until the links' 30 s retry.
+    import asyncio
+
+    from firmware import portal
+
+    world.networks = [Network("HomeNet", "correct horse", ip="192.168.1.77"), Network("Cafe", "cafe-pass-1")]
+    board, store, net, _ = _parts({"wifi": {"ssid": "HomeNet", "password": "correct horse"}})
+    world.connect_delay_us = 200_000
+    world.set_realtime()  # asyncio waits in real time here
+    p = portal.Portal(board.sta, store, net.identity, None, net, None, log=lambda m: None)
+
+    async def main():
+        for _ in range(20):
+            net.tick()
+            await asyncio.sleep(0.05)
+        assert net.online_via == "wifi"
+        ok, _ = await p.join("Cafe", "not the password", poll_ms=50)
+        assert not ok
+        t0 = world.now_us()
+        while not (net.online_via == "wifi" and board.sta.config("ssid") == "HomeNet"):
+            if world.now_us() - t0 > 10_000_000:
+                break
+            net.tick()
+            await asyncio.sleep(0.05)
+        return (world.now_us() - t0) // 1000
+
+    try:
+        back_ms = asyncio.run(main())
+    finally:
+        asyncio.new_event_loop()
+    assert back_ms < 3000, back_ms  # back on HomeNet within about one association, not 30 s
