@@ -103,11 +103,12 @@ class Portal:
         self.app = self._build()
 
     # --- serving ----------------------------------------------------------------------------------
-    async def run(self, host=None, http_port=80, dns_port=53, always=False):
+    async def run(self, host=None, http_port=80, dns_port=53, always=False, send_buffer=None):
         """Serve HTTP and DNS while the access point is up (or always). The links run on their own
         task (Links.run): a failing page must not stop the meter joining its network.
 
         host None: every interface on the board, only 127.0.0.1 anywhere else (a desktop test run).
+        send_buffer: the sockets' send buffer (the simulator gives lwIP's); None: the system's.
         """
         if host is None:
             # On the board: only on the access point's address, so the setup page (with the PIN and
@@ -118,7 +119,7 @@ class Portal:
 
         # A page leaves KBs of garbage (its pieces, the status document): collected as the request
         # ends, not left to pile up until the next window with a TLS upload on top.
-        self.guard = guard = Guard(self.app, collect=True)
+        self.guard = guard = Guard(self.app, collect=True, send_buffer=send_buffer)
         if host != "0.0.0.0":  # served on a named address (the simulator's 127.0.0.1): that Host is ours too
             self.known_hosts += ("%s:%d" % (host, http_port), host)
         dns_task = None

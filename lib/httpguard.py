@@ -5,7 +5,9 @@
 # Guard(app).start(host, port) runs asyncio.start_server with serve() as the connection handler.
 # serve() refuses connections above max_connections with 503 and hands microdot a LimitedReader: the
 # request (line, headers and body) must arrive within head_ms and the line plus headers may not exceed
-# max_head bytes, else microdot answers 400; it answers 413 above Request.max_content_length.
+# max_head bytes, else microdot answers 400; it answers 413 above Request.max_content_length. The
+# answer goes out through a LimitedWriter: all of it within write_ms, or the connection is dropped, so
+# clients that never read cannot hold every connection slot for as long as they like.
 
 import asyncio
 import gc
@@ -82,14 +84,63 @@ class LimitedReader:
         return await self._more()
 
 
+class LimitedWriter:
+    """The stream microdot writes its answer to (awrite), with one deadline for the whole answer."""
+
+    def __init__(self, stream, write_ms):
+        self.stream = stream
+        self.s = stream.s
+        self.write_ms = write_ms
+        self.deadline = None
+
+    async def awrite(self, data):
+        # Sent straight on the non-blocking socket, polled like LimitedReader._more (never a task
+        # parked on a socket that is then closed).
+        if self.deadline is None:
+            self.deadline = time.ticks_add(time.ticks_ms(), self.write_ms)
+        data = memoryview(data)
+        while data:
+            try:
+                n = self.s.send(data)
+            except OSError as e:
+                if e.args[0] not in _AGAIN:
+                    raise
+                n = 0
+            if n:
+                data = data[n:]
+            elif time.ticks_diff(self.deadline, time.ticks_ms()) <= 0:
+                raise OSError(110)  # ETIMEDOUT: the client does not read its answer
+            else:
+                await asyncio.sleep_ms(POLL_MS)
+
+    def get_extra_info(self, name):
+        return self.stream.get_extra_info(name)
+
+    def close(self):
+        self.stream.close()
+
+    async def wait_closed(self):
+        await self.stream.wait_closed()
+
+    async def aclose(self):
+        self.close()
+        await self.wait_closed()
+
+
 def _quiet(exc):
     print("http: bad request (%s)" % type(exc).__name__)
 
 
 class Guard:
-    def __init__(self, app, max_connections=4, max_head=2048, max_body=1024, head_ms=5000, collect=False):
+    def __init__(self, app, max_connections=4, max_head=2048, max_body=1024, head_ms=5000, write_ms=10000,
+                 collect=False, send_buffer=None):
         self.app = app
         self.collect = collect  # gc.collect() after each connection: its garbage goes at once
+        self.write_ms = write_ms
+        # The socket send buffer in bytes (SO_SNDBUF), or None for the system's: on the desktop the
+        # simulator sets lwIP's (the ESP32's TCP_SND_BUF), so a client that does not read blocks the
+        # answer as early as it would on the board.
+        self.send_buffer = send_buffer
         self.max_connections = max_connections
         self.max_head = max_head
         self.head_ms = head_ms
@@ -114,8 +165,11 @@ class Guard:
             return
         self.active += 1
         try:
+            if self.send_buffer is not None:
+                # SOL_SOCKET, SO_SNDBUF on Linux, which doubles the value it is given (socket(7))
+                writer.s.setsockopt(1, 7, self.send_buffer // 2)
             lim = LimitedReader(reader, self.max_head, Request.max_body_length, self.head_ms)
-            await self.app.handle_request(lim, writer)
+            await self.app.handle_request(lim, LimitedWriter(writer, self.write_ms))
             self.served += 1
         except Exception as e:  # timeouts, resets: the connection ends, the server goes on
             print("http: connection dropped (%s)" % type(e).__name__)

@@ -227,6 +227,26 @@ def test_slowloris_connections_are_cut_and_excess_ones_refused(sim):
     assert _eventually_ok(sim), (sim.proc.poll(), sim.output()[-1500:])
 
 
+def test_clients_that_never_read_their_page_cannot_hold_every_slot(sim):
+    # Four clients ask for the page (~15 KB) and never read it: lwIP's 5.7 KB send buffer (which the
+    # simulator gives the sockets) fills and each answer stops half way. The write deadline (10 s)
+    # frees their slots; before it, they held all four for as long as they stayed connected.
+    socks = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # (before connecting: the window is small)
+        s.connect(("127.0.0.1", sim.port))
+        s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % sim.port).encode())
+        socks.append(s)
+    try:
+        time.sleep(1)
+        assert status(_get(sim, "/")) == 503  # all four slots taken by the readers that do not read
+        assert _eventually_ok(sim, within_s=20), (sim.proc.poll(), sim.output()[-1500:])
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _eventually_ok(sim, within_s=3.0):
     """The page is served again once the slots are free (a slot is freed just after its answer is sent)."""
     end = time.monotonic() + within_s

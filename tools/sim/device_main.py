@@ -370,7 +370,7 @@ extra = ([probe.run] if probe else []) + ([soak.run] if soak else []) + ([stoppe
 device = app.main(board=SimBoard(BOARD) if BOARD else SimBoard(), board_profile=BOARD,
                   run_ms=None if RUN_MS is None else int(RUN_MS), meter_overrides=overrides,
                   portal_options={"host": "127.0.0.1", "http_port": HTTP_PORT, "dns_port": DNS_PORT,
-                                  "always": soak is None},
+                                  "always": soak is None, "send_buffer": simworld.TCP_SND_BUF},
                   extra_tasks=extra)
 
 if REPORT is not None:

@@ -41,7 +41,7 @@ overrides = {"model": scenario["model"]}
 overrides.update(scenario["meter"])
 device = app.Device(None, overrides)
 device.portal_options = {"host": "127.0.0.1", "http_port": int(http_port), "dns_port": int(dns_port),
-                         "always": True}
+                         "always": True, "send_buffer": simworld.TCP_SND_BUF}
 
 
 @device.portal.app.get("/_sim/heap")

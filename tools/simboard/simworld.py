@@ -67,6 +67,7 @@ else:
 
 TICKS_PERIOD = 1 << 30  # ESP32: ticks_ms/ticks_us wrap here
 START_US = TICKS_PERIOD - 5_000_000  # ticks_us wraps 5 s into every run
+TCP_SND_BUF = 5760  # ESP-IDF's CONFIG_LWIP_TCP_SND_BUF_DEFAULT: what one TCP connection buffers on the board
 ADC_READ_US = 35  # one oneshot conversion on the ESP32 (~28.5 kS/s in a viper loop)
 
 
