@@ -38,7 +38,7 @@ import simworld  # noqa: E402
 
 # Leaf first, in the order firmware/app.py needs them: each row is the module and whatever of its
 # imports no earlier row loaded.
-MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile", "firmware.schema", "firmware.pincheck",
+MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile",
            "firmware.config", "firmware.factory", "hmacsha256", "firmware.identity", "firmware.board",
            "firmware.bootguard", "firmware.energy", "firmware.energy_store", "firmware.metering",
            "firmware.diagnostics", "firmware.dsp", "firmware.sampler", "firmware.meter", "firmware.app",
