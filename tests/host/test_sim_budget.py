@@ -16,6 +16,9 @@ BUDGET = "96wK"
 # At its lowest, 10 % of the heap free and a 1 KB block (tools/sim/soak.py says why). Before the page,
 # upload bodies and spool files went in pieces, the 3.7 KB page failed with 40 KB free in holes of
 # at most 1.1 KB.
+# And no more in use at the peak than reached (issue #16): 156,896 bytes at 9af6969, where the target
+# is 112 KB (BENCHMARKS.md, "Where the bytes go"); runs vary by a few KB.
+PEAK_MAX_BYTES = 160 * 1024
 
 
 def _use_the_setup_page(port, until):
@@ -78,7 +81,7 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     # instead, and as much was taken out of its one piece.
     assert budget - 256 <= report["heap_given_bytes"] <= budget, report
     assert report["heap_given_largest_bytes"] >= budget - report["heap_preloaded_bytes"] - 1024, report
-    assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] < budget
+    assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] <= PEAK_MAX_BYTES, report
     assert report["heap_free_min_bytes"] > HEAP_FREE_MIN_FRACTION * budget, report
     assert report["heap_largest_free_min_bytes"] >= LARGEST_BLOCK_MIN_BYTES, report
     assert report["heap_samples"] > 1000  # sampled every few ms through the whole run
