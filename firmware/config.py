@@ -1,8 +1,8 @@
 # config — the device's settings: one schema-validated, versioned JSON file that survives power cuts.
 #
 # config.json holds {"version": 1, "board": {...}, "wifi": {...}, "lan": {...}, "meter": {...}, "upload": {...},
-# "ap": {...}, "energy": {...}}; SCHEMA below lists every key with its default and rule (docs/CONFIG.md's
-# table is the same list). A key left out of the file takes its default, so a newer
+# "ap": {...}, "energy": {...}}; SCHEMA (firmware/configcheck.py) lists every key with its default and rule
+# (docs/CONFIG.md's table is the same list). A key left out of the file takes its default, so a newer
 # firmware can add settings; an unknown or invalid key is rejected with "section.key: rule".
 #
 # Saving writes config.json atomically (lib/atomicfile), then the same bytes to config.json.bak.
@@ -10,95 +10,68 @@
 # falls back to the backup, then to the defaults, sets needs_setup (the setup access point comes up
 # unless ap.mode is "off") and records a Diagnostic (code + plain message). Identity and energy counters live in other
 # files and are never touched here. Older files are brought up to date by MIGRATIONS at load time.
+#
+# The rules (configcheck, schema) are imported only while a document is checked and let go after it:
+# a check happens at start-up and when the setup page saves, and the rules would otherwise keep
+# ~17 KB of a 64-bit heap (~9 KB on the ESP32) for good.
 
 import json
 
 import atomicfile
 
-from firmware import boards, profiles
-from firmware.schema import (
-    BOARD,
-    GPIO,
-    GPIO_OR_NONE,
-    URL,
-    WIFI_PASSPHRASE,
-    WIFI_SSID,
-    CaCert,
-    Calibration,
-    ConfigError,
-    Diagnostic,
-    bool_list,
-    boolean,
-    check_section,
-    choice,
-    copy,
-    gpio,
-    integer,
-    permutation,
-)
-
 VERSION = 1
 PATH = "config.json"
 MAX_BYTES = 16384
-
-# The lan pins a setting may name are the board's (its profile's "lan_pins", checked in
-# _check_across). "board" (every lan key's default) is the board profile's own value.
-
-
-SCHEMA = {
-    "board": {
-        "profile": (boards.DEFAULT, choice(*boards.NAMES)),
-    },
-    "wifi": {
-        "ssid": ("", WIFI_SSID),
-        "password": ("", WIFI_PASSPHRASE),
-    },
-    "lan": {
-        "enabled": (False, boolean()),
-        "phy": (BOARD, choice("LAN8720", "LAN8710", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")),
-        "phy_addr": (BOARD, integer(0, 31)),
-        "mdc": (BOARD, GPIO),
-        "mdio": (BOARD, GPIO),
-        "power": (BOARD, GPIO_OR_NONE),
-        "ref_clk": (BOARD, GPIO_OR_NONE),
-        "ref_clk_mode": (BOARD, choice("in", "out", None)),
-    },
-    "meter": {
-        "model": ("home", choice("home", "public")),
-        "wiring": ("auto", choice("auto", "three-phase", "single-phase")),
-        "nominal_hz": (0, choice(0, 50, 60)),
-        "generation": (False, boolean()),
-        "ct_reversed": ([False, False, False], bool_list(3)),
-        "ct_phase": ([1, 2, 3], permutation(3)),
-        "calibration": ({}, Calibration()),
-        "window_ms": (1000, integer(250, 60000)),
-        "burst_period_ms": (100, integer(20, 1000)),
-        "burst_cycles": (2, integer(1, 10)),
-    },
-    "upload": {
-        "url": ("", URL),
-        "ca_cert": ("", CaCert()),
-        "live_interval_ms": (1000, integer(500, 60000)),
-        "record_interval_s": (60, integer(10, 3600)),
-    },
-    "ap": {
-        "mode": ("auto", choice("auto", "always", "off")),
-        "fallback_s": (120, integer(30, 3600)),
-        "channel": (6, integer(1, 13)),
-    },
-    "energy": {
-        "save_max_interval_s": (300, integer(60, 3600)),
-        "save_max_unsaved_wh": (10, integer(1, 1000)),
-        "save_min_interval_s": (10, integer(10, 3600)),
-    },
-}
 SECTIONS = ("board", "wifi", "lan", "meter", "upload", "ap", "energy")
 SECRETS = (("wifi", "password"),)  # never shown: summary() and repr() blank them
 
 
+class ConfigError(ValueError):
+    """A setting broke its rule. str(e) is "field: rule"; e.field and e.rule hold the parts."""
+
+    def __init__(self, field, rule):
+        super().__init__("%s: %s" % (field, rule))
+        self.field = field
+        self.rule = rule
+
+
+class Diagnostic:
+    """What happened while loading stored data: a stable code (for the setup page) and a plain sentence."""
+
+    def __init__(self, code, message):
+        self.code = code
+        self.message = message
+
+    def __repr__(self):
+        return "%s: %s" % (self.code, self.message)
+
+    def __str__(self):
+        return self.__repr__()
+
+
+_CHECKS = ("firmware.configcheck", "firmware.schema", "firmware.pincheck")
+
+
+def _checks(name):
+    """configcheck's `name`, with the rules imported for it and let go again: what it returns (a
+    function keeps its module's globals alive while it runs) is all that stays."""
+    import sys
+
+    import firmware
+    from firmware import configcheck
+
+    try:
+        return getattr(configcheck, name)
+    finally:
+        for mod in _CHECKS:
+            sys.modules.pop(mod, None)
+            if hasattr(firmware, mod[9:]):
+                delattr(firmware, mod[9:])
+
+
 def defaults():
     """The complete default settings document."""
-    return validate({})
+    return _checks("defaults")()
 
 
 def validate(doc):
@@ -106,131 +79,38 @@ def validate(doc):
 
     doc may leave out sections and keys (they take their defaults); "version" may be absent or current.
     """
-    if not isinstance(doc, dict):
-        raise ConfigError("config", "must be an object of settings sections")
-    for name in sorted(doc):
-        if name != "version" and name not in SCHEMA:
-            raise ConfigError(name, "unknown section (known: %s)" % ", ".join(SECTIONS))
-    if "version" in doc and doc["version"] != VERSION:
-        raise ConfigError("version", "must be %d" % VERSION)
-    out = {}
-    out["version"] = VERSION
-    for name in SECTIONS:
-        out[name] = check_section(name, SCHEMA[name], doc.get(name, {}))
-    _check_across(out)
-    return out
-
-
-def _check_across(doc):
-    name = doc["board"]["profile"]
-    prof = boards.get(name)
-    lan = boards.lan_settings(prof, doc["lan"])
-    for key in ("mdc", "mdio", "power"):
-        if doc["lan"][key] != BOARD and lan[key] is not None and lan[key] not in prof["lan_pins"]:
-            raise ConfigError("lan." + key, "%s (board %s)" % (gpio(list(prof["lan_pins"]), key == "power").rule, name))
-    if lan["mdio"] == lan["mdc"]:
-        raise ConfigError("lan.mdio", "must differ from lan.mdc")
-    if lan["power"] is not None and lan["power"] in (lan["mdc"], lan["mdio"]):
-        raise ConfigError("lan.power", "must differ from lan.mdc and lan.mdio")
-    problem = _pin_problem(name, prof, lan, doc["lan"])
-    if problem is not None:
-        raise ConfigError("lan" if "lan." in problem else "board.profile", problem)
-    en = doc["energy"]
-    if en["save_min_interval_s"] > en["save_max_interval_s"]:
-        raise ConfigError("energy.save_min_interval_s", "must not exceed energy.save_max_interval_s")
-    meter = doc["meter"]
-    if len(prof["voltage"]) < 3 and meter["wiring"] == "three-phase":
-        raise ConfigError("meter.wiring", 'must be "auto" or "single-phase" on board %s: it measures L1\'s '
-                                          "voltage only (L2 and L3 are derived from it)" % name)
-    # A burst blocks: its cycles at 45 Hz plus the wait for a zero crossing must fit in the period,
-    # or bursts run back to back, starve the event loop and overflow the timer's schedule queue.
-    longest_ms = (meter["burst_cycles"] + 2) * 1000 // 45 + 10
-    if meter["burst_period_ms"] < longest_ms:
-        raise ConfigError("meter.burst_period_ms", "must be at least %d ms for %d-cycle bursts"
-                          % (longest_ms, meter["burst_cycles"]))
-    try:
-        profiles.channels(meter["model"], meter["calibration"])
-    except (ValueError, TypeError, ZeroDivisionError):
-        raise ConfigError("meter.calibration", "does not build a calibrated channel for this model")
-
-
-def _pin_problem(name, prof, lan, given):
-    """firmware/pincheck.py's verdict on the lan pins given (as numbers) on this board. With every pin
-    left to the board ("board"), the pin map is the profile's own, which tests/unit/test_boards.py
-    checks: the rules are then not even loaded (they would take heap for good)."""
-    for key in ("mdc", "mdio", "power", "ref_clk", "ref_clk_mode"):
-        if given[key] != BOARD:
-            import sys
-
-            import firmware
-            from firmware import pincheck
-
-            try:
-                return pincheck.check(name, prof, lan)
-            finally:
-                # Let go of the rules: an import stays in sys.modules and on the package for good,
-                # and every device upgraded from a file with lan pins as numbers checks them at start.
-                sys.modules.pop("firmware.pincheck", None)
-                if hasattr(firmware, "pincheck"):
-                    delattr(firmware, "pincheck")
-    return None
+    return _checks("validate")(doc)
 
 
 def merge(base, changes):
     """base (a full document) with changes {section: {key: value}} applied, validated."""
-    if not isinstance(changes, dict):
-        raise ConfigError("config", "changes must be an object of settings sections")
-    doc = {}
-    for name in base:  # sections are copied one level deep: only their keys change below
-        doc[name] = dict(base[name]) if isinstance(base[name], dict) else base[name]
-    for name in sorted(changes):
-        if name == "version":
-            continue
-        if name not in SCHEMA:
-            raise ConfigError(name, "unknown section (known: %s)" % ", ".join(SECTIONS))
-        if not isinstance(changes[name], dict):
-            raise ConfigError(name, "must be an object of settings")
-        for key in changes[name]:
-            doc.setdefault(name, {})[key] = copy(changes[name][key])
-    return validate(doc)
-
-
-# Migrations: MIGRATIONS[n] turns a version-n document into version n + 1.
-def _v0_to_v1(doc):
-    """Version 0 (the pre-release layout) was flat: {"wifi_ssid", "wifi_password", "model",
-    "upload_url", "ct_reversed"}. Version 1 groups settings into sections."""
-    doc = dict(doc)
-    doc.pop("version", None)  # an explicit "version": 0 must not overwrite the new version
-    out = {}
-    out.update({"version": 1, "wifi": {}, "meter": {}, "upload": {}})
-    for old, section, key in (("wifi_ssid", "wifi", "ssid"), ("wifi_password", "wifi", "password"),
-                              ("model", "meter", "model"), ("ct_reversed", "meter", "ct_reversed"),
-                              ("upload_url", "upload", "url")):
-        if old in doc:
-            out[section][key] = doc.pop(old)
-    for key in doc:  # anything else was never a v0 setting: keep it, so validation names it
-        out[key] = doc[key]
-    return out
-
-
-MIGRATIONS = {0: _v0_to_v1}
+    return _checks("merge")(base, changes)
 
 
 def migrate(doc):
     """(document at VERSION, the version it was stored as). Raises ConfigError if it cannot be."""
-    if not isinstance(doc, dict):
-        raise ConfigError("config", "must be an object of settings sections")
-    version = doc.get("version", 0)
-    if type(version) is not int or version < 0:
-        raise ConfigError("version", "must be a whole number")
-    if version > VERSION:
-        raise ConfigError("version", "is %d, from newer firmware (this firmware reads up to %d)"
-                          % (version, VERSION))
-    start = version
-    while version < VERSION:
-        doc = MIGRATIONS[version](doc)
-        version += 1
-    return doc, start
+    return _checks("migrate")(doc)
+
+
+def wifi_problem(ssid, password):
+    """None when ssid and password follow the WiFi rules, else "ssid" or "password": the one that does not."""
+    return _checks("wifi_problem")(ssid, password)
+
+
+def __getattr__(name):
+    """config.SCHEMA and config.MIGRATIONS, the tables themselves (for tools and tests)."""
+    if name in ("SCHEMA", "MIGRATIONS"):
+        return _checks(name)
+    raise AttributeError(name)
+
+
+def copy(value):
+    """A deep copy of JSON-shaped data (dicts, lists, scalars)."""
+    if isinstance(value, dict):
+        return {k: copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy(v) for v in value]
+    return value
 
 
 def summary(doc):

@@ -24,8 +24,8 @@ import time
 
 import atomicfile
 
+from firmware.config import Diagnostic
 from firmware.energy import kwh_text
-from firmware.schema import Diagnostic
 
 MAGIC = b"MEn1"
 _FMT = "<4sI8q"

@@ -29,7 +29,7 @@
 import hashlib
 import json
 
-from firmware.schema import Diagnostic
+from firmware.config import Diagnostic
 
 PATH = "identity.json"
 FORMAT = "open-meter-identity"

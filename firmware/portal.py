@@ -18,8 +18,8 @@ import time
 
 from microdot import Microdot, Response
 
-from firmware import factory, links, portal_page, status
-from firmware.schema import WIFI_PASSPHRASE, WIFI_SSID, ConfigError
+from firmware import config, factory, links, portal_page, status
+from firmware.config import ConfigError
 
 PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/library/test/success.html",
           "/connecttest.txt", "/ncsi.txt", "/canonical.html", "/success.txt")
@@ -351,13 +351,10 @@ class Portal:
             password = form.get("password") or ""
             if not ssid:
                 return back(portal.say("bad", "Choose a network from the list, or type its name."))
-            try:
-                WIFI_SSID("Network name", ssid)
-            except ConfigError:
+            problem = config.wifi_problem(ssid, password)
+            if problem == "ssid":
                 return back(portal.say("bad", SSID_WORDS))
-            try:
-                WIFI_PASSPHRASE("Password", password)
-            except ConfigError:
+            if problem == "password":
                 return back(portal.say("bad", PASSWORD_WORDS, ssid))
             return back(portal.start_join(ssid, password))
 

@@ -5,34 +5,13 @@
 # naming the field and the rule, e.g. "wifi.ssid: must be 1-32 bytes of UTF-8". Rules never put the
 # rejected value into the message: a wrong WiFi password must not end up on the console. Everything
 # here behaves the same on MicroPython and CPython (no `re`; bool is checked before int because
-# MicroPython's bool is not an int subclass and CPython's is).
+# MicroPython's bool is not an int subclass and CPython's is). Like firmware/configcheck.py, it is
+# imported only while settings are checked.
 
 import binascii
 
 from firmware import profiles
-
-
-class ConfigError(ValueError):
-    """A setting broke its rule. str(e) is "field: rule"; e.field and e.rule hold the parts."""
-
-    def __init__(self, field, rule):
-        super().__init__("%s: %s" % (field, rule))
-        self.field = field
-        self.rule = rule
-
-
-class Diagnostic:
-    """What happened while loading stored data: a stable code (for the setup page) and a plain sentence."""
-
-    def __init__(self, code, message):
-        self.code = code
-        self.message = message
-
-    def __repr__(self):
-        return "%s: %s" % (self.code, self.message)
-
-    def __str__(self):
-        return self.__repr__()
+from firmware.config import ConfigError, Diagnostic, copy  # noqa: F401  (Diagnostic: for its importers)
 
 
 class Rule:
@@ -239,15 +218,6 @@ class Calibration(Rule):
                                           % (kind, ", ".join(profiles.CHANNEL_KEYS[kind])))
                     CAL_RULES[key]("%s.%s" % (where, key), chan[key])
         return value
-
-
-def copy(value):
-    """A deep copy of JSON-shaped data (dicts, lists, scalars)."""
-    if isinstance(value, dict):
-        return {k: copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy(v) for v in value]
-    return value
 
 
 def check_section(name, spec, given):

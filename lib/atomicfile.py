@@ -36,13 +36,21 @@ def _open_existing(path):
 def read(path, max_bytes=None):
     """The file's bytes, or None if it does not exist. Other I/O errors raise OSError.
 
-    With max_bytes, a longer file raises ValueError instead of filling the heap.
+    With max_bytes, a longer file raises ValueError instead of filling the heap, and the buffer
+    asked for is the file's size, not max_bytes.
     """
     f = _open_existing(path)
     if f is None:
         return None
     try:
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is None:
+            data = f.read()
+        else:
+            # A block the file's size, not max_bytes + 1 whatever the size (16 KB for config.json):
+            # read() asks for the whole count at once. One byte more shows a file that grew meanwhile.
+            size = f.seek(0, 2)
+            f.seek(0)
+            data = f.read(min(size, max_bytes) + 1)
     finally:
         f.close()
     if max_bytes is not None and len(data) > max_bytes:

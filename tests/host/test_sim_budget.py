@@ -8,14 +8,17 @@ import sys
 import time
 
 from tools import mp
-from tools.sim.__main__ import heap_bytes
-from tools.sim.runner import free_port
+from tools.sim.__main__ import heap_areas, heap_bytes
+from tools.sim.runner import UsageError, free_port
 from tools.sim.soak import HEAP_FREE_MIN_FRACTION, LARGEST_BLOCK_MIN_BYTES
 
 BUDGET = "96wK"
 # At its lowest, 10 % of the heap free and a 1 KB block (tools/sim/soak.py says why). Before the page,
 # upload bodies and spool files went in pieces, the 3.7 KB page failed with 40 KB free in holes of
 # at most 1.1 KB.
+# And no more in use at the peak than reached (issue #16): 156,896 bytes at 9af6969, where the target
+# is 112 KB (BENCHMARKS.md, "Where the bytes go"); runs vary by a few KB.
+PEAK_MAX_BYTES = 160 * 1024
 
 
 def _use_the_setup_page(port, until):
@@ -78,7 +81,7 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     # instead, and as much was taken out of its one piece.
     assert budget - 256 <= report["heap_given_bytes"] <= budget, report
     assert report["heap_given_largest_bytes"] >= budget - report["heap_preloaded_bytes"] - 1024, report
-    assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] < budget
+    assert 0 < report["heap_live_peak_bytes"] <= report["heap_peak_bytes"] <= PEAK_MAX_BYTES, report
     assert report["heap_free_min_bytes"] > HEAP_FREE_MIN_FRACTION * budget, report
     assert report["heap_largest_free_min_bytes"] >= LARGEST_BLOCK_MIN_BYTES, report
     assert report["heap_samples"] > 1000  # sampled every few ms through the whole run
@@ -89,6 +92,32 @@ def test_the_whole_device_fits_an_esp32_heap(tmp_path):
     assert report["ingest_records"] >= 1 and report["upload"]["live_sent"] >= 10
     assert report["energy"]["import_wh"] > 0
     print(json.dumps({k: v for k, v in report.items() if k.startswith("heap")}))  # (pytest -s shows it)
+
+
+def test_the_device_runs_in_a_heap_grown_in_areas_as_the_esp32_port_grows_it(tmp_path):
+    # --heap-areas: the same 96wK budget, as the ESP32 port's first 56 KB area and one added beside it
+    # (docs/SIMULATOR.md): no block can span the two, so the most in one piece is the larger area.
+    assert heap_areas("56wK,40wK", "96wK") == [heap_bytes("56wK"), heap_bytes("40wK")]
+    for spec, heapsize in (("56wK,40wK", None), ("56wK,41wK", "96wK"), ("96wK", "96wK"), ("94wK,2K", "96wK")):
+        try:
+            heap_areas(spec, heapsize)
+            raise AssertionError("accepted %s for %s" % (spec, heapsize))
+        except UsageError:
+            pass
+    r = subprocess.run([sys.executable, "-m", "tools.sim", "device", "--heapsize", BUDGET, "--heap-areas", "56wK,40wK",
+                        "--duration", "8", "--report", "json", "--port", "0", "--dns-port", "0",
+                        "--state-dir", str(tmp_path / "flash")], cwd=mp.ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "MemoryError" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    budget, first = heap_bytes(BUDGET), heap_bytes("56wK")
+    assert report["heap_areas_bytes"] == [first, heap_bytes("40wK")]
+    assert budget - 512 <= report["heap_given_bytes"] <= budget, report
+    # the first area (less what was preloaded into it) is the largest piece: the wall holds
+    assert first - report["heap_preloaded_bytes"] - 1024 <= report["heap_given_largest_bytes"] <= first, report
+    assert report["windows"] >= 5 and report["meter_errors"] == 0 and report["task_failures"] == {}
+    assert report["heap_free_min_bytes"] > HEAP_FREE_MIN_FRACTION * budget, report
 
 
 def test_heapmap_says_where_the_heap_goes():

@@ -1,15 +1,16 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
     python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
-                               [--ingest INGEST] [--heapsize 96wK] [--report json] [--port 8080]
-                               [--lan-fault] [--board NAME] [--networks FILE.json]
+                               [--ingest INGEST] [--heapsize 96wK [--heap-areas 56wK,40wK]] [--report json]
+                               [--port 8080] [--lan-fault] [--board NAME] [--networks FILE.json]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
                                 folder DIR, kept between runs; without --state-dir, INGEST/flash
                                 with --ingest (the server remembers the device), else a fresh
                                 temporary folder, removed afterwards. --heapsize runs it as on an ESP32 without
-                                PSRAM (code from ROMFS, that much heap); --report json prints the
+                                PSRAM (code from ROMFS, that much heap), --heap-areas in separate
+                                areas as the ESP32 port grows it; --report json prints the
                                 heap figures (heap_peak_bytes...) when it stops.
     python -m tools.sim portal [--port 8080] [--dns-port 8053] [--state-dir DIR] [--networks FILE.json]
                                [--scenario SCENARIO] [--no-identity] [--duration SECONDS]
@@ -171,6 +172,17 @@ def heap_bytes(spec, word_bytes=None):
 SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
 
 
+def heap_areas(spec, heapsize):
+    """[bytes] of each heap area in `--heap-areas 56wK,40wK`: sizes as --heapsize reads them, adding up to it."""
+    if not heapsize:
+        raise UsageError("--heap-areas: needs --heapsize (the areas split that heap)")
+    sizes = [heap_bytes(part.strip()) for part in spec.split(",")]
+    if len(sizes) < 2 or sum(sizes) != heap_bytes(heapsize) or min(sizes) < 4096:
+        raise UsageError("--heap-areas: %r must be two or more sizes of at least 4K that add up to --heapsize %s "
+                         "(%d bytes)" % (spec, heapsize, heap_bytes(heapsize)))
+    return sizes
+
+
 def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
     """device_main.py's arguments and the child's -X heapsize for a firmware heap of `heapsize`
     (e.g. "96wK"): the code from the ROMFS image, the simulator's sim_bytes beside it."""
@@ -199,6 +211,8 @@ def cmd_device(args):
         claim.check_ports(args.port, args.dns_port)
         os.makedirs(state_dir, exist_ok=True)
         extra, heapsize = budget_args(args.heapsize) if args.heapsize else ([], None)
+        if args.heap_areas:
+            extra += ["--heap-areas", ",".join(str(n) for n in heap_areas(args.heap_areas, args.heapsize))]
         report = os.path.join(scratch, "report.json") if args.report else None
         if report:
             extra += ["--report", report]
@@ -387,6 +401,9 @@ def build_parser():
     d.add_argument("--heapsize", help="the firmware's heap, e.g. 96wK (an ESP32 without PSRAM): its code then "
                                       "runs from a ROMFS image, as on the board, and the simulator's own "
                                       "memory is kept apart")
+    d.add_argument("--heap-areas", metavar="SIZES", help="with --heapsize: that heap in separate areas, e.g. "
+                                                          "56wK,40wK (the ESP32 port starts with 56 KB and adds "
+                                                          "areas): no block can span two areas")
     d.add_argument("--report", choices=("json",), help="when the device stops, print its heap figures, "
                                                        "energy, uploads and any task that died as JSON")
     d.add_argument("--port", type=int, default=8080, help="setup page on 127.0.0.1:PORT (default: %(default)s; "

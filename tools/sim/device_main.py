@@ -2,7 +2,8 @@
 #
 # Started by `python -m tools.sim device` as
 #     device_main.py STATE_DIR SCENARIO.json [--run-ms N] [--port P] [--dns-port P] [--report FILE]
-#                    [--rom IMAGE --heap-bytes N] [--soak PLAN.json] [--networks FILE] [--lan-fault]
+#                    [--rom IMAGE --heap-bytes N [--heap-areas N1,N2...]] [--soak PLAN.json] [--networks FILE]
+#                    [--lan-fault]
 #                    [--board NAME]
 # and stops cleanly on Ctrl-C (tools/sim/stop.py: the host asks, the firmware sees a KeyboardInterrupt
 # in its event loop, as on the board). STATE_DIR stands in for the board's flash: the firmware uses relative
@@ -15,6 +16,11 @@
 # hardware and live beside that heap: N bytes are reserved in one piece first (a board's heap is one
 # fresh region at power-up), the simulator sets itself up in the rest, a ballast fills whatever the
 # simulator left free, and only then is the reserve handed to the firmware, which is imported last.
+# --heap-areas gives those N bytes in areas of N1, N2... bytes, as the ESP32 port grows its heap
+# (ports/esp32: a first area of MICROPY_GC_INITIAL_HEAP_SIZE, 56 KB on the ESP32, then areas added by
+# gc_try_add_heap in py/gc.c when a collection does not free enough): the reserve is taken as one
+# piece per area, each followed by a small wall that stays allocated, so that no block the firmware
+# asks for can span two areas. Unlike the port's, all the areas are there from the start.
 # --report writes the heap figures and the device's state as JSON.
 #
 # --soak runs a soak plan (tools/sim/soak.py) on an accelerated clock (simworld.set_accelerated):
@@ -38,11 +44,13 @@ def _option(name, default=None):
 
 
 RUN_MS = _option("--run-ms")
+WALL_BYTES = 256  # room for one wall between two heap areas (--heap-areas)
 HTTP_PORT = int(_option("--port", "8080"))
 DNS_PORT = int(_option("--dns-port", "8053"))
 REPORT = _option("--report")
 ROM = _option("--rom")
 HEAP_BYTES = _option("--heap-bytes")
+HEAP_AREAS = _option("--heap-areas")  # "N1,N2,...": the heap's areas, in bytes (adding up to HEAP_BYTES)
 SOAK = _option("--soak")
 BOARD = _option("--board")  # the board profile simulated (firmware/boards.py); None: as config.json says
 LAN_FAULT = "--lan-fault" in _args  # no Ethernet PHY answers (tools/simboard/network.py LAN)
@@ -52,6 +60,8 @@ NETWORKS = _option("--networks", sys.argv[0].rsplit("/", 1)[0] + "/networks.json
 STATE_DIR, SCENARIO = _args[0], _args[1]
 if HEAP_BYTES is not None and ROM is None:
     raise SystemExit("sim: --heap-bytes needs --rom (the firmware's code must not take its heap)")
+if HEAP_AREAS is not None and HEAP_BYTES is None:
+    raise SystemExit("sim: --heap-areas needs --heap-bytes")
 
 if ROM is not None:
     import vfs
@@ -66,7 +76,9 @@ if ROM is not None:
 
     gc.collect()
     PRELOADED = gc.mem_alloc() - _before  # the firmware's own, though loaded before the reserve
-    _reserve = bytearray(int(HEAP_BYTES) - PRELOADED) if HEAP_BYTES is not None else None
+    _areas = [int(n) for n in HEAP_AREAS.split(",")] if HEAP_AREAS is not None else []
+    # (with areas, room for their walls too: WALL_BYTES each, split off once the ballast has filled the rest)
+    _reserve = bytearray(int(HEAP_BYTES) - PRELOADED + WALL_BYTES * len(_areas)) if HEAP_BYTES is not None else None
 else:
     PRELOADED = 0
 
@@ -151,6 +163,19 @@ def _ballast():
             held = (held,)
         except MemoryError:
             return held
+
+
+def _split_into_areas(sizes):
+    """Cut the freed reserve (by then the heap's only large free region: the ballast holds the rest)
+    into areas of these sizes: a piece the size of each area but the last, held, then a small wall,
+    allocated in turn, so first fit lays them side by side. Returns (walls, pieces): the walls stay
+    allocated for good; freeing the pieces gives the firmware areas that no block can span. Each piece
+    (the bytearray, its data, the tuple holding it) takes its area's size to within a block or two."""
+    walls = pieces = None
+    for n in sizes[:-1]:
+        pieces = (pieces, bytearray(n - 64))
+        walls = (walls, bytearray(16))
+    return walls, pieces
 
 
 SOAK_SAMPLE_US = 50000
@@ -343,16 +368,25 @@ class Soak:
 probe = None
 _held = None
 _excess = 0
+_walls = _pieces = None
 app = SimBoard = overrides = soak = extra = device = None
 if HEAP_BYTES is not None:
     _held = _ballast()
     _reserve = None  # the firmware's heap: one free region
     gc.collect()
+    if _areas:  # ...or one per area, walls between them
+        _areas[0] -= PRELOADED  # the first area holds what was preloaded, as the board's would
+        _walls, _pieces = _split_into_areas(_areas)
+        _areas = sum(_areas[:-1])  # (now the bytes the pieces hold: reused, no new global)
+        gc.collect()
     # Free now beyond the budget: the freed reserve's own header (32 bytes), and whatever garbage the
-    # ballast's last collection missed, taken back here so that the firmware gets the budget alone.
-    _excess = gc.mem_free() + PRELOADED - int(HEAP_BYTES)
+    # ballast's last collection missed, taken back here so that the firmware gets the budget alone
+    # (with areas: out of the last one, the others being held by their pieces meanwhile).
+    _excess = gc.mem_free() + PRELOADED + (_areas or 0) - int(HEAP_BYTES)
     if _excess > 64:
         _held = (_held, bytearray(_excess - 32))
+    _pieces = None
+    gc.collect()
     probe = HeapProbe(int(HEAP_BYTES))
     print("sim: the firmware has %d bytes of heap, %d in one piece (its code runs from the ROMFS image %s)"
           % (probe.given_bytes, probe.given_largest_bytes, ROM))
@@ -404,6 +438,7 @@ if REPORT is not None:
             "heap_bytes": probe.budget,
             "heap_given_bytes": probe.given_bytes,
             "heap_given_largest_bytes": probe.given_largest_bytes,
+            "heap_areas_bytes": [int(n) for n in HEAP_AREAS.split(",")] if HEAP_AREAS else [probe.budget],
             "heap_preloaded_bytes": PRELOADED,
             "heap_peak_bytes": probe.peak_bytes,
             "heap_live_peak_bytes": device.heap.live_peak_bytes - probe.base,

@@ -38,7 +38,7 @@ import simworld  # noqa: E402
 
 # Leaf first, in the order firmware/app.py needs them: each row is the module and whatever of its
 # imports no earlier row loaded.
-MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile", "firmware.schema", "firmware.pincheck",
+MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile",
            "firmware.config", "firmware.factory", "hmacsha256", "firmware.identity", "firmware.board",
            "firmware.bootguard", "firmware.energy", "firmware.energy_store", "firmware.metering",
            "firmware.diagnostics", "firmware.dsp", "firmware.sampler", "firmware.meter", "firmware.app",
@@ -140,7 +140,8 @@ meter = device.meter
 buffers = [("sampler: samples (array 'H', 2 per pair)", _bytes(meter.sampler.buf)),
            ("meter: kernel block sums", _bytes(meter._sums)),
            ("meter: shifted products", _bytes(meter._crossbuf)),
-           ("config.json read: f.read(MAX_BYTES + 1), asked for in one piece", config.MAX_BYTES + 1)]
+           # atomicfile.read asks for the file's size + 1 (at most MAX_BYTES + 1): here a saved default one
+           ("config.json read: the file's size + 1 (the defaults saved)", len(json.dumps(config.defaults())) + 1)]
 # An interval record as Uploader._close_interval makes it (typical values: 7-digit floats).
 record = {"t": 1765000000, "interval_ms": 10000, "windows": 10, "frequency_hz": 49.987,
           "phases": [dict([("phase", p)] + [(k, 1234.567) for k in uploader.AVG_KEYS]) for p in (1, 2, 3)],
