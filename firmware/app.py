@@ -10,7 +10,7 @@ from firmware import VERSION, config, factory, identity
 from firmware.board import WDT_RESET, Board
 from firmware.bootguard import STABLE_MS, BootGuard
 from firmware.energy import Energy, kwh_text
-from firmware.energy_store import EnergyPersister, EnergyStore
+from firmware.energy_store import EnergyPersister, EnergyStore, checked
 from firmware.meter import Meter
 
 # The network side (links, portal, uploader) is imported by Device, once the meter's buffers exist.
@@ -224,14 +224,11 @@ class Device:
     def _catch_up_energy(self, spool, log):
         """The counters never go back on the wire: if the newest spooled record carries more than was
         restored (both slots damaged, or removed), go on from there and say so."""
-        found = spool.newest_energy()
+        found = spool.newest_energy(checked)  # (a damaged line that parses is no counters: skipped)
         if found is None:
             return
         before = self.energy.snapshot()
-        try:
-            self.energy.restore(found[1])
-        except (KeyError, TypeError, ValueError, IndexError):
-            return
+        self.energy.restore(found[1])
         if self.energy.snapshot() != before:
             log("energy: counters go on from the newest spooled record (seq %d), ahead of the saved ones: net "
                 "import %s kWh, net export %s kWh" % (found[0], kwh_text(self.energy.net_import_mwh),
@@ -248,7 +245,7 @@ class Device:
         self.persister.maybe_save(self.energy.snapshot(), time.ticks_ms())
         news = self.persister.news()  # a save failing, or going to the other slot: said once, not every window
         if news:
-            print("meter: " + news)
+            self.log("meter: " + news)
         try:
             self.uploader.on_readings(readings)
         except Exception as e:  # whatever goes wrong with uploads, the meter keeps measuring

@@ -60,6 +60,15 @@ def _values(snapshot):
     return vals
 
 
+def checked(snapshot):
+    """The snapshot as stored counters (a new dict), or None if it is not one (wrong keys or types,
+    a value outside 0..2**63-1): for counters read from elsewhere, such as a spooled record."""
+    try:
+        return _snapshot(_values(snapshot))
+    except ValueError:
+        return None
+
+
 def _snapshot(vals):
     return {"import_mwh": vals[0:3], "export_mwh": vals[3:6], "net_import_mwh": vals[6], "net_export_mwh": vals[7]}
 
@@ -224,11 +233,12 @@ class EnergyPersister:
         return True
 
     def news(self):
-        """The error once each time it changes (for the console: not a line every window), else None."""
+        """A console line each time the error changes, the recovery included (not a line every
+        window), else None."""
         if self.error == self._told:
             return None
-        self._told = self.error
-        return self.error
+        self._told, was = self.error, self._told
+        return self.error or "energy counters saved again (%s)" % was
 
     def maybe_save(self, snapshot, now_ms):
         """Call with every reading: saves only when due(). True if it saved."""

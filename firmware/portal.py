@@ -122,6 +122,8 @@ class Portal:
         self.guard = guard = Guard(self.app, collect=True, send_buffer=send_buffer)
         if host != "0.0.0.0":  # served on a named address (the simulator's 127.0.0.1): that Host is ours too
             self.known_hosts += ("%s:%d" % (host, http_port), host)
+            if host == "127.0.0.1":  # (and a desktop browser's name for it)
+                self.known_hosts += ("localhost:%d" % http_port, "localhost")
         dns_task = None
         try:
             while True:
@@ -322,12 +324,14 @@ class Portal:
                 if origin is not None and origin not in ["http://" + h for h in portal.known_hosts]:
                     return Response(b"Changes are only accepted from the setup page itself.\n", 403)
 
-        @app.after_request
         async def no_framing(req, res):
             # No other site may show the page inside its own (clickjacking a factory reset).
             res.headers["X-Frame-Options"] = "DENY"
             res.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
             return res
+
+        app.after_request(no_framing)
+        app.after_error_request(no_framing)  # (microdot's own 400, 404, 405, 413 and 500 answers too)
 
         def back(url):
             return Response.redirect(url, 303)  # See Other: the browser GETs the page; a reload sends nothing

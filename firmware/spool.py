@@ -39,8 +39,9 @@ def _whole(x):
     return x if type(x) is int and 0 <= x < 1 << 53 else None
 
 
-def _last_line(path, chunk_bytes=512):
-    """The last line of a file (b"" if none): read in chunks, holding at most MAX_RECORD_BYTES of it."""
+def _last_lines(path, chunk_bytes=512):
+    """The file's last line (if it is not cut short) and the last complete one before it, newest
+    first: read in chunks, holding at most MAX_RECORD_BYTES of each."""
     last, tail, cut = b"", b"", False  # cut: the start of the line in tail was dropped (too long)
     try:
         with open(path, "rb") as f:
@@ -51,14 +52,15 @@ def _last_line(path, chunk_bytes=512):
                 tail += chunk
                 i = tail.rfind(b"\n")
                 if i >= 0:
-                    j = tail.rfind(b"\n", 0, i)  # the last complete line is tail[j + 1:i]
-                    last = b"" if cut and j < 0 else tail[j + 1:i]
+                    for k, line in enumerate(tail[:i].split(b"\n")):
+                        if line.strip() and not (k == 0 and cut):  # (a line whose start was dropped is none)
+                            last = line
                     tail, cut = tail[i + 1:], False
                 if len(tail) > MAX_RECORD_BYTES:
                     tail, cut = b"", True
     except OSError:
-        return b""
-    return tail if tail.strip() and not cut else last
+        return ()
+    return (tail, last) if tail.strip() and not cut else (last,)
 
 
 class Spool:
@@ -104,19 +106,22 @@ class Spool:
         to keep (nothing else writes there): it goes, said on the console; a folder that cannot be read
         leaves the spool in RAM (records beyond it are counted lost)."""
         folder = self.folder
-        for _ in range(2):
-            try:
-                return sorted(os.listdir(folder))
-            except OSError:
-                pass
-            try:
-                os.mkdir(folder)
-            except OSError:
-                try:
-                    os.remove(folder)
-                    self.log("upload: %s was a file, not the spool folder: removed, a new spool made" % folder)
-                except OSError:
-                    break
+        try:
+            return sorted(os.listdir(folder))
+        except OSError:
+            pass
+        try:
+            os.mkdir(folder)  # a first start
+            return []
+        except OSError:
+            pass
+        try:
+            os.remove(folder)
+            os.mkdir(folder)
+            self.log("upload: %s was a file, not the spool folder: removed, a new spool made" % folder)
+            return []
+        except OSError:
+            pass
         self.log("upload: spool folder %s cannot be used: records wait in RAM only" % folder)
         return []
 
@@ -199,16 +204,19 @@ class Spool:
             self._loaded = (first, recs)
         return self._loaded[1]
 
-    def newest_energy(self):
-        """(seq, energy_mwh) of the newest record on flash, or None: at start, where the energy counters
-        had got to, for when their own slots are damaged or gone (the wire's counters never go back)."""
+    def newest_energy(self, checked):
+        """(seq, counters) of the newest record on flash whose energy_mwh checked() accepts (it returns
+        the counters, or None), or None: at start, where the energy counters had got to, for when
+        their own slots are damaged or gone (the wire's counters never go back)."""
         for first, count in reversed(self.files):
-            line = _last_line(self._path(first, count))
-            try:
-                rec = json.loads(line)
-                return rec["seq"], rec["energy_mwh"]
-            except (ValueError, KeyError, TypeError):
-                continue
+            for line in _last_lines(self._path(first, count)):
+                try:
+                    rec = json.loads(line)
+                    seq, snap = rec["seq"], checked(rec["energy_mwh"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if type(seq) is int and snap is not None:
+                    return seq, snap
         return None
 
     def batch(self, max_records, max_bytes):

@@ -53,10 +53,11 @@ def retry_after_ms(value, now=None):
         if value.isdigit():
             return int(value) * 1000
         _, d, mon, y, hms, _ = value.split()
-        mo = _MONTHS.find(mon) // 3 + 1
+        k = _MONTHS.find(mon)
         h, mi, sec = (int(x) for x in hms.split(b":"))
-        if len(mon) != 3 or mo < 1:
+        if len(mon) != 3 or k < 0 or k % 3:  # (b"ebM" is in the table, but no month)
             return None
+        mo = k // 3 + 1
         t = now or time.gmtime()
         return max(0, _utc_s(int(y), mo, int(d), h, mi, sec) - _utc_s(t[0], t[1], t[2], t[3], t[4], t[5])) * 1000
     except (ValueError, TypeError):

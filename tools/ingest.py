@@ -14,11 +14,12 @@ deduplicated by (serial, seq), and acknowledged by seq; live frames are kept wit
 time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
 
 It is meant to stay up under clients that misbehave: each TLS handshake runs in its connection's own
-thread with a 15 s deadline (a client that never says hello stalls nobody), a body is read only once
-the headers could authenticate it (X-Meter-Serial of a valid serial, a 64-hex X-Meter-Signature, a
-Content-Length of digits up to 256 KB), and a record that is not what docs/PROTOCOL.md says (a seq
-that is not an integer from 0 to 2**53 - 1, NaN, nesting deeper than Python parses) gets a 400 with
-the reason. The upload keys derived for serials are cached, 256 at most.
+thread with a 15 s timeout on each read and write (a client that never says hello stalls nobody), a
+body is read only once the headers could authenticate it (X-Meter-Serial of a valid serial, a 64-hex
+X-Meter-Signature, a Content-Length of digits up to 256 KB), and a record that is not what
+docs/PROTOCOL.md says (a seq that is not an integer from 0 to 2**53 - 1, NaN, a number too large for
+a double, nesting deeper than Python parses) gets a 400 with the reason. The upload keys derived for
+serials are cached, 256 at most.
 
 For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
 (no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
@@ -50,6 +51,13 @@ TIMEOUT_S = 15  # a client that stops sending (in the TLS handshake or a request
 
 def _no_constant(name):
     raise ValueError("%s is not JSON" % name)  # NaN, Infinity: Python's json takes them, JSON does not
+
+
+def _finite(text):
+    x = float(text)
+    if x in (float("inf"), float("-inf")):
+        raise ValueError("%s is too large a number" % text[:20])  # 1e999: stored, it would dump as Infinity
+    return x
 
 
 def ensure_certs(folder):
@@ -269,7 +277,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if why:
             return self._reply(401, {"error": why})
         try:
-            doc = json.loads(body, parse_constant=_no_constant)
+            doc = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError) as e:  # (RecursionError: nesting deeper than Python goes)

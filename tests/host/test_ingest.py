@@ -94,6 +94,7 @@ def test_no_body_is_read_before_the_headers_could_authenticate_it(server):
 @pytest.mark.parametrize("body, words", [
     (b'{"serial": "MDTEST0001", "records": [{"seq": true, "phases": []}]}', b"integer seq"),
     (b'{"serial": "MDTEST0001", "records": [{"seq": 2, "phases": [NaN]}]}', b"NaN is not JSON"),
+    (b'{"serial": "MDTEST0001", "records": [{"seq": 2, "phases": [1e999]}]}', b"too large a number"),
     (b'{"serial": "MDTEST0001", "records": [{"seq": 1180591620717411303424, "phases": []}]}', b"integer seq"),
     (b'{"serial": "MDTEST0001", "records": [{"seq": 3, "phases": []}], "x": ' + b"[" * 100000 + b"]" * 100000 + b"}",
      b"not a JSON object"),

@@ -150,6 +150,9 @@ def test_once_configured_a_page_under_another_name_reads_only_a_redirect(sim):
     page = _get(sim, "/")  # the page itself, under its own name, can be shown by no other site
     assert status(page) == 200 and b"X-Frame-Options: DENY" in page
     assert b"Content-Security-Policy: frame-ancestors 'none'" in page
+    assert status(_get(sim, "/", "localhost:%d" % sim.port)) == 200  # a desktop browser's name for it
+    odd = raw(sim.port, ("PUT / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % sim.port).encode())
+    assert status(odd) == 405 and b"X-Frame-Options: DENY" in odd  # microdot's own answers too
 
 
 def test_the_status_endpoint_has_the_readings_upload_and_links(sim):

@@ -19,6 +19,7 @@ CONTENTS = (
     b"[1, 2]",
     b"1e999",
     b'"a string"',
+    b'{"seq": 2, "energy_mwh": {"import_mwh": [1e999, 0, 0], "export_mwh": [0, 0, 0], "net_import_mwh": 1e30}}\n',
     "folder",  # a directory in its place
     None,  # removed
 )

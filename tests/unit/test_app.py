@@ -261,6 +261,13 @@ def test_energy_never_goes_back_on_the_wire_when_both_saved_slots_are_lost():
         assert d.energy.snapshot() == counters  # not zero
         assert [x for x in said if "newest spooled record (seq 0)" in x and "net import 3.000 kWh" in x], said
         assert [x for x in said if "damaged" in x]  # and why the slots were not used
+        # A damaged line that parses is no counters to go on from (nor a reason not to start).
+        for bad in ([10 ** 30, 0, 0], [1e999, 0, 0], ["99999999", 0, 0], []):
+            spool = Spool(log=lambda m: None)
+            spool.add({"energy_mwh": dict(counters, import_mwh=bad)})
+            spool.shutdown()
+            d = app.Device(log=said.append)
+            assert d.energy.snapshot() == counters, bad  # from the good record before it
     finally:
         os.chdir(here)
 

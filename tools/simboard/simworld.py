@@ -306,7 +306,7 @@ class World:
         self._now_us += us
 
     def block_us(self, us):
-        """A C call that holds the whole VM (getaddrinfo, ntptime, a scan): no Python runs until it
+        """A C call that holds the whole VM (getaddrinfo, ntptime): no Python runs until it
         returns, bursts included; the timers' callbacks wait in the schedule queue and run after.
         In real time the host really waits (the sockets too), else the virtual clock jumps."""
         if self.accelerated:
