@@ -1,7 +1,7 @@
 # meter — the measurement chain: timer -> burst -> kernels -> metering -> windows, energy, diagnostics.
 #
 # A one-shot machine.Timer wakes the meter for each burst, re-armed every time for a pseudo-random
-# 60-140 % of burst_period_ms (mean: burst_period_ms); each burst measures the next CT: whole cycles
+# 20-180 % of burst_period_ms (mean: burst_period_ms); each burst measures the next CT: whole cycles
 # of (voltage of the phase it is mapped to, its current). Every window_ms the bursts of the window
 # are averaged per phase into readings, energy is integrated and the wiring is judged.
 #
@@ -12,7 +12,10 @@
 # on is a random walk over any pattern's period: in the long run every cycle of the pattern is
 # sampled equally often, at any mains frequency (docs/MEASUREMENT.md, "Loads that switch").
 # Whole ticks of a faster periodic timer would not do: 20 ms ticks are 1.2 cycles at 60 Hz, and a
-# burst could never start on one cycle in six.
+# burst could never start on one cycle in six. The spread is wide because a CT's own bursts are three
+# intervals apart, 15 cycles on average at 50 Hz: with 60-140 % their start moved by only ±2 cycles
+# a round, and patterns of 15 or 30 cycles were covered slowly (twice the error over 10 minutes).
+# An interval shorter than a burst just means the next burst follows at once.
 #
 # A phase whose own voltage is missing (single-phase wiring, or a fault) is measured against the
 # reference phase's voltage shifted by 120° or 240°: the kernel multiplies the reference voltage by
@@ -51,7 +54,7 @@ MIN_CYCLE_US = 1_000_000 // 70  # a burst whose cycles are not 40-70 Hz did not 
 MAX_CYCLE_US = 1_000_000 // 40
 MIN_MAINS_VRMS = 10.0  # nor is one below this: 10 LSB of noise on an unwired input is ~4 V RMS
 SHORT = 3  # _reduce status: the burst has too few pairs after its window for the shifts
-GAP_MIN_PCT = 60  # from one burst to the next: 60-140 % of burst_period_ms, uniform to the ms
+GAP_MIN_PCT = 20  # from one burst to the next: 20-180 % of burst_period_ms, uniform to the ms
 Q10 = 1024
 
 

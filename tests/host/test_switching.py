@@ -3,8 +3,9 @@
 # A sweep of the fixed patterns that a burst schedule locked to the mains cycles aliases worst (and
 # some it does not), at 50, 60 and 49.9 Hz, 60 s each (tools/bench_switching.py --quick; the full
 # table is the benchmark). Sampling without aliasing is unbiased: each phase's energy error is then
-# a sampling error whose size follows from the coverage. A phase is measured in 2-cycle bursts, 10
-# bursts a second shared by 3 phases: n = 200 bursts of each phase in 60 s. Seen as n draws of a
+# a sampling error whose size follows from the coverage. A phase is measured in 2-cycle bursts,
+# ~9.4 bursts a second shared by 3 phases (tools/bench_busy.py: 566 in 60 s): n = 180 bursts of each
+# phase in 60 s, rounded down. Seen as n draws of a
 # burst that is on (a fraction q of the pattern's cycles) or off, the relative standard error of the
 # energy is at most sqrt((1 - q) / (q·n)) (bursts of two cycles that always agree: the worst case);
 # the test allows 4 of those. Today's sampling (before 21) failed it: -100 % on 1/5 at 50 Hz, -55 %
@@ -22,7 +23,7 @@ from tools import bench_switching
 
 FREQUENCIES_HZ = (50.0, 60.0, 49.9)
 SECONDS = 60.0
-BURSTS_PER_PHASE = 10 * SECONDS / 3
+BURSTS_PER_PHASE = 180
 
 _rows = []
 
