@@ -100,7 +100,7 @@ class Meter:
         self._freq_n = 0
         self._frequency_hz = 0.0
         self._win_start = time.ticks_ms()
-        self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
+        self._run = {"ms": 0, "phases": [{"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0} for _ in range(3)], "f": 0.0}
         self.readings = None
         self.errors = 0  # windows that raised (see run())
         self.last_ok_ms = time.ticks_ms()  # when a window last closed without error
@@ -348,6 +348,18 @@ class Meter:
             self._ever[p] = True
             self._measured += 1
         a = self._acc[p]
+        # Real power is weighted by time: each burst stands for the part of the window nearer to it
+        # than to the phase's other bursts (ms from the window's start; the burst's middle), so a
+        # load that steps within a window is counted from about when it stepped, not by how many
+        # of the randomly timed bursts fell on either side of the step.
+        b = self.sampler.burst
+        t = time.ticks_diff(time.ticks_ms(), self._win_start) - (b.cycle_pairs * b.pair_q10_us >> 10) // 2000
+        if a["n"]:
+            mid = (a["t_last"] + t) / 2
+            a["pt"] += a["p_last"] * (mid - a["cell"])
+            a["cell"] = mid
+        a["p_last"] = pw
+        a["t_last"] = t
         a["v2"] += vrms * vrms
         a["i2"] += irms * irms
         a["p"] += pw
@@ -363,7 +375,8 @@ class Meter:
     # --- windows ----------------------------------------------------------------------------
     @staticmethod
     def _zero():
-        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": profiles.BIAS_CODE, "own": True}
+        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": profiles.BIAS_CODE, "own": True,
+                "pt": 0.0, "p_last": 0.0, "t_last": 0, "cell": 0}
 
     def _blank(self, p):
         return {"vrms": 0.0, "irms": 0.0, "real_power_w": 0.0, "reactive_power_var": 0.0,
@@ -379,7 +392,9 @@ class Meter:
                 last = self._last[p]
                 last["vrms"] = math.sqrt(a["v2"] / a["n"])
                 last["irms"] = math.sqrt(a["i2"] / a["n"])
-                last["real_power_w"] = a["p"] / a["n"]
+                # the last burst's part runs to the window's end
+                last["real_power_w"] = ((a["pt"] + a["p_last"] * (dt_ms - a["cell"])) / dt_ms if dt_ms > 0
+                                        else a["p"] / a["n"])
                 last["reactive_power_var"] = a["q"] / a["n"]
                 last["voltage_own"] = a["own"] or self._v_own[p]
                 last["ct"] = a["ct"]
