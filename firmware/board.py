@@ -60,10 +60,11 @@ class Board:
         # 11 dB: the ~0.15-2.45 V linear range holds the whole biased AC swing of the front end.
         return machine.ADC(machine.Pin(gpio), atten=machine.ADC.ATTN_11DB)
 
-    def timer(self, period_ms, callback):
-        """A periodic soft timer: the callback is scheduled, never run in hard-IRQ context."""
-        t = machine.Timer(MEASURE_TIMER_ID)
-        t.init(mode=machine.Timer.PERIODIC, period=period_ms, callback=callback)
+    def timer(self, period_ms, callback, timer=None):
+        """A one-shot soft timer: the callback is scheduled, never run in hard-IRQ context. Pass the
+        timer it returned to arm the same one again (the meter re-arms it for every burst)."""
+        t = timer or machine.Timer(MEASURE_TIMER_ID)
+        t.init(mode=machine.Timer.ONE_SHOT, period=period_ms, callback=callback)
         return t
 
     def lan(self, cfg=None):

@@ -1,8 +1,21 @@
 # meter — the measurement chain: timer -> burst -> kernels -> metering -> windows, energy, diagnostics.
 #
-# A machine.Timer ticks every burst_period_ms; each tick measures the next CT: one burst of whole
-# cycles of (voltage of the phase it is mapped to, its current). Every window_ms the bursts of the
-# window are averaged per phase into readings, energy is integrated and the wiring is judged.
+# A one-shot machine.Timer wakes the meter for each burst, re-armed every time for a pseudo-random
+# 20-180 % of burst_period_ms (mean: burst_period_ms); each burst measures the next CT: whole cycles
+# of (voltage of the phase it is mapped to, its current). Every window_ms the bursts of the window
+# are averaged per phase into readings, energy is integrated and the wiring is judged.
+#
+# Why random intervals: a burst starts on a zero crossing, so at a fixed period it samples the same
+# few cycles of a repeating pattern forever, and a burst-fire (cycle-skipping) load can be seen always
+# on or always off (energy errors of -100 %, or several times the truth). Intervals drawn to the
+# millisecond put the start of each burst anywhere in the mains cycle, so the cycle a burst starts
+# on is a random walk over any pattern's period: in the long run every cycle of the pattern is
+# sampled equally often, at any mains frequency (docs/MEASUREMENT.md, "Loads that switch").
+# Whole ticks of a faster periodic timer would not do: 20 ms ticks are 1.2 cycles at 60 Hz, and a
+# burst could never start on one cycle in six. The spread is wide because a CT's own bursts are three
+# intervals apart, 15 cycles on average at 50 Hz: with 60-140 % their start moved by only ±2 cycles
+# a round, and patterns of 15 or 30 cycles were covered slowly (twice the error over 10 minutes).
+# An interval shorter than a burst just means the next burst follows at once.
 #
 # A phase whose own voltage is missing (single-phase wiring, or a fault) is measured against the
 # reference phase's voltage shifted by 120° or 240°: the kernel multiplies the reference voltage by
@@ -39,7 +52,9 @@ WAIT_READS = 3 * 1_000_000 // (MIN_HZ * MIN_READ_US) // 2  # ~1.5 cycles at the 
 PROBE_EVERY = 8  # bursts between re-checks of a phase whose own voltage is missing
 MIN_CYCLE_US = 1_000_000 // 70  # a burst whose cycles are not 40-70 Hz did not see mains
 MAX_CYCLE_US = 1_000_000 // 40
+MIN_MAINS_VRMS = 10.0  # nor is one below this: 10 LSB of noise on an unwired input is ~4 V RMS
 SHORT = 3  # _reduce status: the burst has too few pairs after its window for the shifts
+GAP_MIN_PCT = 20  # from one burst to the next: 20-180 % of burst_period_ms, uniform to the ms
 Q10 = 1024
 
 
@@ -73,6 +88,7 @@ class Meter:
         self._timer = None
         self._flag = None
         self._pending = False
+        self._rng = 0xACE1  # xorshift16 state: never 0
         self._tick_cb = self._tick  # bound once: the timer callback must not allocate
         self._next_ct = 0
         self._v_own = [self._own_allowed(p) for p in range(3)]  # does phase p's own input have voltage?
@@ -84,7 +100,7 @@ class Meter:
         self._freq_n = 0
         self._frequency_hz = 0.0
         self._win_start = time.ticks_ms()
-        self._run = {"ms": 0, "phases": [self._zero() for _ in range(3)], "f": 0.0}
+        self._run = {"ms": 0, "phases": [{"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0} for _ in range(3)], "f": 0.0}
         self.readings = None
         self.errors = 0  # windows that raised (see run())
         self.last_ok_ms = time.ticks_ms()  # when a window last closed without error
@@ -116,7 +132,7 @@ class Meter:
         """Start the timer. flag: an asyncio.ThreadSafeFlag to wake the measurement task (or None)."""
         self._flag = flag
         self._win_start = time.ticks_ms()
-        self._timer = self._board.timer(self.settings["burst_period_ms"], self._tick_cb)
+        self._timer = self._board.timer(self._next_gap_ms(), self._tick_cb)
 
     def stop(self):
         if self._timer is not None:
@@ -128,10 +144,24 @@ class Meter:
         if self._flag is not None:
             self._flag.set()
 
+    def _next_gap_ms(self):
+        """Milliseconds to the next burst: GAP_MIN_PCT..200-GAP_MIN_PCT % of burst_period_ms, uniform
+        (xorshift16: small ints only)."""
+        x = self._rng
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
+        self._rng = x
+        period = self.settings["burst_period_ms"]
+        low = period * GAP_MIN_PCT // 100
+        return low + x % (2 * (period - low) + 1)
+
     def poll(self):
         """Measure if the timer asked for it; return readings when a window closes, else None."""
         if self._pending:
             self._pending = False
+            if self._timer is not None:  # the next burst's time, counted from this one's
+                self._board.timer(self._next_gap_ms(), self._tick_cb, self._timer)
             self.measure_next()
         if time.ticks_diff(time.ticks_ms(), self._win_start) >= self.settings["window_ms"]:
             if self._measured < 3:
@@ -171,11 +201,10 @@ class Meter:
                 self._probe[p] = (self._probe[p] + 1) % PROBE_EVERY  # re-check now and then
             if self._v_own[p] or self._probe[p] == 0:
                 status = self._reduce(p, c, 0)
-                if status == OK:
+                if status == OK and self._process(p, c, 0):
                     self._v_own[p] = True
-                    self._process(p, c, 0)
                     return
-                if status != NO_CROSSING:
+                if status != OK and status != NO_CROSSING:
                     return  # a cycle longer than expected: the next burst is sized for it
                 self._v_own[p] = False
         ref = self._reference_phase(p)
@@ -279,6 +308,8 @@ class Meter:
 
     # --- metering ---------------------------------------------------------------------------
     def _process(self, p, c, delay):
+        """Metering of the burst _reduce() left; False (nothing added) for an own voltage too small
+        to be mains."""
         res = self._res
         n = res[0]
         sv, si, svv, sii, svi = _totals(self._sums, res[2])
@@ -307,13 +338,28 @@ class Meter:
         sign = -1 if self.settings["ct_reversed"][c] else 1
         vrms, irms, pw, qvar = metering.phase_values(n, sv, si, svv, sii, p_codes, q_codes, vcal.units_per_code,
                                                      ical.units_per_code, sign, correction)
+        if not delay and vrms < MIN_MAINS_VRMS:
+            return False  # noise whose "cycles" happened to be mains-length: no voltage after all
         self._add(p, c, vrms, irms, pw, qvar, f, ical.bias + si / n, delay == 0)
+        return True
 
     def _add(self, p, c, vrms, irms, pw, qvar, f, ct_mean_code, own):
         if not self._acc[p]["n"] and not self._ever[p]:
             self._ever[p] = True
             self._measured += 1
         a = self._acc[p]
+        # Real power is weighted by time: each burst stands for the part of the window nearer to it
+        # than to the phase's other bursts (ms from the window's start; the burst's middle), so a
+        # load that steps within a window is counted from about when it stepped, not by how many
+        # of the randomly timed bursts fell on either side of the step.
+        b = self.sampler.burst
+        t = time.ticks_diff(time.ticks_ms(), self._win_start) - (b.cycle_pairs * b.pair_q10_us >> 10) // 2000
+        if a["n"]:
+            mid = (a["t_last"] + t) / 2
+            a["pt"] += a["p_last"] * (mid - a["cell"])
+            a["cell"] = mid
+        a["p_last"] = pw
+        a["t_last"] = t
         a["v2"] += vrms * vrms
         a["i2"] += irms * irms
         a["p"] += pw
@@ -329,7 +375,8 @@ class Meter:
     # --- windows ----------------------------------------------------------------------------
     @staticmethod
     def _zero():
-        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": profiles.BIAS_CODE, "own": True}
+        return {"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0, "n": 0, "ct": 0, "ct_code": profiles.BIAS_CODE, "own": True,
+                "pt": 0.0, "p_last": 0.0, "t_last": 0, "cell": 0}
 
     def _blank(self, p):
         return {"vrms": 0.0, "irms": 0.0, "real_power_w": 0.0, "reactive_power_var": 0.0,
@@ -345,7 +392,9 @@ class Meter:
                 last = self._last[p]
                 last["vrms"] = math.sqrt(a["v2"] / a["n"])
                 last["irms"] = math.sqrt(a["i2"] / a["n"])
-                last["real_power_w"] = a["p"] / a["n"]
+                # the last burst's part runs to the window's end
+                last["real_power_w"] = ((a["pt"] + a["p_last"] * (dt_ms - a["cell"])) / dt_ms if dt_ms > 0
+                                        else a["p"] / a["n"])
                 last["reactive_power_var"] = a["q"] / a["n"]
                 last["voltage_own"] = a["own"] or self._v_own[p]
                 last["ct"] = a["ct"]

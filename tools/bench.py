@@ -12,6 +12,8 @@ by default; with --json exactly one JSON object on stdout (progress goes to stde
   pairs the kernel processes, divided by that difference, so start-up cancels. null without valgrind.
 - cpu_fraction: host CPU of the measurement path (timer, bursts, kernels, metering, windows) per
   simulated second, tools/bench_chain.py under the unix port: the median of several runs.
+- sampling_time: the share of the VM's time the bursts take at the ESP32's 35 µs per ADC conversion,
+  in virtual time on the simulated board (tools/bench_busy.py): what is left is for the network side.
 - blocking_calls: the VM blocked for D s (a WiFi scan, NTP, a DNS lookup) three times in a run on
   simulated mains (tools/bench_blocking.py): the longest window, the energy on a steady load against
   the same run unblocked, and the energy a load step at the block's start hides.
@@ -131,11 +133,29 @@ def cpu_fraction(quick):
     }
 
 
+def _simboard_env():
+    return dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tools", "simboard"), ROOT,
+                                                         os.path.join(ROOT, "lib"), ".frozen"]))
+
+
+def sampling_time(quick):
+    """The share of the VM's time the bursts take at the ESP32's read time (tools/bench_busy.py)."""
+    seconds = 10 if quick else 60
+    cmd = [mp.micropython_exe(), os.path.join("tools", "bench_busy.py"), str(seconds)]
+    p = subprocess.run(cmd, cwd=ROOT, env=_simboard_env(), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("bench_busy failed (%d): %s" % (p.returncode, (p.stderr or p.stdout)[-800:]))
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"sampling_busy_fraction": round(r["busy_fraction"], 4), "sampling_bursts": r["bursts"],
+            "sampling_busy_ms_per_burst": round(r["busy_ms_per_burst"], 2),
+            "sampling_note": "simulated time inside the meter's poll() (ADC conversions at 35 us: the wait for "
+                             "the zero crossing, 2 cycles at 50 Hz, the extra pairs) over %d simulated s" % seconds}
+
+
 def blocking_calls(quick):
     """What a call that blocks the VM (a scan, NTP, a DNS lookup) does to the windows and the energy
     (tools/bench_blocking.py, virtual time on the simulated board)."""
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tools", "simboard"), ROOT,
-                                                        os.path.join(ROOT, "lib"), ".frozen"]))
+    env = _simboard_env()
     cmd = [mp.micropython_exe(), os.path.join("tools", "bench_blocking.py")] + (["quick"] if quick else [])
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode != 0:
@@ -146,7 +166,7 @@ def blocking_calls(quick):
                              "load doubling as the first block starts" % (r["blocks_at_s"], r["duration_s"])}
 
 
-MEASUREMENTS = [dsp_speed, dsp_instructions, cpu_fraction, blocking_calls]
+MEASUREMENTS = [dsp_speed, dsp_instructions, cpu_fraction, sampling_time, blocking_calls]
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -206,6 +226,11 @@ def human(r):
         lines.append("  (%s)" % r["instructions_note"])
     lines += ["", "CPU fraction per simulated second: %s (%s)"
               % (_fmt(r.get("cpu_fraction_per_sim_second")), r.get("cpu_fraction_note", ""))]
+    if r.get("sampling_busy_fraction") is not None:
+        lines += ["", "Bursts take %.1f %% of the VM's time at the ESP32's read time (%s ms each, %s bursts; %s): "
+                  "%.1f %% left" % (100 * r["sampling_busy_fraction"], _fmt(r.get("sampling_busy_ms_per_burst")),
+                                    r.get("sampling_bursts"), r.get("sampling_note"),
+                                    100 - 100 * r["sampling_busy_fraction"])]
     lines += ["", "A call that blocks the VM (%s; windows are %s ms long otherwise):"
               % (r.get("blocking_note"), r.get("blocking_unblocked_longest_window_ms"))]
     for c in r.get("blocking_calls") or []:

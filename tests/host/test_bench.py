@@ -11,7 +11,8 @@ FIELDS = (
     "viper_speedup", "viper_speedup_median", "viper_ns_per_pair", "twin_ns_per_pair",
     "cross_sum_speedup", "speed_pairs", "speed_rounds",
     "instructions_per_pair", "instructions_pairs",
-    "cpu_fraction_per_sim_second", "cpu_fraction_note", "blocking_calls", "blocking_unblocked_longest_window_ms",
+    "cpu_fraction_per_sim_second", "cpu_fraction_note", "sampling_busy_fraction",
+    "blocking_calls", "blocking_unblocked_longest_window_ms",
 )
 
 
@@ -34,6 +35,10 @@ def test_quick_json_run_reports_a_faster_kernel():
     # The measurement path really ran: ten bursts per simulated second, and a positive CPU share.
     assert r["cpu_fraction_bursts_per_sim_second"] == 10
     assert 0 < r["cpu_fraction_per_sim_second"] < 1
+    # The bursts (2 cycles at 50 Hz, ~10 a second) keep the VM busy about half the time: 40 ms of
+    # cycles plus the wait for a zero crossing and the extra pairs, ~55 ms a burst.
+    assert 0.4 < r["sampling_busy_fraction"] < 0.7
+    assert 45 < r["sampling_busy_ms_per_burst"] < 65
     # A 2 s block stretches the window it falls in by as much, and no more; the energy of a steady
     # load stays what the unblocked run counts (within 0.5 %).
     (block,) = r["blocking_calls"]

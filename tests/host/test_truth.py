@@ -114,3 +114,48 @@ def test_truth_agrees_with_the_sampled_tables():
         assert vrms == pytest.approx(want["vrms"], rel=2e-4)
         assert irms == pytest.approx(want["irms"], rel=2e-4)
         assert p == pytest.approx(want["real_power_w"], rel=2e-4, abs=0.5)
+
+
+def test_truth_integrates_switching_loads_as_the_simulated_codes_carry_them():
+    # Energy from the codes the ADC pins carry (v·i summed every 10 µs over a run of 1.29 s, so the
+    # last cycle is partial) against truth's cycle-by-cycle integral: a fixed pattern, a random one
+    # with steps, and a step that returns to an earlier load (L3's CT clamps L2, reversed).
+    s = mains.load_scenario({
+        "noise_lsb": 0.0, "front_end": {"current": [{"phase_lead_deg": 0.0}] * 3},
+        "phases": [
+            {"irms": 20.0, "phase_deg": 20.0, "cycle_pattern": [1, 0, 0, 1, 1, 0, 0]},
+            {"irms": 10.0, "cycle_pattern": {"random": 0.3, "seed": 9},
+             "steps": [[0.3, {"irms": 30.0}], [0.71, {"phase_deg": 40.0}], [1.0, {"irms": 10.0, "phase_deg": 0.0}]]},
+            {"irms": 5.0, "ct_phase": 2, "ct_reversed": True}]})
+    world = simworld.World()
+    srcs = mains.connect(world, s)
+    t0 = mains.run_origin_us(world, s)
+    duration_s = 1.29
+    vch, ich = profiles.channels("home")
+    t = truth.expected(s, duration_s)
+    for k, (vg, ig) in enumerate(mains.ADC_GPIOS):
+        energy_j = 0.0
+        for n in range(int(duration_s * 1e5)):
+            at = t0 + 10 * n
+            v = (srcs[vg].raw_at(at) - vch[k].bias) * vch[k].units_per_code
+            i = (srcs[ig].raw_at(at) - ich[k].bias) * ich[k].units_per_code
+            energy_j += v * i * 1e-5
+        want = t["as_wired"]["phases"][k]
+        got_wh = energy_j / 3600.0
+        assert got_wh == pytest.approx(want["import_wh"] - want["export_wh"], rel=2e-3, abs=2e-4), k
+    # L1: on 3 cycles of every 7, over 64 full cycles and half of cycle 64 (64 % 7 = 1: off)
+    on = sum(1 for c in range(64) if [1, 0, 0, 1, 1, 0, 0][c % 7]) + 0.5 * [1, 0, 0, 1, 1, 0, 0][64 % 7]
+    p1 = 230.0 * 20.0 * math.cos(math.radians(20.0))
+    assert t["phases"][0]["import_wh"] == pytest.approx(p1 * on * 0.02 / 3600.0)
+    assert t["phases"][0]["real_power_w"] == pytest.approx(p1 * on * 0.02 / duration_s)
+    assert t["phases"][0]["irms"] == pytest.approx(20.0 * math.sqrt(on * 0.02 / duration_s))
+    # CT3 clamps L2 against V3: its power changes sign as L2's steps turn its current.
+    assert t["as_wired"]["phases"][2]["export_wh"] > 0.01 and t["as_wired"]["phases"][2]["import_wh"] > 0.01
+
+
+def test_a_random_pattern_is_on_for_its_share_of_cycles_and_follows_its_seed():
+    on = [mains.cycle_on({"random": 0.05, "seed": 3}, k) for k in range(200_000)]
+    assert abs(sum(on) / len(on) - 0.05) < 0.002
+    assert on != [mains.cycle_on({"random": 0.05, "seed": 4}, k) for k in range(200_000)]
+    assert all(mains.cycle_on({"random": 1.0, "seed": 3}, k) for k in range(1000))
+    assert not any(mains.cycle_on({"random": 0.0, "seed": 3}, k) for k in range(1000))

@@ -291,6 +291,70 @@ def test_reads_allocate_nothing():
     assert total > 0
 
 
+def _cycle_peak(src, t0_us, period_us, cycle):
+    """The largest |code - bias| a current input shows over one mains cycle (read every 50 µs)."""
+    return max(abs(src.raw_at(t0_us + cycle * period_us + t) - BIAS) for t in range(0, period_us, 50))
+
+
+def test_a_cycle_pattern_gates_whole_mains_cycles_from_the_start_of_the_run():
+    world.advance_us(7_777)  # connect() at an arbitrary instant: cycle 0 starts at the next L1 crossing
+    s = _scenario(phases=[{"irms": 20.0, "cycle_pattern": [1, 0, 0]}, {"irms": 20.0}, {"irms": 20.0}])
+    srcs = mains.connect(world, s)
+    t0 = mains.run_origin_us(world, s)
+    assert t0 >= world.now_us() and t0 * 1000 % mains.period_ns(s) < 1000  # an L1 zero crossing
+    v = srcs[V_GPIO[0]]
+    assert v.raw_at(t0 - 100) < BIAS <= v.raw_at(t0 + 100)  # rising
+    peaks = [_cycle_peak(srcs[I_GPIO[0]], t0, 20_000, k) for k in range(9)]
+    assert [p > 150 for p in peaks] == [True, False, False] * 3, peaks  # 20 A: ~232 codes peak
+    assert max(peaks[1], peaks[2]) <= 1  # off: the bias (noise off here)
+    assert _cycle_peak(srcs[I_GPIO[1]], t0, 20_000, 1) > 150  # other phases untouched
+
+
+def test_a_random_pattern_plays_the_cycles_truth_counts():
+    pattern = {"random": 0.4, "seed": 11}
+    s = _scenario(phases=[{"irms": 20.0, "cycle_pattern": pattern}])
+    srcs = mains.connect(world, s)
+    t0 = mains.run_origin_us(world, s)
+    got = [_cycle_peak(srcs[I_GPIO[0]], t0, 20_000, k) > 150 for k in range(60)]
+    assert got == [mains.cycle_on(pattern, k) for k in range(60)]
+    assert 10 < sum(got) < 40
+
+
+def test_steps_change_the_load_at_the_first_cycle_after_their_time():
+    s = _scenario(frequency_hz=60.0, phases=[{"irms": 10.0, "steps": [[0.05, {"irms": 40.0}],
+                                                                      [0.1, {"phase_deg": 90.0}]]}])
+    srcs = mains.connect(world, s)
+    t0 = mains.run_origin_us(world, s)
+    src = srcs[I_GPIO[0]]
+    period_us = 16_667
+    peaks = [_cycle_peak(src, t0, period_us, k) for k in range(8)]
+    # 0.05 s is 3 cycles at 60 Hz: the step starts with cycle 3; 0.1 s = cycle 6 turns 40 A by 90°.
+    assert [p > 400 for p in peaks] == [False] * 3 + [True] * 5, peaks  # 40 A: ~463 codes peak
+    assert all(100 < p < 130 for p in peaks[:3])  # 10 A: ~116
+    mid = t0 + 6 * period_us + period_us // 4  # a quarter into cycle 6: the 90°-lagging current crosses zero
+    assert abs(src.raw_at(mid) - BIAS) < 60 and abs(src.raw_at(t0 + 5 * period_us + period_us // 4) - BIAS) > 400
+    assert _cycle_peak(src, t0, period_us, 0) < 130  # going back in time finds the first load again
+
+
+def test_switching_loads_read_without_allocating():
+    if not MICROPYTHON:
+        skip("heap_lock only catches allocations on MicroPython")
+    s = _scenario(noise_lsb=1.0, phases=[{"irms": 10.0, "cycle_pattern": [1, 0], "steps": [[0.01, {"irms": 20.0}]]},
+                                          {"irms": 10.0, "cycle_pattern": {"random": 0.5, "seed": 2}}])
+    srcs = mains.connect(world, s)
+    a, b = srcs[I_GPIO[0]], srcs[I_GPIO[1]]
+    t = mains.run_origin_us(world, s)
+    total = 0
+    micropython.heap_lock()
+    try:
+        for _ in range(5000):
+            total += a.raw_at(t) + b.raw_at(t)
+            t += 35
+    finally:
+        micropython.heap_unlock()
+    assert total > 0
+
+
 def test_defaults_are_filled_in():
     s = mains.load_scenario({})
     assert s["model"] == "home" and s["frequency_hz"] == 50.0 and s["wiring"] == "three-phase"
@@ -322,6 +386,15 @@ def test_bad_scenarios_are_refused_with_the_key_and_rule():
         ({"phases": [{"v_harmonics": [[3, 0.1, 0], [3, 0.1, 0]]}]}, "harmonic 3 is given twice"),
         ({"phases": [{"irms": 1, "ctphase": 2}]}, "scenario.phases[0]: unknown key 'ctphase'"),
         ({"meter": "fast"}, "scenario.meter: must be an object"),
+        ({"phases": [{"cycle_pattern": [1, 2]}]}, "scenario.phases[0].cycle_pattern[1]: must be 1 (on) or 0"),
+        ({"phases": [{"cycle_pattern": []}]}, "scenario.phases[0].cycle_pattern: must be a list of 1 to"),
+        ({"phases": [{"cycle_pattern": {"random": 1.5}}]}, "scenario.phases[0].cycle_pattern.random"),
+        ({"phases": [{"cycle_pattern": {"seed": 2}}]}, "a random pattern needs"),
+        ({"phases": [{"cycle_pattern": {"random": 0.5, "sed": 2}}]}, "unknown key 'sed'"),
+        ({"phases": [{"steps": [[1, {"irms": 3}], [1, {"irms": 4}]]}]}, "scenario.phases[0].steps[1] t_s: steps"),
+        ({"phases": [{"steps": [[1, {"vrms": 3}]]}]}, "scenario.phases[0].steps[0]: unknown key 'vrms'"),
+        ({"phases": [{"steps": [[1, {"irms": -3}]]}]}, "scenario.phases[0].steps[0].irms"),
+        ({"phases": [{"steps": [5]}]}, "scenario.phases[0].steps[0]: must be [t_s"),
         ({"adc_read_us": 0}, "scenario.adc_read_us"),
         ({"front_end": {"current": [{"burden": 10}]}}, "scenario.front_end"),
         ([], "scenario: must be an object"),

@@ -184,3 +184,27 @@ def test_the_first_window_waits_for_every_phase():
     rs = _run(m, 2.5)
     m.stop()
     assert rs and all(ph["vrms"] > 200 for ph in rs[0]["phases"])
+
+
+def test_the_live_current_follows_a_step_within_two_windows():
+    # What the load balancer sees when an EV charger steps from 10 A to 30 A: the window the step
+    # falls in is mixed; the next one at the latest reads the new current.
+    s = mains.load_scenario({"noise_lsb": 1.0, "phases": [{"irms": 10.0, "steps": [[2.5, {"irms": 30.0}]]}
+                                                          for _ in range(3)]})
+    mains.connect(world, s)
+    world.advance_us(mains.run_origin_us(world, s) - world.now_us())  # the run's time 0: steps count from it
+    t0 = world.now_us()
+    m = Meter(Board(), {})
+    m.start()
+    rs = []  # (simulated seconds when the window closed, readings)
+    while world.now_us() - t0 < 5_000_000:
+        world.advance_us(1000)
+        r = m.poll()
+        if r is not None:
+            rs.append(((world.now_us() - t0) / 1e6, r))
+    m.stop()
+    k = [n for n, (t, _) in enumerate(rs) if t > 2.5][0]  # the window the step falls in
+    amps = [[round(ph["irms"], 2) for ph in r["phases"]] for _, r in rs]
+    assert all(abs(a - 10.0) < 0.2 for a in amps[k - 1]), amps
+    assert all(abs(a - 30.0) < 0.6 for a in amps[k + 1]), amps  # the second window: all of it new
+    assert all(all(abs(a - 30.0) < 0.6 for a in w) for w in amps[k + 1:]), amps

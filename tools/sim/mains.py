@@ -76,7 +76,12 @@ PHASE_DEFAULTS = {
     "ct_phase": None,  # None: the CT clamps its own phase's conductor
     "ct_connected": True,
     "voltage_connected": True,
+    "cycle_pattern": None,  # None: always on; [1, 0, ...] per mains cycle; {"random": p, "seed": s}
+    "steps": None,  # [[t_s, {"irms": ..., "phase_deg": ...}], ...]: the load changes at t_s
 }
+PATTERN_LEN_MAX = 100_000
+STEPS_MAX = 10_000
+STEP_KEYS = ("irms", "phase_deg")
 
 
 class ScenarioError(ValueError):
@@ -147,6 +152,52 @@ def _harmonics(where, x):
     return out
 
 
+def _pattern(where, x):
+    """None, a list of 0/1 per mains cycle, or {"random": p, "seed": s}; checked."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        r = _keys(where, x, {"random": None, "seed": 1})
+        if r["random"] is None:
+            _fail(where, "a random pattern needs \"random\": the probability that a cycle is on", show=False)
+        return {"random": _number(where + ".random", r["random"], 0.0, 1.0),
+                "seed": _integer(where + ".seed", r["seed"], 0, 0x7FFFFFFF)}
+    if not isinstance(x, list) or not 1 <= len(x) <= PATTERN_LEN_MAX:
+        _fail(where, "must be a list of 1 to %d entries of 1 (on) or 0 (off), one per mains cycle, or "
+                     "{\"random\": p, \"seed\": s}" % PATTERN_LEN_MAX, x)
+    for k, on in enumerate(x):
+        if isinstance(on, bool) or on not in (0, 1):
+            _fail("%s[%d]" % (where, k), "must be 1 (on) or 0 (off)", on)
+    return list(x)
+
+
+def _steps(where, x):
+    """None or [[t_s, {"irms", "phase_deg"}], ...] with t_s increasing; checked."""
+    if x is None:
+        return []
+    if not isinstance(x, list) or len(x) > STEPS_MAX:
+        _fail(where, "must be a list of at most %d [t_s, {\"irms\": ..., \"phase_deg\": ...}] entries"
+              % STEPS_MAX, x)
+    out = []
+    last = -1.0
+    for k, st in enumerate(x):
+        w = "%s[%d]" % (where, k)
+        if not isinstance(st, list) or len(st) != 2 or not isinstance(st[1], dict):
+            _fail(w, "must be [t_s, {\"irms\": ..., \"phase_deg\": ...}]", st)
+        t = _number(w + " t_s", st[0], 0.0, 1e7)
+        if t <= last:
+            _fail(w + " t_s", "steps must come in increasing time", st[0])
+        last = t
+        change = {}
+        for key, value in st[1].items():
+            if key not in STEP_KEYS:
+                _fail(w, "unknown key %r (a step changes %s)" % (key, " and ".join(STEP_KEYS)), show=False)
+            change[key] = _number(w + "." + key, value, 0.0 if key == "irms" else -360.0,
+                                  IRMS_MAX if key == "irms" else 360.0)
+        out.append([t, change])
+    return out
+
+
 def _phase(where, p, x):
     s = _keys(where, x, PHASE_DEFAULTS)
     return {
@@ -159,6 +210,8 @@ def _phase(where, p, x):
         "ct_phase": p if s["ct_phase"] is None else _integer(where + ".ct_phase", s["ct_phase"], 1, 3),
         "ct_connected": _flag(where + ".ct_connected", s["ct_connected"]),
         "voltage_connected": _flag(where + ".voltage_connected", s["voltage_connected"]),
+        "cycle_pattern": _pattern(where + ".cycle_pattern", s["cycle_pattern"]),
+        "steps": _steps(where + ".steps", s["steps"]),
     }
 
 
@@ -230,15 +283,79 @@ def voltage_components(scenario, p):
     return out
 
 
-def current_components(scenario, c):
-    """[(order, peak amps, phase rad)] of conductor c's current (c = 1..3)."""
-    ph = scenario["phases"][c - 1]
+def current_components(scenario, c, state=None):
+    """[(order, peak amps, phase rad)] of conductor c's current (c = 1..3); state: a step's
+    {"irms", "phase_deg"} in place of the phase's own (see load_states)."""
+    ph = dict(scenario["phases"][c - 1])
+    if state:
+        ph.update(state)
     peak = math.sqrt(2.0) * ph["irms"]
     rot = -120.0 * (c - 1) - ph["phase_deg"]
     out = [(1, peak, _rad(rot))]
     for order, a, deg in ph["i_harmonics"]:
         out.append((order, peak * a, _rad(order * rot + deg)))
     return out
+
+
+# --- loads that change over time --------------------------------------------------------------
+#
+# Mains cycle k is the k-th period of the mains from the start of the run (k = floor(t·f)); the
+# start of the run is a rising zero crossing of L1's voltage (connect() sets it, run_main starts the
+# meter there). A phase's "cycle_pattern" gates its current whole cycles at a time, and its "steps"
+# take effect at the start of the first cycle at or after their time, as a zero-crossing switch
+# would; so every cycle carries one load whole, and truth.py integrates the energy cycle by cycle.
+
+_M32 = 0xFFFFFFFF
+
+
+def random_gate(p, seed):
+    """(threshold, salt) of a {"random": p, "seed": s} pattern, for random_on()."""
+    return int(round(p * 4294967296.0)), (seed * 2654435761 + 0x9E3779B9) & _M32
+
+
+def random_on(k, threshold, salt):
+    """Is cycle k on in a random pattern? A hash of k (integer-only: no allocation on MicroPython,
+    every product below 2**62), the same on both runtimes, so truth.py counts the very cycles."""
+    x = (k * 2654435761 + salt) & _M32
+    x ^= x >> 16
+    x = (x * 0x45D9F3B) & _M32
+    x ^= x >> 16
+    x = (x * 0x45D9F3B) & _M32
+    x ^= x >> 16
+    return x < threshold
+
+
+def cycle_on(pattern, k):
+    """Does a phase with this (loaded) cycle_pattern carry current in mains cycle k?"""
+    if pattern is None:
+        return True
+    if isinstance(pattern, dict):
+        thr, salt = random_gate(pattern["random"], pattern["seed"])
+        return random_on(k, thr, salt)
+    return pattern[k % len(pattern)] == 1
+
+
+def step_cycle(t_s, pns):
+    """The first mains cycle that starts at or after t_s (the cycle a step takes effect in)."""
+    return -(-int(round(t_s * 1e9)) // pns)
+
+
+def load_states(scenario, c):
+    """[(first cycle, {"irms", "phase_deg"})] of conductor c (1..3): its own load from the start, then
+    each step's, the keys a step leaves out kept from before."""
+    ph = scenario["phases"][c - 1]
+    state = {"irms": ph["irms"], "phase_deg": ph["phase_deg"]}
+    out = [(None, dict(state))]
+    pns = period_ns(scenario)
+    for t_s, change in ph["steps"]:
+        state.update(change)
+        out.append((step_cycle(t_s, pns), dict(state)))
+    return out
+
+
+def time_varying(scenario):
+    """Does any phase's load change over the run (a cycle pattern or steps)?"""
+    return any(ph["cycle_pattern"] is not None or ph["steps"] for ph in scenario["phases"])
 
 
 def lead_deg(phase_lead_deg, order, frequency_hz):
@@ -250,11 +367,12 @@ def _lead(channel, order, scenario):
     return _rad(lead_deg(channel.phase_lead_deg, order, scenario["frequency_hz"]))
 
 
-def pin_components(scenario, gpios=ADC_GPIOS):
+def pin_components(scenario, gpios=ADC_GPIOS, state=None):
     """{gpio: (bias, [(order, peak codes, phase rad)] or None for a dead input, flat_code)}.
 
     Describes what each of the board's ADC inputs (gpios: adc_gpios(board)) carries, in codes, after
-    the front end. A phase whose voltage the board has no input for reaches no pin.
+    the front end. A phase whose voltage the board has no input for reaches no pin. state: {conductor:
+    a step's load} in place of the conductors' own (load_states()).
     """
     vch, ich = front_end(scenario)
     out = {}
@@ -274,8 +392,9 @@ def pin_components(scenario, gpios=ADC_GPIOS):
         ch = ich[k]
         if ph["ct_connected"]:
             sign = -1.0 if ph["ct_reversed"] else 1.0
+            c = ph["ct_phase"]
             comps = [(o, sign * a / ch.units_per_code, ang + _lead(ch, o, scenario))
-                     for o, a, ang in current_components(scenario, ph["ct_phase"])]
+                     for o, a, ang in current_components(scenario, c, (state or {}).get(c))]
             out[i_gpio] = (ch.bias, comps)
         else:
             out[i_gpio] = (0, None)  # the jack's switch grounds an unplugged CT input: 0 V
@@ -348,6 +467,12 @@ class MainsSource:
     does not import simworld, so host tools can load scenarios without the simulated board's clock.
     """
 
+    # A load that changes over time (set_load); class defaults keep a steady source's instance small.
+    gate = None  # None: always on; a bytearray of 1/0 per mains cycle
+    random = False  # True: each cycle on by random_on() instead
+    starts_ns = None  # steps: the instant each of `tables` starts, ascending (tables[0]: before any)
+    _load_i = 0  # the step under way
+
     def __init__(self, table, period_ns, noise=None, noise_start=0):
         self.table = table  # one period, equally spaced in time, in 1/SUB codes (+ SUB/2)
         self.n = len(table)
@@ -387,8 +512,48 @@ class MainsSource:
         self._step = step
         self._rem = r
 
+    def set_load(self, origin_ns, bias, pattern=None, tables=None, starts_ns=None):
+        """Make this a current input whose load changes: gated per mains cycle by a (loaded)
+        cycle_pattern, cycle 0 starting at origin_ns; and/or `tables[i]` from starts_ns[i] on."""
+        self.origin_ns = origin_ns
+        self.off = SUB * bias + SUB // 2  # an input with no current sits at its bias
+        if isinstance(pattern, dict):
+            self.random = True
+            self.threshold, self.salt = random_gate(pattern["random"], pattern["seed"])
+        elif pattern is not None:
+            self.gate = bytearray(pattern)
+        if tables is not None and len(tables) > 1:
+            self.tables = tables
+            self.starts_ns = starts_ns
+            self._load_i = 0
+            self.table = tables[0]
+
+    def _load_at(self, t_ns):
+        """The table of the step under way at t_ns (allocation-free: times only go forward in a run,
+        so this steps on from the last one, or starts again from the first)."""
+        starts = self.starts_ns
+        i = self._load_i
+        if t_ns < starts[i]:
+            i = 0
+        while i + 1 < len(starts) and t_ns >= starts[i + 1]:
+            i += 1
+        self._load_i = i
+        self.table = self.tables[i]
+
     def raw_at(self, t_us):
-        d = t_us - self._t_us
+        on = True
+        if self.gate is not None or self.random or self.starts_ns is not None:
+            # A load that changes: these ints pass 2**30 (allocated on a 32-bit port); a steady
+            # source never comes here, so its reads stay allocation-free.
+            t_ns = t_us * 1000
+            if self.starts_ns is not None:
+                self._load_at(t_ns)
+            if self.random:
+                on = random_on((t_ns - self.origin_ns) // self.period_ns, self.threshold, self.salt)
+            elif self.gate is not None:
+                c = (t_ns - self.origin_ns) // self.period_ns  # the mains cycle, from the start of the run
+                on = self.gate[c % len(self.gate)] == 1
+        d = t_us - self._t_us  # (the position in the period moves on whether the load is on or not)
         if 0 <= d <= self.step_us_max:
             rem = self._rem + d * self._per_us
             if rem >= self.period_ns:
@@ -400,12 +565,15 @@ class MainsSource:
         else:
             self._seek(t_us)
         self._t_us = t_us
-        k = self._step
-        a = self.table[k]
-        j = k + 1
-        if j == self.n:
-            j = 0
-        x = a + (((self.table[j] - a) * (self._rem // self._frac_div) + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
+        if on:
+            k = self._step
+            a = self.table[k]
+            j = k + 1
+            if j == self.n:
+                j = 0
+            x = a + (((self.table[j] - a) * (self._rem // self._frac_div) + (1 << (FRAC_BITS - 1))) >> FRAC_BITS)
+        else:
+            x = self.off
         if self.noise is not None:
             x += self.noise[self._k]
             self._k += 1
@@ -450,11 +618,13 @@ def noise(sigma, rng, n=NOISE_LEN):
     return out
 
 
-def sources(scenario, gpios=ADC_GPIOS):
+def sources(scenario, gpios=ADC_GPIOS, origin_ns=0):
     """{gpio: MainsSource} for the six ADC inputs. Each source has .clipped: table entries at a rail.
 
     The pins share one noise table, each starting a sixth of it further on: the noise each pin
     reads is independent of every other pin's at the same instant, as separate converters' is.
+    A current input whose conductor has a cycle_pattern or steps gets them (MainsSource.set_load),
+    mains cycle 0 starting at origin_ns; each distinct load of a step costs one more table (4 KB).
     """
     pns = period_ns(scenario)
     trig = None
@@ -462,6 +632,7 @@ def sources(scenario, gpios=ADC_GPIOS):
     out = {}
     comps = pin_components(scenario, gpios)
     pins = [g for pair in gpios for g in pair if g is not None]
+    made = {}  # (gpio, irms, phase_deg) -> table, so that a load a step returns to shares its table
     for k, gpio in enumerate(pins):
         bias, c = comps[gpio]
         if c is None:
@@ -473,18 +644,44 @@ def sources(scenario, gpios=ADC_GPIOS):
         src = MainsSource(tab, pns, nz, k * NOISE_LEN // len(pins))
         src.clipped = clipped
         out[gpio] = src
+    for k, (_, gpio) in enumerate(gpios):
+        ph = scenario["phases"][k]
+        cond = scenario["phases"][ph["ct_phase"] - 1]
+        if not ph["ct_connected"] or (cond["cycle_pattern"] is None and not cond["steps"]):
+            continue
+        src = out[gpio]
+        tables, starts = [src.table], [0]
+        made[(gpio, cond["irms"], cond["phase_deg"])] = src.table
+        for first, state in load_states(scenario, ph["ct_phase"])[1:]:
+            key = (gpio, state["irms"], state["phase_deg"])
+            if key not in made:
+                bias, c = pin_components(scenario, gpios, {ph["ct_phase"]: state})[gpio]
+                tab, clipped = table(bias, c, TABLE_LEN, trig or _trig_tables(TABLE_LEN))
+                src.clipped += clipped
+                made[key] = tab
+            tables.append(made[key])
+            starts.append(origin_ns + first * pns)
+        src.set_load(origin_ns, comps[gpio][0], cond["cycle_pattern"], tables, starts)
     return out
+
+
+def run_origin_us(world, scenario):
+    """The first rising zero crossing of L1's voltage at or after now, rounded up to the microsecond:
+    where a run starts, mains cycle 0 of cycle patterns and the clock of steps."""
+    pns = period_ns(scenario)
+    return -(-(-(-world.now_us() * 1000 // pns) * pns) // 1000)
 
 
 def connect(world, scenario, board=None):
     """Wire the scenario's mains to the simulated board (a profile name, firmware/boards.py; None: the
-    default one): sources on its ADC pins, ADC timing."""
+    default one): sources on its ADC pins, ADC timing. Mains cycle 0 (of cycle patterns) and time 0
+    (of steps) are at run_origin_us(): a run starts there."""
     for name in boards.NAMES:
         for pair in adc_gpios(name):
             for gpio in pair:
                 world.sources.pop(gpio, None)  # let the old tables go before making new ones
     gc.collect()
-    srcs = sources(scenario, adc_gpios(board))
+    srcs = sources(scenario, adc_gpios(board), run_origin_us(world, scenario) * 1000)
     for gpio in srcs:
         world.sources[gpio] = srcs[gpio]
     world.adc_read_us = scenario["adc_read_us"]

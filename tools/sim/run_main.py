@@ -60,6 +60,8 @@ def run(scenario, duration_s, board=None):
         print("energy: " + store.restored_line())
     persister = EnergyPersister(store)
     meter = Meter(Board(board or boards.DEFAULT), settings_for(scenario), energy)
+    # The run starts at a rising zero crossing of L1: mains cycle 0 of cycle patterns, time 0 of steps.
+    world.advance_us(max(0, mains.run_origin_us(world, scenario) - world.now_us()))
     meter.start()
     end_us = world.now_us() + int(duration_s * 1_000_000)
     # A burst cannot be cut short, so none starts in the last stretch: then the run ends exactly at

@@ -16,6 +16,11 @@ V1·I1·sin(angle by which I1 lags V1) (+ inductive/lagging, − capacitive/lead
 real/apparent (0.0 when apparent is 0, as the meter reports it), import_wh / export_wh = P·t/3600 for P > 0 / P < 0.
 Signs: + import (the site draws power), − export.
 
+Loads that change over time (a phase's "cycle_pattern" or "steps", docs/SIMULATOR.md) are integrated
+cycle by cycle: every mains cycle of the run carries one load whole (off, or a step's), so a phase's
+energy is Σ over cycles of that cycle's P·T, the last partial cycle counted for its fraction; the
+readings are then averages over the run (power and vars time-averaged, irms the RMS over the run).
+
 Totals: real_power_w = Σ phases; import_wh / export_wh = Σ of the phases' import / export (each
 phase metered on its own); net_import_wh / net_export_wh = from the sum of the three phases' power
 (a phase exporting offsets another importing), i.e. max(±ΣP, 0)·t/3600.
@@ -134,27 +139,105 @@ def meter_voltages(scenario):
     return out
 
 
-def expected(scenario, duration_s=0.0):
-    """The true readings for a scenario (a raw or loaded scenario dict); energy over duration_s."""
-    s = mains.load_scenario(scenario)
-    volts = [_phasors(mains.voltage_components(s, p)) for p in (1, 2, 3)]
-    amps = [_phasors(mains.current_components(s, p)) for p in (1, 2, 3)]
-
-    phases = [_reading(volts[k], amps[k], duration_s) for k in range(3)]
-
+def _views(s, volts):
+    """For "phases" and "as_wired": per phase (voltage phasors, conductor of the current, sign)."""
+    physics = [(volts[k], k + 1, 1.0) for k in range(3)]
     wired = []
     for ph, v in zip(s["phases"], meter_voltages(s), strict=True):
         if ph["ct_connected"]:
-            i = _scaled(amps[ph["ct_phase"] - 1], -1.0 if ph["ct_reversed"] else 1.0)
+            wired.append((v, ph["ct_phase"], -1.0 if ph["ct_reversed"] else 1.0))
         else:
-            i = {}
-        wired.append(_reading(v, i, duration_s))
+            wired.append((v, None, 1.0))
+    return physics, wired
 
+
+def _steady(s, view, duration_s):
+    out = []
+    for v, c, sign in view:
+        i = {} if c is None else _scaled(_phasors(mains.current_components(s, c)), sign)
+        out.append(_reading(v, i, duration_s))
+    return out
+
+
+def _varying(s, view, duration_s):
+    """Readings of loads that change over time, integrated cycle by cycle (see the module's notes)."""
+    pns = mains.period_ns(s)
+    period_s = pns / 1e9
+    per_phase = []  # per phase: (conductor, [(first cycle, reading of that load)], voltage phasors)
+    for v, c, sign in view:
+        if c is None:
+            per_phase.append((None, _reading(v, {}, 0.0), v))
+            continue
+        steps = [(first, _reading(v, _scaled(_phasors(mains.current_components(s, c, st)), sign), 0.0))
+                 for first, st in mains.load_states(s, c)]
+        per_phase.append((c, steps, v))
+    full = int(duration_s // period_s)
+    last = duration_s / period_s - full  # the fraction of the last, partial cycle inside the run
+    acc = [{"p": 0.0, "q": 0.0, "i2": 0.0, "imp": 0.0, "exp": 0.0} for _ in range(3)]
+    net_imp = net_exp = 0.0
+    idx = [0, 0, 0]
+    k = 0
+    while k < full + (1 if last > 0 else 0):
+        w = period_s if k < full else last * period_s  # seconds of this cycle inside the run
+        total = 0.0
+        for n, (c, steps, _) in enumerate(per_phase):
+            if c is None:
+                continue
+            while idx[n] + 1 < len(steps) and k >= steps[idx[n] + 1][0]:
+                idx[n] += 1
+            if not mains.cycle_on(s["phases"][c - 1]["cycle_pattern"], k):
+                continue
+            r = steps[idx[n]][1]
+            a = acc[n]
+            a["p"] += r["real_power_w"] * w
+            a["q"] += r["reactive_power_var"] * w
+            a["i2"] += r["irms"] ** 2 * w
+            if r["real_power_w"] > 0:
+                a["imp"] += r["real_power_w"] * w
+            else:
+                a["exp"] -= r["real_power_w"] * w
+            total += r["real_power_w"]
+        if total > 0:
+            net_imp += total * w
+        else:
+            net_exp -= total * w
+        k += 1
+    out = []
+    for n, (c, steps, v) in enumerate(per_phase):
+        vrms = (steps if c is None else steps[0][1])["vrms"]
+        if duration_s <= 0:  # no run to average over: the load in cycle 0
+            on = c is not None and mains.cycle_on(s["phases"][c - 1]["cycle_pattern"], 0)
+            out.append(dict(steps[0][1]) if on else _reading(v, {}, 0.0))
+            continue
+        a = acc[n]
+        p, irms = a["p"] / duration_s, math.sqrt(a["i2"] / duration_s)
+        sva = vrms * irms
+        out.append({"vrms": vrms, "irms": irms, "real_power_w": p, "apparent_power_va": sva,
+                    "reactive_power_var": a["q"] / duration_s, "power_factor": p / sva if sva > 0 else 0.0,
+                    "import_wh": a["imp"] / 3600.0, "export_wh": a["exp"] / 3600.0})
+    return out, net_imp / 3600.0, net_exp / 3600.0
+
+
+def expected(scenario, duration_s=0.0):
+    """The true readings for a scenario (a raw or loaded scenario dict); energy over duration_s
+    from the start of the run (mains cycle 0)."""
+    s = mains.load_scenario(scenario)
+    volts = [_phasors(mains.voltage_components(s, p)) for p in (1, 2, 3)]
+    physics, wired = _views(s, volts)
+    if mains.time_varying(s):
+        phases, net_imp, net_exp = _varying(s, physics, duration_s)
+        as_wired, w_imp, w_exp = _varying(s, wired, duration_s)
+        total, w_total = _total(phases, duration_s), _total(as_wired, duration_s)
+        total.update(net_import_wh=net_imp, net_export_wh=net_exp)
+        w_total.update(net_import_wh=w_imp, net_export_wh=w_exp)
+    else:
+        phases, as_wired = _steady(s, physics, duration_s), _steady(s, wired, duration_s)
+        total, w_total = _total(phases, duration_s), _total(as_wired, duration_s)
     return {
         "frequency_hz": 1e9 / mains.period_ns(s),
         "wiring": s["wiring"],
         "phases": phases,
-        "total": _total(phases, duration_s),
-        "as_wired": {"phases": wired, "total": _total(wired, duration_s)},
+        "total": total,
+        "as_wired": {"phases": as_wired, "total": w_total},
         "wiring_faults": wiring_faults(s),
     }
