@@ -64,6 +64,9 @@ class Board:
         """A one-shot soft timer: the callback is scheduled, never run in hard-IRQ context. Pass the
         timer it returned to arm the same one again (the meter re-arms it for every burst)."""
         t = timer or machine.Timer(MEASURE_TIMER_ID)
+        # ports/esp32/machine_timer.c, machine_timer_init_helper(): init() disables the timer, then
+        # enables it again with its counter from 0 and the interrupt handle reused; the arguments
+        # are parsed on the stack. So re-arming from the scheduled callback allocates nothing.
         t.init(mode=machine.Timer.ONE_SHOT, period=period_ms, callback=callback)
         return t
 
