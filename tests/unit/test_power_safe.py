@@ -6,7 +6,7 @@ from powercut import Flash, PowerCut, files, restore, steps_of
 
 from firmware import config, profiles
 from firmware.config import ConfigStore
-from support import raises, tmpdir
+from support import MICROPYTHON, raises, tmpdir
 
 OLD = {"wifi": {"ssid": "Old WiFi", "password": "old-password"}, "meter": {"model": "home"}}
 NEW = {"wifi": {"ssid": "New WiFi ☕", "password": "new-password-2"},
@@ -175,3 +175,30 @@ def test_lines_come_back_as_written_whatever_the_chunk_size():
     assert atomicfile.read_lines(path, 2) == [b"a", b"", b"b"]
     atomicfile.replace(path, b"")
     assert atomicfile.read_lines(path) == []
+
+
+def test_read_lines_leaves_out_a_line_too_long_without_ever_holding_it_whole():
+    path = tmpdir() + "/lines"
+    with open(path, "wb") as f:
+        f.write(b"first\n" + b"x" * 200000 + b"\nlast")
+    assert atomicfile.read_lines(path, 512, max_line_bytes=100) == [b"first", b"last"]
+    assert atomicfile.read_lines(path, 7, max_line_bytes=100) == [b"first", b"last"]
+    if MICROPYTHON:  # a heap with 40 KB free: the 200 KB line must never be held whole
+        import gc
+
+        held, chunk = [], 1 << 20
+        gc.collect()
+        while chunk >= 1024:  # take all but ~40 KB, in pieces (the heap is not one free block)
+            try:
+                while gc.mem_free() > 40000 + chunk:
+                    held.append(bytearray(chunk))
+            except MemoryError:
+                pass
+            chunk //= 2
+        try:
+            assert atomicfile.read_lines(path, 512, max_line_bytes=2048) == [b"first", b"last"]
+            with raises(MemoryError):
+                atomicfile.read_lines(path, 512)  # (the check can fail: without a bound it runs out)
+        finally:
+            held.clear()
+            gc.collect()
