@@ -39,30 +39,6 @@ def _whole(x):
     return x if type(x) is int and 0 <= x < 1 << 53 else None
 
 
-def _last_lines(path, chunk_bytes=512):
-    """The file's last line (if it is not cut short) and the last complete one before it, newest
-    first: read in chunks, holding at most MAX_RECORD_BYTES of each."""
-    last, tail, cut = b"", b"", False  # cut: the start of the line in tail was dropped (too long)
-    try:
-        with open(path, "rb") as f:
-            while True:
-                chunk = f.read(chunk_bytes)
-                if not chunk:
-                    break
-                tail += chunk
-                i = tail.rfind(b"\n")
-                if i >= 0:
-                    for k, line in enumerate(tail[:i].split(b"\n")):
-                        if line.strip() and not (k == 0 and cut):  # (a line whose start was dropped is none)
-                            last = line
-                    tail, cut = tail[i + 1:], False
-                if len(tail) > MAX_RECORD_BYTES:
-                    tail, cut = b"", True
-    except OSError:
-        return ()
-    return (tail, last) if tail.strip() and not cut else (last,)
-
-
 class Spool:
     def __init__(self, folder="spool", max_files=144, ram_max=10, log=print):
         self.folder = folder
@@ -209,7 +185,11 @@ class Spool:
         the counters, or None), or None: at start, where the energy counters had got to, for when
         their own slots are damaged or gone (the wire's counters never go back)."""
         for first, count in reversed(self.files):
-            for line in _last_lines(self._path(first, count)):
+            try:  # (a file is ram_max lines, as batch() reads it; a line cut short or too long is no record)
+                lines = atomicfile.read_lines(self._path(first, count), max_line_bytes=MAX_RECORD_BYTES) or ()
+            except OSError:
+                continue
+            for line in reversed(lines):
                 try:
                     rec = json.loads(line)
                     seq, snap = rec["seq"], checked(rec["energy_mwh"])
