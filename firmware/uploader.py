@@ -207,9 +207,14 @@ class Uploader:
         d = min(self.backoff_max_ms, self.backoff_min_ms << min(self._failures, 16))
         return d // 2 + random.getrandbits(16) * (d // 2) // 65536  # "equal jitter": 50-100 % of d
 
-    def _failed(self, why, state="retrying"):
+    def _failed(self, why, state="retrying", wait_ms=0):
+        """Count a failure and say it; the delay before the next try: the backoff, or wait_ms (what the
+        server asked for) if longer, with the time it ends in the message."""
         self._failures += 1
-        delay = self._backoff_ms()
+        delay = max(self._backoff_ms(), wait_ms)
+        if wait_ms:
+            until = time.gmtime(time.time() + delay // 1000)
+            why += ": waiting for the server until %02d:%02d:%02d UTC" % (until[3], until[4], until[5])
         self.status.update({"state": state, "message": why, "last_error": why, "retry_in_ms": delay})
         self.log("upload: %s (retry in %d ms)" % (why, delay))
         return delay
@@ -304,14 +309,8 @@ class Uploader:
                 continue
             wait_ms = retry_after_ms(client.retry_after) if why in (429, 503) and client.retry_after else None
             if wait_ms is not None:  # the server says when: then, within reason, and never sooner than backoff
-                delay = max(self._backoff_ms(), min(wait_ms, RETRY_AFTER_MAX_MS))
-                self._failures += 1
-                until = time.gmtime(time.time() + delay // 1000)
-                msg = ("the server is busy (HTTP %d) and asked to wait: waiting for the server until "
-                       "%02d:%02d:%02d UTC" % (why, until[3], until[4], until[5]))
-                self.status.update({"state": "waiting", "message": msg, "last_error": msg, "retry_in_ms": delay})
-                self.log("upload: " + msg)
-                await _sleep_ms(delay)
+                await _sleep_ms(self._failed("the server is busy (HTTP %d) and asked to wait" % why, "waiting",
+                                             max(1, min(wait_ms, RETRY_AFTER_MAX_MS))))
                 continue
             if why is not None:
                 if isinstance(why, int):
