@@ -272,12 +272,13 @@ class Links:
                     self._sta_tried = now
                 if sta.isconnected():
                     via = "wifi"
-                    self.home_channel = sta.config("channel")
         if via != self.online_via:
             self.log("network: %s" % ("online via " + via if via else "offline"))
             self.online_via = via
             if via:
                 self._online_since = now
+            if via == "wifi":  # (read once on joining, not every tick)
+                self.home_channel = sta.config("channel")
             else:
                 self._offline_since = now
         self._decide_ap(now, cfg, self._button(now))
