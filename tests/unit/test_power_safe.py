@@ -6,7 +6,7 @@ from powercut import Flash, PowerCut, files, restore, steps_of
 
 from firmware import config, profiles
 from firmware.config import ConfigStore
-from support import MICROPYTHON, raises, tmpdir
+from support import raises, tmpdir
 
 OLD = {"wifi": {"ssid": "Old WiFi", "password": "old-password"}, "meter": {"model": "home"}}
 NEW = {"wifi": {"ssid": "New WiFi ☕", "password": "new-password-2"},
@@ -183,23 +183,3 @@ def test_read_lines_leaves_out_a_line_too_long_without_ever_holding_it_whole():
         f.write(b"first\n" + b"x" * 400000 + b"\nlast")
     assert atomicfile.read_lines(path, 512, max_line_bytes=100) == [b"first", b"last"]
     assert atomicfile.read_lines(path, 7, max_line_bytes=100) == [b"first", b"last"]
-    if MICROPYTHON:  # a heap with under 250 KB free: the 400 KB line must never be held whole
-        import gc
-
-        held, chunk = [], 1 << 20
-        gc.collect()
-        while chunk >= 16384:  # take all but 150-250 KB, in large pieces (the heap is not one free block)
-            try:
-                while gc.mem_free() > 150000 + chunk:
-                    held.append(bytearray(chunk))
-            except MemoryError:
-                pass
-            chunk //= 2
-        try:
-            assert gc.mem_free() < 400000
-            assert atomicfile.read_lines(path, 512, max_line_bytes=2048) == [b"first", b"last"]
-            with raises(MemoryError):
-                atomicfile.read_lines(path, 512)  # (the check can fail: without a bound it runs out)
-        finally:
-            held.clear()
-            gc.collect()
