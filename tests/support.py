@@ -64,6 +64,21 @@ def tmpdir():
     return path
 
 
+class on_flash:
+    """with on_flash(): the current folder is a new empty one, the board's flash (the firmware's relative
+    file names land there), and back afterwards. (MICROPYPATH must then hold absolute paths, as
+    make test gives it: the firmware imports some modules only when it needs them.)"""
+
+    def __enter__(self):
+        self.here = os.getcwd()
+        os.chdir(tmpdir())
+        return self
+
+    def __exit__(self, *exc):
+        os.chdir(self.here)
+        return False
+
+
 def remove_tmpdirs():
     """At the end of a run: its test folders go (a run that stopped half way leaves them for a look)."""
     _rmtree("/tmp/meter-tests-%s-%d" % (RUNTIME, _RUN))

@@ -4,7 +4,7 @@ import os
 
 from firmware import app
 from simworld import world
-from support import MICROPYTHON, skip, tmpdir
+from support import MICROPYTHON, on_flash, skip
 from tools.sim import mains
 
 FILES = ("config.json", "config.json.bak", "identity.json", "energy.a", "energy.b", "spool/state.json",
@@ -89,18 +89,12 @@ def _boot_and_measure():
 
 
 def test_any_content_in_any_file_still_boots_measures_and_keeps_the_energy():
-    import hmacsha256  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
-
-    from firmware import links, portal, spool, uploader  # noqa: F401
-
-    here = os.getcwd()
     failures = []
-    try:
-        for path in FILES:
-            for content in CONTENTS:
-                if path == "spool" and isinstance(content, bytes) and content:
-                    content = b"a plain file where the spool folder was"
-                os.chdir(tmpdir())
+    for path in FILES:
+        for content in CONTENTS:
+            if path == "spool" and isinstance(content, bytes) and content:
+                content = b"a plain file where the spool folder was"
+            with on_flash():
                 world.reset()
                 mains.connect(world, mains.load_scenario({"phases": [{"irms": 5.0}] * 3}))
                 _healthy(".")
@@ -116,9 +110,6 @@ def test_any_content_in_any_file_still_boots_measures_and_keeps_the_energy():
                                                                                      said))
                 except Exception as e:
                     failures.append("%s %r: %s: %s" % (path, content and content[:20], type(e).__name__, e))
-                os.chdir(here)
-    finally:
-        os.chdir(here)
     assert not failures, "\n".join(failures)
 
 
@@ -131,8 +122,6 @@ def test_arbitrary_bytes_or_json_in_any_file_still_boot():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from firmware import links, portal, spool, uploader  # noqa: F401
-
     scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
     docs = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
                         st.dictionaries(st.sampled_from(["version", "reserved", "lost", "rejected", "seq", "wifi",
@@ -140,20 +129,15 @@ def test_arbitrary_bytes_or_json_in_any_file_still_boot():
                                         inner, max_size=5), max_leaves=12)
     contents = (st.binary(max_size=600) | docs.map(lambda d: json.dumps(d).encode()) | st.just("folder")
                 | st.just(None))
-    here = os.getcwd()
-
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(FILES), contents)
     def boots(path, content):
-        os.chdir(tmpdir())
-        try:
+        with on_flash():
             world.reset()
             mains.connect(world, mains.load_scenario({"phases": [{"irms": 5.0}] * 3}))
             _healthy(".")
             _damage(path, content)
             d, _ = _boot_and_measure()
             assert d.energy.snapshot()["net_import_mwh"] >= ENERGY["net_import_mwh"]
-        finally:
-            os.chdir(here)
 
     boots()

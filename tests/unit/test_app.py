@@ -1,5 +1,4 @@
 # main.py's entry: a firmware that stops for any reason but Ctrl-C restarts the board.
-import os
 import time
 
 import machine
@@ -10,7 +9,7 @@ from firmware.board import Board
 from firmware.bootguard import BootGuard
 from firmware.meter import Meter
 from simworld import world
-from support import MICROPYTHON, raises, skip, tmpdir
+from support import MICROPYTHON, on_flash, raises, skip
 from tools.sim import mains
 
 
@@ -217,13 +216,10 @@ def test_ten_healthy_minutes_clear_the_failed_starts():
 
 
 def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
-    from firmware import links, portal, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
     from firmware.energy_store import EnergyStore
     from firmware.spool import SEQ_BLOCK, Spool
 
-    here = os.getcwd()
-    os.chdir(tmpdir())  # the board's flash: the firmware's relative file names land here
-    try:
+    with on_flash():
         said = []
         app.Device(log=said.append)
         assert not [x for x in said if "restored from" in x or "record numbers" in x]  # a first start
@@ -237,17 +233,12 @@ def test_a_restart_says_what_energy_it_restored_and_why_record_numbers_jump():
         app.Device(log=said.append)
         assert "energy: restored from energy.a (save 1): net import 2.000 kWh, net export 0.000 kWh" in said, said
         assert [x for x in said if x.startswith("upload: record numbers go on from %d" % SEQ_BLOCK)], said
-    finally:
-        os.chdir(here)
 
 
 def test_energy_never_goes_back_on_the_wire_when_both_saved_slots_are_lost():
-    from firmware import links, portal, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
     from firmware.spool import Spool
 
-    here = os.getcwd()
-    os.chdir(tmpdir())
-    try:
+    with on_flash():
         counters = {"import_mwh": [3000000, 0, 0], "export_mwh": [0, 0, 0], "net_import_mwh": 3000000,
                     "net_export_mwh": 0}
         spool = Spool(log=lambda m: None)
@@ -268,17 +259,12 @@ def test_energy_never_goes_back_on_the_wire_when_both_saved_slots_are_lost():
             spool.shutdown()
             d = app.Device(log=said.append)
             assert d.energy.snapshot() == counters, bad  # from the good record before it
-    finally:
-        os.chdir(here)
 
 
 def test_a_button_held_at_power_up_resets_the_settings_only_where_it_is_not_gpio0():
-    from firmware import links, portal, spool, uploader  # noqa: F401  (imported before the chdir: MICROPYPATH may be relative)
     from firmware.config import ConfigStore
 
-    here = os.getcwd()
-    os.chdir(tmpdir())
-    try:
+    with on_flash():
         for profile, button, reset in (("esp32-devkitc", 0, False), ("olimex-esp32-poe", 34, True)):
             store = ConfigStore(log=lambda m: None)
             store.load()
@@ -292,9 +278,7 @@ def test_a_button_held_at_power_up_resets_the_settings_only_where_it_is_not_gpio
             assert mode == ("flash" if reset else "download"), said
             assert (ConfigStore(log=lambda m: None).load()["wifi"]["ssid"] == "") == reset
             assert any("keep the button pressed" in x for x in said) == reset
-    finally:
-        os.chdir(here)
-        world.reset()
+    world.reset()
 
 
 def test_at_the_repl_the_watchdog_that_cannot_be_stopped_does_not_reset_the_board():
