@@ -30,7 +30,7 @@ from array import array
 
 from firmware import diagnostics, dsp, metering, profiles
 from firmware.energy import Energy
-from firmware.sampler import NO_CROSSING, OK, Sampler
+from firmware.sampler import NO_CROSSING, OK, Sampler, chip_line
 
 METER_DEFAULTS = {
     "model": "home",
@@ -67,21 +67,21 @@ class Meter:
         # are derived from L1, whatever the settings say.
         if getattr(board, "voltage_inputs", 3) < 3:  # (not kept: an attribute more grows every Meter's table)
             s["wiring"] = "single-phase"
-        self.v_cal, self.i_cal = profiles.channels(s["model"], s["calibration"])
         self.ct_range_a = profiles.ct_range_a(s["model"])
         self.cycles = s["burst_cycles"]
         capacity = self.cycles * MAX_PAIRS_PER_CYCLE + MAX_PAIRS_PER_CYCLE // 2 + 8
         self.sampler = Sampler([a[0] for a in board.adc_pairs], [a[1] for a in board.adc_pairs], capacity)
-        # Result arrays sized for the smallest block any V/I channel pairing can use (a bias far
-        # from mid-scale gives smaller blocks).
-        smallest = min(dsp.block_pairs(v.bias, i.bias) for v in self.v_cal for i in self.i_cal)
-        nblocks = dsp.blocks_for(capacity, smallest)
+        self._v_adcs = [a[0] for a in board.adc_pairs[:getattr(board, "voltage_inputs", 3)]]
+        self._line_wait = 0
+        self._use_line(chip_line(self._v_adcs))
+        # Result arrays sized for the smallest block any bias can give (one at a rail): the biases
+        # follow the chip's line, which may only be known later (see close_window).
+        nblocks = dsp.blocks_for(capacity, dsp.block_pairs(0, 0))
         self._sums = array("i", bytes(4 * dsp.SUMS * nblocks))
         self._crossbuf = array("i", bytes(4 * 4 * nblocks))  # 4 shifted products, nblocks each
         mv = memoryview(self._crossbuf)
         self._cross_views = [mv[k * nblocks:(k + 1) * nblocks] for k in range(4)]  # made once
         self._nblocks = nblocks
-        self._block = [[dsp.block_pairs(v.bias, i.bias) for i in self.i_cal] for v in self.v_cal]
         self._res = array("i", bytes(4 * 7))  # integer results of _reduce, see there
         self.energy = energy or Energy()
         self._board = board
@@ -110,6 +110,17 @@ class Meter:
         # only once a window has measured it wholly with the new settings.
         self._straddle = False
         self._settled = [True, True, True]
+
+    def _use_line(self, line):
+        """Calibrate the channels with the chip's conversion (ESP-IDF's line from its eFuse, read off
+        the voltage inputs: sampler.chip_line), or the nominal one while it is None."""
+        self.adc_line = line
+        s = self.settings
+        self.v_cal, self.i_cal = profiles.channels(s["model"], s["calibration"], line)
+        self._block = [[dsp.block_pairs(v.bias, i.bias) for i in self.i_cal] for v in self.v_cal]
+        # Each voltage input's bias as measured (its mean over the last whole-cycle burst): the level
+        # zero crossings are detected at, whatever the chip's offset (the channel's is a start).
+        self._vbias = [v.bias for v in self.v_cal]
 
     def change_settings(self, changes):
         """Measure with changed settings (a software fix from the setup page) from the next burst on.
@@ -248,7 +259,8 @@ class Meter:
         n_ppc = self._pairs_per_cycle_q10 >> 10
         extra = (n_ppc >> 1) + 4 if delay else (n_ppc >> 2) + 4
         sm = self.sampler
-        status = sm.acquire(vp, c, vcal.bias, self.cycles, extra, WAIT_READS)
+        vbias = self._vbias[vp]
+        status = sm.acquire(vp, c, vbias, self.cycles, extra, WAIT_READS)
         if status != OK:
             return status
         b = sm.burst
@@ -258,8 +270,8 @@ class Meter:
         res[0] = n
         # The window from crossing to crossing, in 1/1024 pairs: the first crossing lies between the
         # last wait-loop read and pair 0 (half a pair apart), the last one between pairs n-1 and n.
-        res[1] = ((n << 10) - 512 + _fraction_q10(buf[2 * n - 2], buf[2 * n], vcal.bias)
-                  - (_fraction_q10(b.v_before, buf[0], vcal.bias) >> 1))
+        res[1] = ((n << 10) - 512 + _fraction_q10(buf[2 * n - 2], buf[2 * n], vbias)
+                  - (_fraction_q10(b.v_before, buf[0], vbias) >> 1))
         # Noise on an unwired voltage input also "crosses zero", in cycles far too short (or a stray
         # one far too long): a burst whose cycles are not mains cycles is no voltage at all.
         cycle_us = (n * b.pair_q10_us >> 10) // self.cycles
@@ -302,8 +314,10 @@ class Meter:
         block = self._block[p][c]
         blocks = dsp.pair_sums(sm.buf, pairs, vbias, ical.bias, block, self._sums)
         sv, si, svv, sii, svi = _totals(self._sums, blocks)
+        self._vbias[p] = int(vbias + sv / pairs + 0.5)  # near whole cycles: a fair mean
         vrms, irms, _, _ = metering.phase_values(pairs, sv, si, svv, sii, 0, 0, self.v_cal[p].units_per_code,
                                                  self.i_cal[c].units_per_code, 1, 0.0)
+        vrms, irms = self._denoise(vrms, irms, self.v_cal[p], ical)
         self._add(p, c, vrms, irms, 0.0, 0.0, 0.0, ical.bias + si / pairs, False)
 
     # --- metering ---------------------------------------------------------------------------
@@ -326,6 +340,7 @@ class Meter:
         q_codes = product(2, self._shift_q10(delay, True))
         vp = (p + 3 - delay) % 3  # the phase whose voltage input was read
         vcal = self.v_cal[vp]
+        self._vbias[vp] = int(vcal.bias + sv / n + 0.5)  # whole cycles: the input's bias
         ical = self.i_cal[c]
         b = self.sampler.burst
         pair_s = b.pair_q10_us / Q10 / 1e6
@@ -338,10 +353,23 @@ class Meter:
         sign = -1 if self.settings["ct_reversed"][c] else 1
         vrms, irms, pw, qvar = metering.phase_values(n, sv, si, svv, sii, p_codes, q_codes, vcal.units_per_code,
                                                      ical.units_per_code, sign, correction)
+        vrms, irms = self._denoise(vrms, irms, self.v_cal[vp], ical)
         if not delay and vrms < MIN_MAINS_VRMS:
             return False  # noise whose "cycles" happened to be mains-length: no voltage after all
         self._add(p, c, vrms, irms, pw, qvar, f, ical.bias + si / n, delay == 0)
         return True
+
+    def _denoise(self, vrms, irms, vcal, ical):
+        """RMS less the converter's own noise: noise adds to a waveform's mean square (σ² codes²),
+        and matters at the bottom of the range (σ = 4 codes is +0.5 % at 5 % of a CT's range).
+        σ² is measured per burst from the samples' second differences (sampler._despike)."""
+        b = self.sampler.burst
+        m = 6 * (b.pairs - 3)
+        if m <= 0:
+            return vrms, irms
+        nv = b.noise[0] / m * vcal.units_per_code * vcal.units_per_code
+        ni = b.noise[1] / m * ical.units_per_code * ical.units_per_code
+        return math.sqrt(max(0.0, vrms * vrms - nv)), math.sqrt(max(0.0, irms * irms - ni))
 
     def _add(self, p, c, vrms, irms, pw, qvar, f, ct_mean_code, own):
         if not self._acc[p]["n"] and not self._ever[p]:
@@ -408,6 +436,15 @@ class Meter:
         self._freq_sum = 0.0
         self._freq_n = 0
         self.energy.add([self._last[p]["real_power_w"] for p in range(3)], dt_ms)
+        self._line_wait -= 1
+        if self.adc_line is None and any(self._v_own) and self._line_wait <= 0:
+            # No voltage input swung at start-up; one does now. Between bursts, ~1,500 reads: once a
+            # minute at most, for an input that never swings enough.
+            self._line_wait = 60
+            vbias = self._vbias
+            self._use_line(chip_line(self._v_adcs))
+            if self.adc_line is None:
+                self._vbias = vbias
         single = self._single_phase()
         judged = not self._straddle and self._settled[0] and self._settled[1] and self._settled[2]
         self._straddle = False

@@ -17,6 +17,7 @@ ADC_V_PER_CODE = ADC_FULL_SCALE_V / 4095
 # The ESP32's ADC is accurate at 11 dB only from about 150 mV to 2450 mV (ESP-IDF docs): the front
 # end biases every input at the middle of that range, 1.30 V (code 1717), and keeps the largest
 # signal within +-1.10 V of it, so peaks never reach the non-linear ends.
+BIAS_V = 1.30
 BIAS_CODE = 1717
 
 # Voltage front end (both models): 0-390 V RMS. A 501:1 divider puts 390 V RMS (551.5 V peak) at
@@ -46,17 +47,21 @@ CHANNEL_KEYS = {
 
 
 class Channel:
-    """One calibrated ADC input: scale (units per code), bias code and phase lead."""
+    """One calibrated ADC input: scale (units per code), bias code and phase lead.
 
-    def __init__(self, kind, cal):
+    line: (mV per code, mV at code 0) of the chip's own conversion (sampler.chip_line), or None for
+    the nominal converter (ADC_V_PER_CODE, bias at adc_offset). With a line the bias is where
+    BIAS_V falls on it: only a starting point, as the meter follows each input's measured bias."""
+
+    def __init__(self, kind, cal, line=None):
         self.kind = kind
         self.cal = cal
-        gain = ADC_V_PER_CODE * cal["adc_gain"]
+        gain = (line[0] / 1000 if line else ADC_V_PER_CODE) * cal["adc_gain"]
         if kind == "voltage":
             self.units_per_code = gain * cal["divider_ratio"]
         else:
             self.units_per_code = gain * cal["ct_ratio"] / cal["burden_ohm"]
-        self.bias = int(cal["adc_offset"])
+        self.bias = int(cal["adc_offset"]) if not line else int((BIAS_V * 1000 - line[1]) / line[0] + 0.5)
         self.phase_lead_deg = cal["phase_lead_deg"]
 
 
@@ -70,10 +75,11 @@ def defaults(model):
     }
 
 
-def channels(model, calibration=None):
+def channels(model, calibration=None, line=None):
     """Calibrated (voltage_channels, current_channels) for a model, with per-channel overrides.
 
-    calibration is shaped like defaults(model); any key it leaves out keeps its default.
+    calibration is shaped like defaults(model); any key it leaves out keeps its default. line: the
+    chip's conversion (see Channel).
     """
     cal = defaults(model)
     for kind in ("voltage", "current"):
@@ -84,8 +90,8 @@ def channels(model, calibration=None):
                     raise ValueError("calibration.%s[%d]: unknown key %r" % (kind, k, key))
                 cal[kind][k][key] = value
     return (
-        [Channel("voltage", c) for c in cal["voltage"]],
-        [Channel("current", c) for c in cal["current"]],
+        [Channel("voltage", c, line) for c in cal["voltage"]],
+        [Channel("current", c, line) for c in cal["current"]],
     )
 
 

@@ -46,61 +46,83 @@ def _burst(read_v, read_i, buf, prm, ticks_us) -> int:
     b = ptr16(buf)
     bias = p[P_BIAS]
     low = bias - p[P_HYST]
-    # Wait for the voltage to rise through its bias after having been clearly below it.
+    # A rising crossing is a read at or above the bias after the voltage was clearly below it (two
+    # reads below the hysteresis arm the detector), confirmed by the next read staying above the
+    # hysteresis: a single read far off (a spike, see _despike) neither arms it nor is a crossing.
     armed = 0
     waited = 0
     limit = p[P_WAIT_READS]
     prev = 0
+    before = 0
     v = 0
+    t0 = 0
     while True:
         v = int(read_v()) >> 4
         waited += 1
-        if v < low:
+        if v < low and prev < low:
             armed = 1
         elif armed and v >= bias:
-            break
+            # The window is timed from one crossing's read to the other's: time between two reads
+            # of the same kind, so the cost of a read and of the loop cancels out.
+            t0 = int(ticks_us())
+            b[0] = v  # the crossing is pair 0; its current follows at once
+            b[1] = int(read_i()) >> 4
+            before = prev
+            prev = v
+            v = int(read_v()) >> 4
+            waited += 1
+            if v >= low:
+                break
         if waited >= limit:
             p[R_STATUS] = NO_CROSSING
             p[R_WAIT_READS] = waited
             p[R_PAIRS] = 0
             return NO_CROSSING
         prev = v
-    # The window is timed from one crossing's read to the other's: time between the two reads of
-    # the same kind, so the cost of a read and of the loop cancels and nothing else is counted.
-    p[R_T0] = int(ticks_us())
-    p[R_V_BEFORE] = prev
+    p[R_T0] = t0
+    p[R_V_BEFORE] = before
     p[R_WAIT_READS] = waited
-    # The crossing sample is pair 0; its current follows at once.
     cap2 = p[P_CAPACITY] << 1
-    b[0] = v
-    b[1] = int(read_i()) >> 4
-    k = 2
+    b[2] = v
+    b[3] = int(read_i()) >> 4
+    k = 4
     crossings = 0
     want = p[P_CYCLES]
     armed = 0
+    cand = 0  # where a crossing waits for its confirming read (0: none)
+    last = 0
+    t1 = 0
     while k < cap2:
         v = int(read_v()) >> 4
         b[k] = v
-        if v < low:
+        if cand:
+            if v >= low:
+                crossings += 1
+                last = cand
+            else:
+                armed = 1  # a spike up: the voltage is still below
+            cand = 0
+            if crossings == want:
+                b[k + 1] = int(read_i()) >> 4
+                k += 2
+                break
+        elif v < low and b[k - 2] < low:
             armed = 1
         elif armed and v >= bias:
             armed = 0
-            crossings += 1
-            if crossings == want:
-                p[R_T1] = int(ticks_us())  # as for R_T0: right after the crossing's voltage read
-                b[k + 1] = int(read_i()) >> 4
-                break
+            cand = k
+            t1 = int(ticks_us())  # as for t0: right after the crossing's voltage read
         b[k + 1] = int(read_i()) >> 4
         k += 2
     if crossings < want:
         p[R_STATUS] = BUFFER_FULL
         p[R_PAIRS] = k >> 1
         return BUFFER_FULL
-    p[R_CYCLE_PAIRS] = k >> 1
-    end = k + 2 + (p[P_EXTRA] << 1)
+    p[R_T1] = t1
+    p[R_CYCLE_PAIRS] = last >> 1
+    end = last + 2 + (p[P_EXTRA] << 1)
     if end > cap2:
         end = cap2
-    k += 2
     while k < end:
         b[k] = int(read_v()) >> 4
         b[k + 1] = int(read_i()) >> 4
@@ -108,6 +130,50 @@ def _burst(read_v, read_i, buf, prm, ticks_us) -> int:
     p[R_PAIRS] = k >> 1
     p[R_STATUS] = OK
     return OK
+
+
+@micropython.viper
+def _despike(buf, n: int, limit: int, noise) -> int:
+    """Replace each single-read spike of either channel by its neighbours' mean; returns how many.
+    noise[0], noise[1]: Σ d² of the voltage's and the current's second differences d, afterwards,
+    at reads 1 to n - 3 (n - 3 of each).
+
+    A spike (a WiFi transmit burst on the ESP32's ADC) is one read that stands more than `limit`
+    codes above both its neighbours, or below both. The anti-aliasing filter keeps the signal itself
+    from doing that between two reads of a channel, and a step in a real waveform is near one of
+    its neighbours, so nothing but spikes is changed and RMS and power are not biased.
+    The second difference of white noise of σ codes has a variance of 6σ²; a mains waveform's is
+    far below one code at ~300 pairs a cycle. Each d² is capped at 4096 (|d| = 64: no noise)."""
+    b = ptr16(buf)
+    o = ptr32(noise)
+    found = 0
+    sv = 0
+    si = 0
+    k = 2
+    end = (n - 1) << 1
+    while k < end:
+        for j in range(2):
+            x = b[k + j]
+            a = b[k + j - 2]
+            c = b[k + j + 2]
+            if (x - a > limit and x - c > limit) or (a - x > limit and c - x > limit):
+                x = (a + c) >> 1
+                b[k + j] = x
+                found += 1
+            if k < 4:
+                continue
+            d = b[k + j - 4] + x - a - a  # at the read before: both its neighbours are final now
+            d = d * d
+            if d > 4096:
+                d = 4096
+            if j:
+                si += d
+            else:
+                sv += d
+        k += 2
+    o[0] = sv
+    o[1] = si
+    return found
 
 
 @micropython.viper
@@ -131,6 +197,7 @@ class Burst:
         self.pairs = 0  # pairs stored (window + extra)
         self.pair_q10_us = 0  # measured time per V/I pair, in 1/1024 us (an int: no float on this path)
         self.v_before = 0  # voltage code just before the first crossing (for interpolation)
+        self.noise = array("i", bytes(8))  # Σ d² of the second differences: voltage, current (_despike)
 
 
 class Sampler:
@@ -141,7 +208,7 @@ class Sampler:
     The methods are bound once here, so the loop calls them without allocating.
     """
 
-    def __init__(self, v_adcs, i_adcs, capacity_pairs, hysteresis_codes=24):
+    def __init__(self, v_adcs, i_adcs, capacity_pairs, hysteresis_codes=24, spike_codes=80):
         self._read_v = tuple(a.read_u16 for a in v_adcs)
         self._read_i = tuple(a.read_u16 for a in i_adcs)
         self.capacity = capacity_pairs
@@ -149,6 +216,8 @@ class Sampler:
         self._prm = array("i", bytes(4 * N_PARAMS))
         self._prm[P_CAPACITY] = capacity_pairs
         self._prm[P_HYST] = hysteresis_codes
+        self.spike_codes = spike_codes
+        self.spikes = 0  # single-read spikes removed since start
         self._ticks_us = time.ticks_us
         self.burst = Burst()
 
@@ -167,6 +236,7 @@ class Sampler:
             b.v_before = prm[R_V_BEFORE]
             # Pair time from the window alone: from the first crossing's read to the last one's.
             b.pair_q10_us = time.ticks_diff(prm[R_T1], prm[R_T0]) * 1024 // b.cycle_pairs
+            self.spikes += _despike(self.buf, b.pairs, self.spike_codes, b.noise)
         else:
             b.cycle_pairs = 0
             b.pairs = 0
@@ -179,7 +249,62 @@ class Sampler:
         _free_run(self._read_v[v_ch], self._read_i[i_ch], self.buf, pairs)
         elapsed = time.ticks_diff(time.ticks_us(), t0)
         b = self.burst
+        self.spikes += _despike(self.buf, pairs, self.spike_codes, b.noise)
         b.cycle_pairs = pairs
         b.pairs = pairs
         b.pair_q10_us = elapsed * 1024 // pairs
         return pairs
+
+
+def chip_line(adcs, pairs=256, spread_codes=100, outlier_mv=24, sxx_min=4e7, pairs_max=16384):
+    """(mV per code, mV at code 0) of the calibration line the port's read_uv() applies to the ADC
+    inputs `adcs` (one ADC unit at one attenuation share it: on the ESP32, ESP-IDF's line from the
+    chip's eFuse Vref), or None if it cannot be told here.
+
+    read_uv() converts a reading of its own, so each one is placed between two raw reads and
+    compared with their mean; a least-squares line through the pairs of all the inputs is the
+    chip's line. Only raw codes from 1 to 2800 count (0 is below the range; from 2880 up ESP-IDF
+    uses a table, not the line), and they must spread over spread_codes (mains on a voltage
+    input): quiet inputs cannot show a slope. A first round of `pairs` reads gives a rough line; the
+    second leaves out any point more than outlier_mv off it (a spike in one of its reads) and reads
+    on until the codes' spread (Σ(x - mean)², codes²) pins the slope to ~0.05 % at 4 codes of
+    noise, or pairs_max: ~1,000 points at 230 V, 16 times more at 20 V (~1.5 s of reads at 35 µs).
+    Run it at start-up, never while measuring."""
+    if not adcs or getattr(adcs[0], "read_uv", None) is None:
+        return None
+    line = None
+    for rnd in range(2):
+        n = sx = sy = sxx = sxy = 0.0
+        lo, hi = 4095, 0
+        x0 = y0 = 0.0  # sums about the first point: the board's floats are single precision
+        done = 0
+        while True:
+            for _ in range(64):
+                for adc in adcs:  # in turn: each input's reads spread over whole mains cycles
+                    r0 = adc.read_u16() >> 4
+                    mv = adc.read_uv() / 1000
+                    r1 = adc.read_u16() >> 4
+                    if not (0 < r0 <= 2800 and 0 < r1 <= 2800):
+                        continue
+                    if line and abs(line[0] * (r0 + r1) / 2 + line[1] - mv) > outlier_mv:
+                        continue
+                    if not n:
+                        x0, y0 = (r0 + r1) / 2, mv
+                    x = (r0 + r1) / 2 - x0
+                    y = mv - y0
+                    n += 1
+                    sx += x
+                    sy += y
+                    sxx += x * x
+                    sxy += x * y
+                    lo = min(lo, r0)
+                    hi = max(hi, r0)
+            done += 64 * len(adcs)
+            if done >= pairs and (rnd == 0 or hi - lo < spread_codes or sxx - sx * sx / n >= sxx_min
+                                  or done >= pairs_max):
+                break
+        if hi - lo < spread_codes:
+            return None
+        slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+        line = slope, y0 + (sy - slope * sx) / n - slope * x0
+    return line

@@ -112,3 +112,28 @@ def test_every_wiring_fault_is_named_on_its_phase(name):
     assert got == sorted(expected, key=lambda x: (x[0], x[1] or 0)), name
     for d in rep["diagnostics"]:
         assert d["message"] and "L%d" % d["phase"] in d["message"] if d["phase"] else d["message"]
+
+
+# A real ESP32 ADC (issue 17): ESP-IDF's 11 dB curve for chips from Vref 1000 to 1200 mV, 4 codes of
+# noise and WiFi spikes, measured with the chip's eFuse line alone (before an installer calibrates):
+# within 2 %. The zero crossings are found at each input's measured bias, so 20 V is measured on
+# any chip. At 20 V the crossings are ~2 codes a read apart in 4 codes of noise, so frequency is
+# only within 0.15 Hz there (docs/MEASUREMENT.md).
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("chip-")))
+def test_a_real_chip_before_calibration(name):
+    rep, want = _check_phases(name, v_pct=2.0, i_pct=2.0, p_pct=2.0)
+    hz = 0.15 if name.endswith("-20v") else 0.02
+    assert abs(rep["frequency_hz"] - want["frequency_hz"]) <= hz, (rep["frequency_hz"], want["frequency_hz"])
+    assert rep["diagnostics"] == []
+
+
+def test_an_empty_ct_reads_no_current_beside_any_voltages():
+    # The buffered bias of docs/HARDWARE.md: at most 0.1 % of the CT's range with no current in it,
+    # whatever the voltages; the shared bias of the first design read tens of amps there.
+    for label in ("one-phase", "unbalanced"):
+        rep, _ = _get("crosstalk-buffered-" + label)
+        assert max(p["irms"] for p in rep["phases"]) <= 0.1, (label, rep["phases"])
+    shared, _ = _get("crosstalk-shared-one-phase")
+    assert min(p["irms"] for p in shared["phases"]) > 20.0  # ~146 mV RMS of ripple: ~23 A on 100 A CTs
+    shared, _ = _get("crosstalk-shared-unbalanced")
+    assert min(p["irms"] for p in shared["phases"]) > 1.0

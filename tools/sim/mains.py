@@ -62,6 +62,7 @@ DEFAULTS = {
     "noise_lsb": 1.0,
     "seed": 1,
     "adc_read_us": 35,
+    "adc": None,
     "front_end": None,
     "meter": None,
     "phases": None,
@@ -239,10 +240,16 @@ def load_scenario(given):
         "seed": _integer("scenario.seed", s["seed"], 0, 0x7FFFFFFF),
         "adc_read_us": _integer("scenario.adc_read_us", s["adc_read_us"], ADC_READ_US_RANGE[0],
                                 ADC_READ_US_RANGE[1]),
+        "adc": _adc("scenario.adc", s["adc"]),
         "front_end": s["front_end"],
         "meter": dict(meter),
         "phases": [_phase("scenario.phases[%d]" % k, k + 1, ph) for k, ph in enumerate(phases)],
     }
+    if out["adc"] is not None:
+        for k, inside in (("noise_lsb", "noise_lsb"), ("adc_read_us", "read_us")):
+            if k in given and given[k] != DEFAULTS[k]:
+                _fail("scenario." + k, "goes into scenario.adc as %r when the scenario has an adc object" % inside,
+                      show=False)
     try:
         front_end(out)
     except ScenarioError:
@@ -257,7 +264,147 @@ def front_end(scenario):
     fe = scenario["front_end"]
     if fe is not None and not isinstance(fe, dict):
         _fail("scenario.front_end", "must be an object like {\"voltage\": [...], \"current\": [...]}", fe)
+    if fe and "bias" in fe:
+        _choice("scenario.front_end.bias", fe["bias"], BIAS_CIRCUITS)
+        fe = {k: fe[k] for k in fe if k != "bias"}
     return profiles.channels(scenario["model"], fe)
+
+
+def bias_circuit(scenario):
+    """"buffered" (the reference front end) or "shared" (the dividers' currents move the bias)."""
+    fe = scenario["front_end"] or {}
+    return fe.get("bias", "buffered")
+
+
+# --- the converter: ESP32 ADC1 at 11 dB ------------------------------------------------------
+#
+# The chip's transfer is ESP-IDF's own characterisation of ADC1 at 11 dB (esp_adc_cal_esp32.c in
+# ESP-IDF 4, adc_cali_line_fitting.c in 5): below raw 2880 a line, mV = raw * vref * 196602 / 4096 /
+# 65536 + 142 (0.806 mV per code at Vref 1100 mV); from 2944 up a 20-point table (raw 2880-4096,
+# step 64) interpolated between a chip with Vref 1000 and one with 1200 mV; a blend between. Below
+# the line's offset the converter reads 0. A chip's Vref is 1000-1200 mV; `offset_mv` moves its
+# whole curve (the eFuse does not record it, so the port's read_uv() does not know it either).
+IDF_SCALE_11DB = 196602  # adc1_vref_atten_scale[ADC_ATTEN_DB_11]
+IDF_OFFSET_11DB_MV = 142  # adc1_vref_atten_offset[ADC_ATTEN_DB_11]
+LUT_LOW_RAW = 2880
+LUT_STEP = 64
+LUT_VREF_LOW_MV = (2240, 2297, 2352, 2405, 2457, 2512, 2564, 2616, 2664, 2709,
+                   2754, 2795, 2832, 2868, 2903, 2937, 2969, 3000, 3030, 3060)  # lut_adc1_low
+LUT_VREF_HIGH_MV = (2667, 2706, 2745, 2780, 2813, 2844, 2873, 2901, 2928, 2956,
+                    2982, 3006, 3032, 3059, 3084, 3110, 3135, 3160, 3184, 3209)  # lut_adc1_high
+EFUSE_VREF_STEP_MV = 7  # the eFuse holds Vref as 1100 mV + a 5-bit signed count of 7 mV steps
+IDEAL_MV_PER_CODE = 3100.0 / CODE_MAX  # the ideal converter: 0 V at code 0, 3.1 V at 4095
+BIAS_CIRCUITS = ("buffered", "shared")
+ADC_DEFAULTS = {
+    "vref_mv": 1100.0,
+    "offset_mv": float(IDF_OFFSET_11DB_MV),
+    "inl": "esp32",
+    "noise_lsb": 4.0,
+    "spikes_per_s": 20.0,
+    "read_us": 35,
+    "efuse_vref_mv": None,  # what the chip's eFuse says its Vref is; None: the true one, to its 7 mV step
+}
+SPIKE_CODES = (100, 400)  # a spike's size, uniform between these, either sign (see docs/SIMULATOR.md)
+
+
+def _adc(where, x):
+    """The converter: None or "ideal" (the old exact one), or an object of ADC_DEFAULTS' keys."""
+    if x is None or x == "ideal":
+        return None
+    a = _keys(where, x, ADC_DEFAULTS)
+    return {
+        "vref_mv": _number(where + ".vref_mv", a["vref_mv"], 1000.0, 1200.0),
+        "offset_mv": _number(where + ".offset_mv", a["offset_mv"], 0.0, 300.0),
+        "inl": _choice(where + ".inl", a["inl"], ("esp32", "none")),
+        "noise_lsb": _number(where + ".noise_lsb", a["noise_lsb"], 0.0, NOISE_LSB_MAX),
+        "spikes_per_s": _number(where + ".spikes_per_s", a["spikes_per_s"], 0.0, 10_000.0),
+        "read_us": _integer(where + ".read_us", a["read_us"], ADC_READ_US_RANGE[0], ADC_READ_US_RANGE[1]),
+        "efuse_vref_mv": (None if a["efuse_vref_mv"] is None
+                          else _integer(where + ".efuse_vref_mv", a["efuse_vref_mv"], 995, 1205)),
+    }
+
+
+def idf_mv(raw, vref_mv):
+    """ESP-IDF's conversion of a raw 11 dB ADC1 reading to mV for a chip of Vref vref_mv, in floats
+    (the port's read_uv() is this in integers, efuse_uv())."""
+    line = raw * vref_mv * IDF_SCALE_11DB / 4096 / 65536 + IDF_OFFSET_11DB_MV
+    if raw < LUT_LOW_RAW:
+        return line
+    i = min(int((raw - LUT_LOW_RAW) // LUT_STEP), len(LUT_VREF_LOW_MV) - 2)
+    fy = (raw - LUT_LOW_RAW - i * LUT_STEP) / LUT_STEP
+    fx = (vref_mv - 1000.0) / 200.0
+    lo = LUT_VREF_LOW_MV[i] + (LUT_VREF_LOW_MV[i + 1] - LUT_VREF_LOW_MV[i]) * fy
+    hi = LUT_VREF_HIGH_MV[i] + (LUT_VREF_HIGH_MV[i + 1] - LUT_VREF_HIGH_MV[i]) * fy
+    lut = lo + (hi - lo) * fx
+    if raw <= LUT_LOW_RAW + LUT_STEP:
+        f = (raw - LUT_LOW_RAW) / LUT_STEP
+        return line + (lut - line) * f
+    return lut
+
+
+def efuse_vref_mv(vref_mv):
+    """The Vref a chip's eFuse holds: the true one to the nearest 7 mV step from 1100 mV."""
+    return 1100 + int(round((vref_mv - 1100) / EFUSE_VREF_STEP_MV)) * EFUSE_VREF_STEP_MV
+
+
+def efuse_uv(raw, vref_mv):
+    """What the ESP32 port's ADC.read_uv() returns for a raw reading: ESP-IDF's line fitting with
+    the eFuse Vref, in whole mV (ports/esp32/adc.c, madcblock_read_uv_helper: mV * 1000), integers
+    as ESP-IDF computes them (adc_cali_line_fitting.c: calculate_voltage_linear, _lut)."""
+    coeff_a = vref_mv * IDF_SCALE_11DB // 4096
+    linear = (coeff_a * raw + 32768) // 65536 + IDF_OFFSET_11DB_MV
+    if raw < LUT_LOW_RAW:
+        return linear * 1000
+    i = (raw - LUT_LOW_RAW) // LUT_STEP
+    if i > len(LUT_VREF_LOW_MV) - 2:
+        i = len(LUT_VREF_LOW_MV) - 2
+    x2, x1 = 1200 - vref_mv, vref_mv - 1000
+    y2 = (i + 1) * LUT_STEP + LUT_LOW_RAW - raw
+    y1 = raw - (i * LUT_STEP + LUT_LOW_RAW)
+    v = (LUT_VREF_LOW_MV[i] * x2 * y2 + LUT_VREF_HIGH_MV[i] * x1 * y2 + LUT_VREF_LOW_MV[i + 1] * x2 * y1
+         + LUT_VREF_HIGH_MV[i + 1] * x1 * y1)
+    lut = (v + 200 * LUT_STEP // 2) // (200 * LUT_STEP)
+    if raw <= LUT_LOW_RAW + LUT_STEP:
+        x = raw - LUT_LOW_RAW
+        return ((linear * LUT_STEP) + (lut * x) - (linear * x) + LUT_STEP // 2) // LUT_STEP * 1000
+    return lut * 1000
+
+
+class Converter:
+    """A chip's transfer: mV at the pin -> raw code (a float; the ADC rounds after its noise)."""
+
+    def __init__(self, adc):
+        self.vref = adc["vref_mv"]
+        self.shift = adc["offset_mv"] - IDF_OFFSET_11DB_MV
+        self.esp32 = adc["inl"] == "esp32"
+        self.slope = self.vref * IDF_SCALE_11DB / 4096 / 65536  # mV per code on the line
+
+    def mv(self, raw):
+        if self.esp32:
+            return idf_mv(raw, self.vref) + self.shift
+        return raw * self.slope + IDF_OFFSET_11DB_MV + self.shift
+
+    def raw(self, mv):
+        """The code mv reads as, unclipped below 0 (the table clips): the curve is monotonic, so
+        the line answers below the table's start and a bisection above it."""
+        r = (mv - IDF_OFFSET_11DB_MV - self.shift) / self.slope
+        if not self.esp32 or r < LUT_LOW_RAW:
+            return r
+        lo, hi = float(LUT_LOW_RAW), float(CODE_MAX)
+        if mv >= self.mv(hi):
+            return hi + (mv - self.mv(hi)) / self.slope
+        for _ in range(24):
+            mid = (lo + hi) / 2
+            if self.mv(mid) < mv:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    def sub(self, x):
+        """A table entry (1/SUB codes of the ideal converter, + SUB/2) as this chip reads it."""
+        r = self.raw((x - SUB // 2) / SUB * IDEAL_MV_PER_CODE)
+        return int(round(r * SUB)) + SUB // 2
 
 
 def period_ns(scenario):
@@ -375,6 +522,7 @@ def pin_components(scenario, gpios=ADC_GPIOS, state=None):
     a step's load} in place of the conductors' own (load_states()).
     """
     vch, ich = front_end(scenario)
+    ripple = bias_ripple(scenario) if bias_circuit(scenario) == "shared" else []
     out = {}
     for k in range(3):
         p = k + 1
@@ -386,18 +534,47 @@ def pin_components(scenario, gpios=ADC_GPIOS, state=None):
         elif ph["voltage_connected"] and (scenario["wiring"] == "three-phase" or p == 1):
             comps = [(o, a / ch.units_per_code, ang + _lead(ch, o, scenario))
                      for o, a, ang in voltage_components(scenario, p)]
-            out[v_gpio] = (ch.bias, comps)
+            out[v_gpio] = (ch.bias, comps + ripple)
         else:
-            out[v_gpio] = (ch.bias, None)  # no AC reaches this input: it idles at its bias
+            out[v_gpio] = (ch.bias, ripple or None)  # no AC reaches this input: it idles at its bias
         ch = ich[k]
         if ph["ct_connected"]:
             sign = -1.0 if ph["ct_reversed"] else 1.0
             c = ph["ct_phase"]
             comps = [(o, sign * a / ch.units_per_code, ang + _lead(ch, o, scenario))
                      for o, a, ang in current_components(scenario, c, (state or {}).get(c))]
-            out[i_gpio] = (ch.bias, comps)
+            out[i_gpio] = (ch.bias, comps + ripple)
         else:
             out[i_gpio] = (0, None)  # the jack's switch grounds an unplugged CT input: 0 V
+    return out
+
+
+# The shared bias of the first reference front end: every voltage divider (5 x 100 kΩ + 1 kΩ)
+# returns its current into the node that biases all six inputs, a 15 kΩ / 10 kΩ divider from 3.3 V
+# (6 kΩ) decoupled by 10 µF + 100 nF. Balanced phases' currents cancel there; anything else is
+# ripple on every input that node biases (~146 mV RMS from one 230 V phase: 318 Ω at 50 Hz).
+SHARED_DIVIDER_OHM = 501e3
+SHARED_NODE_OHM = 6e3
+SHARED_NODE_FARAD = 10.1e-6
+
+
+def bias_ripple(scenario):
+    """[(order, peak codes, phase rad)] the shared bias node carries (none from phases not wired)."""
+    sums = {}
+    for k in range(3):
+        ph = scenario["phases"][k]
+        if not ph["voltage_connected"] or (scenario["wiring"] == "single-phase" and k > 0):
+            continue
+        for order, peak_v, ang in voltage_components(scenario, k + 1):
+            i = peak_v / SHARED_DIVIDER_OHM
+            sums[order] = sums.get(order, 0j) + complex(i * math.cos(ang), i * math.sin(ang))
+    out = []
+    w = 2 * math.pi * scenario["frequency_hz"]
+    for order in sorted(sums):
+        z = 1 / complex(1 / SHARED_NODE_OHM, w * order * SHARED_NODE_FARAD)
+        v = sums[order] * z
+        if abs(v) > 0:
+            out.append((order, abs(v) * 1000 / IDEAL_MV_PER_CODE, math.atan2(v.imag, v.real)))
     return out
 
 
@@ -411,11 +588,12 @@ def _trig_tables(n):
     return s, c
 
 
-def table(bias, comps, n, trig):
+def table(bias, comps, n, trig, conv=None):
     """One period of the input: (table, clipped).
 
     Entries are SUB·(bias + Σ a·sin(2π·order·k/n + phase)) + SUB/2, rounded (the SUB/2 makes the
-    reader's floor division a rounding); clipped counts entries beyond the ADC's range.
+    reader's floor division a rounding), in codes of the ideal converter; conv (a Converter) turns
+    them into what a real chip reads. clipped counts entries beyond the ADC's range.
     """
     sin_t, cos_t = trig
     coefs = []
@@ -436,6 +614,8 @@ def table(bias, comps, n, trig):
             j = order * k % n
             acc += a * sin_t[j] + b * cos_t[j]
         x = base + acc // one
+        if conv is not None:
+            x = conv.sub(x)
         if x < 0:
             x = 0
             clipped += 1
@@ -446,9 +626,12 @@ def table(bias, comps, n, trig):
     return out, clipped
 
 
-def flat(code):
-    """A one-entry table for an input that carries no AC: it sits at `code`."""
-    return array("H", [SUB * min(max(code, 0), CODE_MAX) + SUB // 2])
+def flat(code, conv=None):
+    """A one-entry table for an input that carries no AC: it sits at `code` (of the ideal converter)."""
+    x = SUB * code + SUB // 2
+    if conv is not None:
+        x = conv.sub(x)
+    return array("H", [min(max(x, SUB // 2), SUB * CODE_MAX + SUB // 2)])
 
 
 FRAC_BITS = 13  # between two table steps, the waveform is interpolated to 1/8192 of a step
@@ -512,11 +695,11 @@ class MainsSource:
         self._step = step
         self._rem = r
 
-    def set_load(self, origin_ns, bias, pattern=None, tables=None, starts_ns=None):
+    def set_load(self, origin_ns, off, pattern=None, tables=None, starts_ns=None):
         """Make this a current input whose load changes: gated per mains cycle by a (loaded)
         cycle_pattern, cycle 0 starting at origin_ns; and/or `tables[i]` from starts_ns[i] on."""
         self.origin_ns = origin_ns
-        self.off = SUB * bias + SUB // 2  # an input with no current sits at its bias
+        self.off = off  # an input with no current sits at its bias: flat(bias)'s entry
         if isinstance(pattern, dict):
             self.random = True
             self.threshold, self.salt = random_gate(pattern["random"], pattern["seed"])
@@ -603,8 +786,9 @@ class _XorShift:
         return x / 4294967296.0 + 1.0 / 8589934592.0
 
 
-def noise(sigma, rng, n=NOISE_LEN):
-    """n Gaussian noise values (σ = sigma codes) in 1/SUB codes, by Box-Muller."""
+def noise(sigma, rng, n=NOISE_LEN, spike_p=0.0):
+    """n Gaussian noise values (σ = sigma codes) in 1/SUB codes, by Box-Muller; then each entry is a
+    spike (SPIKE_CODES, either sign) with probability spike_p."""
     out = array("h", bytearray(2 * n))
     sigma = sigma * SUB
     k = 0
@@ -615,6 +799,12 @@ def noise(sigma, rng, n=NOISE_LEN):
         if k + 1 < n:
             out[k + 1] = int(round(r * math.sin(t)))
         k += 2
+    if spike_p > 0:
+        lo, hi = SPIKE_CODES
+        for k in range(n):
+            if rng.uniform() < spike_p:
+                size = lo + (hi - lo) * rng.uniform()
+                out[k] = int(round((size if rng.uniform() < 0.5 else -size) * SUB))
     return out
 
 
@@ -628,7 +818,10 @@ def sources(scenario, gpios=ADC_GPIOS, origin_ns=0):
     """
     pns = period_ns(scenario)
     trig = None
-    nz = noise(scenario["noise_lsb"], _XorShift(scenario["seed"])) if scenario["noise_lsb"] > 0 else None
+    adc = scenario["adc"]
+    conv = Converter(adc) if adc else None
+    sigma, spike_p = noise_of(scenario)
+    nz = noise(sigma, _XorShift(scenario["seed"]), NOISE_LEN, spike_p) if sigma > 0 or spike_p > 0 else None
     out = {}
     comps = pin_components(scenario, gpios)
     pins = [g for pair in gpios for g in pair if g is not None]
@@ -636,11 +829,11 @@ def sources(scenario, gpios=ADC_GPIOS, origin_ns=0):
     for k, gpio in enumerate(pins):
         bias, c = comps[gpio]
         if c is None:
-            tab, clipped = flat(bias), 0
+            tab, clipped = flat(bias, conv), 0
         else:
             if trig is None:
                 trig = _trig_tables(TABLE_LEN)
-            tab, clipped = table(bias, c, TABLE_LEN, trig)
+            tab, clipped = table(bias, c, TABLE_LEN, trig, conv)
         src = MainsSource(tab, pns, nz, k * NOISE_LEN // len(pins))
         src.clipped = clipped
         out[gpio] = src
@@ -656,12 +849,12 @@ def sources(scenario, gpios=ADC_GPIOS, origin_ns=0):
             key = (gpio, state["irms"], state["phase_deg"])
             if key not in made:
                 bias, c = pin_components(scenario, gpios, {ph["ct_phase"]: state})[gpio]
-                tab, clipped = table(bias, c, TABLE_LEN, trig or _trig_tables(TABLE_LEN))
+                tab, clipped = table(bias, c, TABLE_LEN, trig or _trig_tables(TABLE_LEN), conv)
                 src.clipped += clipped
                 made[key] = tab
             tables.append(made[key])
             starts.append(origin_ns + first * pns)
-        src.set_load(origin_ns, comps[gpio][0], cond["cycle_pattern"], tables, starts)
+        src.set_load(origin_ns, flat(comps[gpio][0], conv)[0], cond["cycle_pattern"], tables, starts)
     return out
 
 
@@ -684,5 +877,26 @@ def connect(world, scenario, board=None):
     srcs = sources(scenario, adc_gpios(board), run_origin_us(world, scenario) * 1000)
     for gpio in srcs:
         world.sources[gpio] = srcs[gpio]
-    world.adc_read_us = scenario["adc_read_us"]
+    world.adc_read_us = read_us(scenario)
+    adc = scenario["adc"]
+    if adc:
+        vref = adc["efuse_vref_mv"] or efuse_vref_mv(adc["vref_mv"])
+        world.adc_uv = lambda raw: efuse_uv(raw, vref)
+    else:
+        world.adc_uv = None
     return srcs
+
+
+def noise_of(scenario):
+    """(σ in codes, spike probability per read) of the scenario's converter. A spike rate is per
+    second of one input read continuously, one read per V/I pair."""
+    adc = scenario["adc"]
+    if adc is None:
+        return scenario["noise_lsb"], 0.0
+    return adc["noise_lsb"], adc["spikes_per_s"] * 2 * adc["read_us"] * 1e-6
+
+
+def read_us(scenario):
+    """µs one conversion takes."""
+    adc = scenario["adc"]
+    return adc["read_us"] if adc else scenario["adc_read_us"]

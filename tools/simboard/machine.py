@@ -140,7 +140,13 @@ class ADC:
         return (raw << 4) | (raw >> 8)  # scale 12 bits to 16, as the ESP32 port does
 
     def read_uv(self):
-        return self._raw12() * ADC._FULL_SCALE_MV[self._atten] * 1000 // 4095
+        # ports/esp32/adc.c, madcblock_read_uv_helper: ESP-IDF's calibration (line fitting from the
+        # eFuse Vref on the ESP32) turns the raw reading into whole mV, returned * 1000. The
+        # simulated chip's own (tools/sim/mains.py, efuse_uv) when a scenario models one.
+        raw = self._raw12()
+        if world.adc_uv is not None and self._atten == ADC.ATTN_11DB:
+            return world.adc_uv(raw)
+        return raw * ADC._FULL_SCALE_MV[self._atten] // 4095 * 1000
 
 
 class Timer:

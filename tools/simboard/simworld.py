@@ -149,6 +149,7 @@ class World:
         self._us_offset = START_US - self._now_us - TICKS_PERIOD  # ticks_us() is (now + this) & ticks_mask
         self._ms_offset = START_US // 1000  # ticks_ms() is (now // 1000 + this) & ticks_mask
         self.adc_read_us = ADC_READ_US
+        self.adc_uv = None  # raw -> µV as the port's ADC.read_uv() gives it (tools/sim/mains.py), or None
         self.sources = {}  # GPIO number -> source with raw_at(t_us)
         self.pin_levels = {}  # GPIO number -> level driven from outside (button) or by firmware
         self.held = {}  # GPIO number -> level driven from outside (press/release): kept across a reset
