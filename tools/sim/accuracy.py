@@ -153,6 +153,10 @@ def worst_errors(results, chip=False):
     return worst
 
 
+def _hz_error(results, name):
+    return abs(results[name]["frequency_hz"] - truth.expected(*CASES[name])["frequency_hz"])
+
+
 def main():
     import time
 
@@ -165,8 +169,8 @@ def main():
     print("  worst Irms error        %.3f %%   (target 0.5 %%, 5-100 %% of range)" % w["irms_pct"])
     print("  worst real power error  %.3f %%   (target 0.5 %%, |PF| >= 0.5)" % w["real_power_pct"])
     print("  worst PF error          %.4f     (target 0.01)" % w["power_factor"])
-    print("  worst frequency error   %.4f Hz  (target 0.02 Hz; at 20 V: %.4f Hz)" % (
-        w["frequency_hz"], abs(results["volts-20"]["frequency_hz"] - truth.expected(*CASES["volts-20"])["frequency_hz"])))
+    print("  worst frequency error   %.4f Hz  (target 0.02 Hz; at 20 V: %.4f Hz)"
+          % (w["frequency_hz"], _hz_error(results, "volts-20")))
     print("  worst 60 s energy error %.3f %%   (target 0.5 %%)" % w["energy_pct"])
     for lo in ("range-home-1", "range-public-1"):
         rep = results[lo]
@@ -182,8 +186,8 @@ def main():
     print("  worst Irms error        %.3f %%" % w["irms_pct"])
     print("  worst real power error  %.3f %%" % w["real_power_pct"])
     print("  worst PF error          %.4f" % w["power_factor"])
-    print("  worst frequency error   %.4f Hz (20 V: %.4f Hz)" % (w["frequency_hz"], max(
-        abs(results[n]["frequency_hz"] - truth.expected(*CASES[n])["frequency_hz"]) for n in chips if n.endswith("-20v"))))
+    print("  worst frequency error   %.4f Hz (20 V: %.4f Hz)"
+          % (w["frequency_hz"], max(_hz_error(results, n) for n in chips if n.endswith("-20v"))))
     for n in sorted(c for c in CASES if c.startswith("crosstalk-")):
         print("  %-32s empty CTs read %s A" % (n, ", ".join("%.3f" % p["irms"] for p in results[n]["phases"])))
     return 0
