@@ -131,6 +131,10 @@ class Meter:
         self.settings.update(changes)
         if getattr(self._board, "voltage_inputs", 3) < 3:
             self.settings["wiring"] = "single-phase"
+        if "calibration" in changes:  # an installer's calibration: the channels anew, same chip line
+            vbias = self._vbias
+            self._use_line(self.adc_line)
+            self._vbias = vbias
         self._straddle = True
         for p in range(3):
             self._settled[p] = False
