@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test quick sim soak build deploy bench lint typecheck clean
+.PHONY: venv test quick sim soak build image deploy bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ soak: venv
 
 build: venv
 	$(PY) -m tools.build
+
+image: venv
+	$(PY) -m tools.image $(if $(VARIANT),--variant $(VARIANT))
 
 bench: venv
 	$(PY) -m tools.bench

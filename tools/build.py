@@ -139,7 +139,7 @@ def _host_lib_holds(want):
 
 
 ROMFS_IMAGE = os.path.join(BUILD, "device.romfs")
-ROMFS_PARTITION_BYTES = 0x20000  # MicroPython's ports/esp32/partitions-4MiB-romfs.csv (docs/HARDWARE.md)
+ROMFS_PARTITION_BYTES = 0x20000  # the romfs partition in boards/METER_ESP32/partitions-4MiB-meter.csv (docs/IMAGE.md)
 WROOM32_HEAP = "96wK"  # an ESP32-WROOM-32 without PSRAM: ~96 KB of MicroPython heap
 
 
