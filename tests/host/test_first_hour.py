@@ -191,6 +191,7 @@ DOCUMENTED = [  # every command the README and the --help texts show
     ["tools.sim", "accuracy"], ["tools.sim", "truth"], ["tools.sim", "heapmap"], ["tools.ingest"],
     ["tools.provision"], ["tools.build"],
     ["tools.deploy"], ["tools.bench"], ["tools.bench_upload"], ["tools.flashwear"], ["tools.romfs"], ["tools.check"],
+    ["tools.standin"],
 ]
 
 

@@ -348,3 +348,38 @@ def test_name_lookups_and_ntp_hold_the_vm_as_long_as_the_radio_script_says():
     with raises(OSError):
         board.resolve("localhost", 8443)
     assert time.ticks_diff(time.ticks_ms(), t0) == 11000
+
+
+def test_esp32_heap_regions_show_psram_only_on_a_module_that_has_it():
+    import esp
+    import esp32
+
+    assert esp.flash_size() == 4 * 1024 * 1024  # an ESP32-WROOM-32
+    internal = esp32.idf_heap_info(esp32.HEAP_DATA)
+    assert internal and max(r[0] for r in internal) < 200 * 1024
+    assert all(len(r) == 4 and r[2] <= r[1] <= r[0] for r in internal)
+    executable = esp32.idf_heap_info(esp32.HEAP_EXEC)
+    assert executable and all(r not in internal for r in executable)
+    world.psram_bytes = 4 * 1024 * 1024  # a WROVER
+    regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    assert regions[:-1] == internal and regions[-1][0] == 4 * 1024 * 1024 and 0 < regions[-1][1] <= regions[-1][0]
+    assert esp32.idf_heap_info(esp32.HEAP_EXEC) == executable  # PSRAM is not executable
+
+
+def test_esp32_partitions_as_the_ports_tables_have_them():
+    import esp32
+
+    # the stock image's partitions-4MiBplus.csv, and the "vfs" partition the port adds after it
+    vfs = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
+    assert [p.info() for p in vfs] == [(1, 0x81, 0x200000, 0x200000, "vfs", False)]
+    assert esp32.Partition.find(esp32.Partition.TYPE_DATA, label="romfs") == []
+    assert esp32.romfs_partition() is None
+    with raises(OSError):
+        esp32.Partition("romfs")
+    # an image with a ROMFS partition: partitions-4MiB-romfs.csv's 128 KiB at 0x1E0000
+    world.partitions = esp32.partition_table(world.flash_bytes, 0x20000)
+    romfs = esp32.Partition("romfs")
+    assert romfs.info() == (1, 0x8F, 0x1E0000, 0x20000, "romfs", False)
+    assert romfs.ioctl(4, 0) == 32 and romfs.ioctl(5, 0) == 4096
+    with raises(OSError):  # its contents come with the stand-in (tools/standin) only
+        romfs.readblocks(0, bytearray(16))

@@ -178,6 +178,14 @@ class World:
         self.lan_starts = 0  # network.LAN attempts that built a driver (each failed one leaks it)
         self.wall_base_s = 946684800  # the RTC after power-up: 2000-01-01, i.e. not set
         self.wall_base_us = self._now_us
+        # The module and the image on it (esp.py, esp32.py): a 4 MiB ESP32-WROOM-32 without PSRAM and a
+        # stock image's partition table (None: esp32.partition_table()'s); romfs_file holds the ROMFS
+        # partition's bytes when the image has one (tools/standin).
+        self.flash_bytes = 4 * 1024 * 1024
+        self.psram_bytes = 0
+        self.partitions = None
+        self.romfs_file = None
+        self.heap_base_bytes = 0  # heap the simulation itself holds, not the board's code (tools/standin)
 
     # Clock
     def set_realtime(self, on=True, ahead_ms=60000):
