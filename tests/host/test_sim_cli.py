@@ -153,3 +153,13 @@ def test_a_port_taken_by_another_program_is_named(tmp_path):
     finally:
         web.close()
         dns.close()
+
+
+def test_frozen_code_needs_a_heapsize_and_a_micropython_with_the_code_in_it():
+    port, dns_port = str(free_port()), str(free_port(socket.SOCK_DGRAM))
+    r = _sim("device", "--frozen", "--duration", "2", "--port", port, "--dns-port", dns_port)
+    assert r.returncode != 0 and "--frozen: needs --heapsize" in r.stderr, r.stderr
+    # The venv's MicroPython has no meter code frozen in: said so, before the device starts.
+    r = _sim("device", "--heapsize", "96wK", "--frozen", "--duration", "2", "--port", port, "--dns-port", dns_port)
+    assert r.returncode != 0, r.stdout
+    assert "this MicroPython has no firmware frozen in" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -1,7 +1,8 @@
 """The desktop simulator: the meter firmware on a simulated ESP32, under the MicroPython unix port.
 
     python -m tools.sim device [--scenario SCENARIO] [--duration SECONDS] [--state-dir DIR]
-                               [--ingest INGEST] [--heapsize 96wK [--heap-areas 56wK,40wK]] [--report json]
+                               [--ingest INGEST] [--heapsize 96wK [--heap-areas 56wK,40wK] [--frozen]]
+                               [--report json]
                                [--port 8080] [--lan-fault] [--board NAME] [--networks FILE.json]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
@@ -183,12 +184,16 @@ def heap_areas(spec, heapsize):
     return sizes
 
 
-def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES):
+def budget_args(heapsize, sim_bytes=SIM_HEAP_BYTES, frozen=False):
     """device_main.py's arguments and the child's -X heapsize for a firmware heap of `heapsize`
-    (e.g. "96wK"): the code from the ROMFS image, the simulator's sim_bytes beside it."""
+    (e.g. "96wK"): the code from the ROMFS image (or frozen into the MicroPython binary), the
+    simulator's sim_bytes beside it."""
     from tools import romfs
 
-    budget, rom = heap_bytes(heapsize), romfs.image_path(mp.describe()[1] or romfs.HOST_MARCH)
+    budget = heap_bytes(heapsize)
+    if frozen:
+        return ["--rom", "frozen", "--heap-bytes", str(budget)], str(budget + sim_bytes)
+    rom = romfs.image_path(mp.describe()[1] or romfs.HOST_MARCH)
     return ["--rom", rom, "--heap-bytes", str(budget)], str(budget + os.path.getsize(rom) + sim_bytes)
 
 
@@ -210,7 +215,9 @@ def cmd_device(args):
         locks = _hold(folders, port=args.port)
         claim.check_ports(args.port, args.dns_port)
         os.makedirs(state_dir, exist_ok=True)
-        extra, heapsize = budget_args(args.heapsize) if args.heapsize else ([], None)
+        if args.frozen and not args.heapsize:
+            raise UsageError("--frozen: needs --heapsize (it measures the heap the frozen code leaves)")
+        extra, heapsize = budget_args(args.heapsize, frozen=args.frozen) if args.heapsize else ([], None)
         if args.heap_areas:
             extra += ["--heap-areas", ",".join(str(n) for n in heap_areas(args.heap_areas, args.heapsize))]
         report = os.path.join(scratch, "report.json") if args.report else None
@@ -401,6 +408,9 @@ def build_parser():
     d.add_argument("--heapsize", help="the firmware's heap, e.g. 96wK (an ESP32 without PSRAM): its code then "
                                       "runs from a ROMFS image, as on the board, and the simulator's own "
                                       "memory is kept apart")
+    d.add_argument("--frozen", action="store_true", help="with --heapsize: the code frozen into the MicroPython "
+                                                          "binary (MICROPYTHON=..., built as docs/SIMULATOR.md "
+                                                          "shows), as in the meter's own image, instead of ROMFS")
     d.add_argument("--heap-areas", metavar="SIZES", help="with --heapsize: that heap in separate areas, e.g. "
                                                           "56wK,40wK (the ESP32 port starts with 56 KB and adds "
                                                           "areas): no block can span two areas")

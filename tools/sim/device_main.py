@@ -64,12 +64,22 @@ if HEAP_AREAS is not None and HEAP_BYTES is None:
     raise SystemExit("sim: --heap-areas needs --heap-bytes")
 
 if ROM is not None:
-    import vfs
+    if ROM == "frozen":  # the code frozen into this MicroPython, as in the meter's own image (docs/IMAGE.md)
+        _path = sys.path[:]
+        sys.path[:] = [".frozen"]  # nothing else to find it in: is it frozen in?
+        try:
+            import firmware.boards  # noqa: F401
+        except ImportError:
+            raise SystemExit("sim: --frozen: this MicroPython has no firmware frozen in; build one as "
+                             "docs/IMAGE.md shows and point MICROPYTHON at it")
+        sys.path[:] = [".frozen"] + _path
+    else:
+        import vfs
 
-    with open(ROM, "rb") as f:
-        _image = f.read()  # one block, first in the heap: the board's flash partition
-    vfs.mount(vfs.VfsRom(_image), "/rom")
-    sys.path[:0] = ["/rom", "/rom/lib"]  # where MicroPython looks on a board with a ROMFS
+        with open(ROM, "rb") as f:
+            _image = f.read()  # one block, first in the heap: the board's flash partition
+        vfs.mount(vfs.VfsRom(_image), "/rom")
+        sys.path[:0] = ["/rom", "/rom/lib"]  # where MicroPython looks on a board with a ROMFS
     gc.collect()
     _before = gc.mem_alloc()
     from firmware import boards, profiles  # noqa: E402, F401  (the firmware modules the mains model uses)
@@ -388,8 +398,9 @@ if HEAP_BYTES is not None:
     _pieces = None
     gc.collect()
     probe = HeapProbe(int(HEAP_BYTES))
-    print("sim: the firmware has %d bytes of heap, %d in one piece (its code runs from the ROMFS image %s)"
-          % (probe.given_bytes, probe.given_largest_bytes, ROM))
+    print("sim: the firmware has %d bytes of heap, %d in one piece (its code runs %s)"
+          % (probe.given_bytes, probe.given_largest_bytes,
+             "frozen into this MicroPython" if ROM == "frozen" else "from the ROMFS image " + ROM))
 
 from firmware import app  # noqa: E402, F811  (bound to None before the ballast)
 from tools.sim.simnet import SimBoard  # noqa: E402, F811  (DNS and NTP answered by the simulation)
@@ -445,7 +456,7 @@ if REPORT is not None:
             "heap_free_min_bytes": probe.free_min_bytes,
             "heap_samples": probe.samples,
             "heap_largest_free_min_bytes": probe.largest_free_min_bytes,
-            "rom_bytes": len(_image),
+            "rom_bytes": 0 if ROM == "frozen" else len(_image),  # (frozen: none, the code is in the binary)
         })
     with open(REPORT, "w") as f:
         json.dump(out, f)
