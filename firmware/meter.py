@@ -98,6 +98,10 @@ class Meter:
         self._acc = [self._zero() for _ in range(3)]
         self._freq_sum = 0.0
         self._freq_n = 0
+        self._long_sum = 0.0  # frequencies from one burst's crossing to the next's (see _frequency)
+        self._long_n = 0
+        self._cross_us = [-1, -1, -1]  # per voltage input: ticks_us of the last burst's crossing (-1: none)
+        self._cross_at_us = [0.0, 0.0, 0.0]  # and where the crossing was, from that read (us)
         self._frequency_hz = 0.0
         self._win_start = time.ticks_ms()
         self._run = {"ms": 0, "phases": [{"v2": 0.0, "i2": 0.0, "p": 0.0, "q": 0.0} for _ in range(3)], "f": 0.0}
@@ -344,12 +348,11 @@ class Meter:
         q_codes = product(2, self._shift_q10(delay, True))
         vp = (p + 3 - delay) % 3  # the phase whose voltage input was read
         vcal = self.v_cal[vp]
-        self._vbias[vp] = int(vcal.bias + sv / n + 0.5)  # whole cycles: the input's bias
-        ical = self.i_cal[c]
         b = self.sampler.burst
         pair_s = b.pair_q10_us / Q10 / 1e6
-        window_pairs = res[1] / Q10
-        f = metering.frequency_hz(self.cycles, window_pairs, pair_s)
+        f = self._frequency(vp, pair_s)  # at the bias the burst was taken at
+        self._vbias[vp] = int(vcal.bias + sv / n + 0.5)  # whole cycles: the input's bias
+        ical = self.i_cal[c]
         skew_deg = 360.0 * f * pair_s / 2  # I is read one conversion (half a pair) after V
         # A CT leads through its magnetising inductance: the lead falls as 1/f (specified at 50 Hz).
         per_hz = 50.0 / f if f > 0 else 1.0
@@ -362,6 +365,43 @@ class Meter:
             return False  # noise whose "cycles" happened to be mains-length: no voltage after all
         self._add(p, c, vrms, irms, pw, qvar, f, ical.bias + si / n, delay == 0)
         return True
+
+    def _frequency(self, vp, pair_s):
+        """The mains frequency over this burst's whole cycles (for its phase corrections), and
+        counted towards the window's: over the time since the last burst on the same voltage input
+        when the whole cycles between them are certain.
+
+        Each crossing is where a line through the voltage reads of the 15° after it meets the bias:
+        one or two noisy reads around it would place it a read or more off at 20 V (4 codes of
+        noise on a slope of ~2 codes per pair). From one burst's first crossing to the next
+        burst's, ~300 ms apart rather than the burst's own 40 ms, what is left of that noise and
+        the detector's own lag (the same in every burst) weigh a seventh as much."""
+        b = self.sampler.burst
+        buf = self.sampler.buf
+        bias = self._vbias[vp]
+        n = b.cycle_pairs
+        k = max(4, self._pairs_per_cycle_q10 // (24 * Q10))
+        c0 = _crossing(buf, 0, k, bias)
+        c1 = _crossing(buf, n, k, bias) if b.pairs > n + k + 1 else None
+        if c0 is None or c1 is None:
+            c0 = 0.0
+            window_pairs = self._res[1] / Q10
+        else:
+            window_pairs = n + c1 - c0
+        f = metering.frequency_hz(self.cycles, window_pairs, pair_s)
+        t0_us = b.t0_us
+        at_us = c0 * pair_s * 1e6  # the crossing, from the read that found it
+        if self._cross_us[vp] >= 0 and f > 0:  # ticks are never negative
+            dt_us = time.ticks_diff(t0_us, self._cross_us[vp]) + at_us - self._cross_at_us[vp]
+            cycles = dt_us * f / 1e6
+            whole = int(cycles + 0.5)
+            # Up to a second apart, the burst's own frequency (~0.1 Hz at 20 V) cannot miscount them.
+            if 0 < whole and abs(cycles - whole) < 0.25 and dt_us < 1_000_000:
+                self._long_sum += whole * 1e6 / dt_us
+                self._long_n += 1
+        self._cross_us[vp] = t0_us
+        self._cross_at_us[vp] = at_us
+        return f
 
     def _denoise(self, vrms, irms, vcal, ical):
         """RMS less the converter's own noise: noise adds to a waveform's mean square (σ² codes²),
@@ -434,11 +474,13 @@ class Meter:
                 if not self._straddle:
                     self._settled[p] = True
             self._acc[p] = self._zero()
-        if self._freq_n:
+        if self._long_n:
+            self._frequency_hz = self._long_sum / self._long_n
+        elif self._freq_n:
             self._frequency_hz = self._freq_sum / self._freq_n
         freq = self._frequency_hz
-        self._freq_sum = 0.0
-        self._freq_n = 0
+        self._freq_sum = self._long_sum = 0.0
+        self._freq_n = self._long_n = 0
         self.energy.add([self._last[p]["real_power_w"] for p in range(3)], dt_ms)
         self._line_wait -= 1
         if self.adc_line is None and any(self._v_own) and self._line_wait <= 0:
@@ -559,6 +601,32 @@ def _fraction_q10(before, after, bias):
         return 0
     f = (bias - before) * 1024 // (after - before)
     return 0 if f < 0 else 1023 if f > 1023 else f
+
+
+def _crossing(buf, start, k, bias):
+    """Where, in pairs from pair `start`, the least-squares line through the voltage reads of pairs
+    start+1..start+k meets the bias (None for a line that does not rise). Each read is the median
+    of it and its neighbours: a spike too small for sampler._despike (and pair `start`, the read
+    that found the crossing, which it never checks) would move the line by several reads."""
+    sv = sjv = 0
+    i = 2 * start
+    x = buf[i]
+    y = buf[i + 2]
+    for j in range(1, k + 1):
+        i += 2
+        z = buf[i + 2]
+        v = max(min(x, y), min(max(x, y), z))
+        sv += v
+        sjv += j * v
+        x = y
+        y = z
+    sj = k * (k + 1) // 2
+    sjj = k * (k + 1) * (2 * k + 1) // 6
+    num = k * sjv - sj * sv  # the slope times k·sjj - sj²
+    if num <= 0:
+        return None
+    slope = num / (k * sjj - sj * sj)
+    return (bias - (sv - slope * sj) / k) / slope
 
 
 def _totals(sums, blocks):

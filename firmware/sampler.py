@@ -197,6 +197,7 @@ class Burst:
         self.pairs = 0  # pairs stored (window + extra)
         self.pair_q10_us = 0  # measured time per V/I pair, in 1/1024 us (an int: no float on this path)
         self.v_before = 0  # voltage code just before the first crossing (for interpolation)
+        self.t0_us = 0  # ticks_us right after the first crossing's read (pair 0)
         self.noise = array("i", bytes(8))  # Σ d² of the second differences: voltage, current (_despike)
 
 
@@ -234,6 +235,7 @@ class Sampler:
             b.cycle_pairs = prm[R_CYCLE_PAIRS]
             b.pairs = prm[R_PAIRS]
             b.v_before = prm[R_V_BEFORE]
+            b.t0_us = prm[R_T0]
             # Pair time from the window alone: from the first crossing's read to the last one's.
             b.pair_q10_us = time.ticks_diff(prm[R_T1], prm[R_T0]) * 1024 // b.cycle_pairs
             self.spikes += _despike(self.buf, b.pairs, self.spike_codes, b.noise)
