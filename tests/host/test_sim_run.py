@@ -113,6 +113,29 @@ def test_energy_counters_persist_in_the_state_dir_across_runs_and_runtimes(tmp_p
     assert totals[2] == pytest.approx(3 * totals[0], rel=0.002)
 
 
+def test_a_state_dir_with_saved_settings_measures_with_them(tmp_path):
+    # The meter settings in the state dir's config.json (as `tools.sim calibrate` saves an installer's
+    # calibration there) are the device's own: `run` measures with them, the scenario's on top.
+    from firmware import config
+
+    state = tmp_path / "flash"
+    state.mkdir()
+    doc = config.defaults()
+    doc["meter"]["calibration"] = {"voltage": [{"adc_gain": 1.1}, {}, {}]}
+    (state / "config.json").write_text(json.dumps(config.validate(doc)))
+    r = _sim("run", "--scenario", BALANCED, "--duration", "3", "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    got = [p["vrms"] for p in json.loads(r.stdout)["phases"]]
+    want = [p["vrms"] for p in _truth(BALANCED, 3)["phases"]]
+    assert got[0] == pytest.approx(1.1 * want[0], rel=0.005)
+    assert got[1:] == pytest.approx(want[1:], rel=0.005)
+    (state / "config.json").write_text('{"meter": ')  # damaged: the device's defaults, and it says so
+    r = _sim("run", "--scenario", BALANCED, "--duration", "3", "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    assert "not valid JSON" in r.stderr
+    assert json.loads(r.stdout)["phases"][0]["vrms"] == pytest.approx(want[0], rel=0.005)
+
+
 def test_bad_scenario_files_fail_with_a_clear_message(tmp_path):
     bad_key = tmp_path / "typo.json"
     bad_key.write_text(json.dumps({"phases": [{"irms": 10.0, "ct_revresed": True}]}))

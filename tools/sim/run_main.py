@@ -40,6 +40,21 @@ def settings_for(scenario):
     return settings
 
 
+def saved_settings():
+    """The meter section of config.json in the state directory (e.g. the installer's calibration that
+    `tools.sim calibrate` saved there), as the device would load it; {} when there is none."""
+    import os
+
+    try:
+        os.stat("config.json")
+    except OSError:
+        return {}
+    from firmware.config import ConfigStore
+
+    store = ConfigStore(log=lambda m: sys.stderr.write("sim: %s\n" % m))
+    return dict(store.load()["meter"])
+
+
 def run(scenario, duration_s, board=None):
     world = simworld.world
     mains.connect(world, scenario, board)
@@ -59,7 +74,10 @@ def run(scenario, duration_s, board=None):
     if store.restored_line() is not None:  # a later run on the same state dir, as a rebooted board says it
         print("energy: " + store.restored_line())
     persister = EnergyPersister(store)
-    meter = Meter(Board(board or boards.DEFAULT), settings_for(scenario), energy)
+    # The device's own settings first (as app.py takes them), the scenario's on top.
+    settings = saved_settings()
+    settings.update(settings_for(scenario))
+    meter = Meter(Board(board or boards.DEFAULT), settings, energy)
     # The run starts at a rising zero crossing of L1: mains cycle 0 of cycle patterns, time 0 of steps.
     world.advance_us(max(0, mains.run_origin_us(world, scenario) - world.now_us()))
     meter.start()
