@@ -271,12 +271,15 @@ def chip_line(adcs, pairs=256, spread_codes=100, outlier_mv=24, sxx_min=4e7, pai
     second leaves out any point more than outlier_mv off it (a spike in one of its reads) and reads
     on until the codes' spread (Σ(x - mean)², codes²) pins the slope to ~0.05 % at 4 codes of
     noise, or pairs_max: ~1,000 points at 230 V, 16 times more at 20 V (~1.5 s of reads at 35 µs).
+    A raw code's own noise flattens a least-squares slope by noise² / spread² (at 20 V and 4 codes
+    of noise, 0.2 %; 1 % at 8 codes): the fit's residuals tell that noise (each is one read_uv()
+    and half of two raw reads: 1.5 reads' noise), and the slope is corrected for it.
     Run it at start-up, never while measuring."""
     if not adcs or getattr(adcs[0], "read_uv", None) is None:
         return None
     line = None
     for rnd in range(2):
-        n = sx = sy = sxx = sxy = 0.0
+        n = sx = sy = sxx = sxy = syy = 0.0
         lo, hi = 4095, 0
         x0 = y0 = 0.0  # sums about the first point: the board's floats are single precision
         done = 0
@@ -299,6 +302,7 @@ def chip_line(adcs, pairs=256, spread_codes=100, outlier_mv=24, sxx_min=4e7, pai
                     sy += y
                     sxx += x * x
                     sxy += x * y
+                    syy += y * y
                     lo = min(lo, r0)
                     hi = max(hi, r0)
             done += 64 * len(adcs)
@@ -307,6 +311,14 @@ def chip_line(adcs, pairs=256, spread_codes=100, outlier_mv=24, sxx_min=4e7, pai
                 break
         if hi - lo < spread_codes:
             return None
-        slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+        cxx = sxx - sx * sx / n  # sums of squares about the means
+        cxy = sxy - sx * sy / n
+        slope = cxy / cxx
+        if rnd and n > 2:
+            # Residual variance (mV²) = slope² · 1.5 σ²; the mean of two raw reads carries σ²/2.
+            cyy = syy - sy * sy / n
+            noise_x = (cyy - slope * cxy) / (n - 2) / (3 * slope * slope)
+            if 0 < n * noise_x < cxx / 2:
+                slope *= cxx / (cxx - n * noise_x)
         line = slope, y0 + (sy - slope * sx) / n - slope * x0
     return line
