@@ -1,8 +1,9 @@
 # portal — the setup web server on the access point: WiFi setup, live readings and wiring fixes.
 #
 # Routes: GET / (the page, firmware/portal_page.py), GET /api/status (everything the page shows, as
-# JSON: firmware/status.py; /api/readings, its old name, redirects there), and the forms: POST
-# /connect, /scan, /fix, /reset. Every POST answers with a redirect back to the page (Post/Redirect/
+# JSON: firmware/status.py; /api/readings, its old name, redirects there), GET and POST
+# /api/calibration (the installer's calibration for tools, as JSON), and the forms: POST /connect,
+# /scan, /fix, /calibrate, /reset. Every POST answers with a redirect back to the page (Post/Redirect/
 # Get), so reloading never sends a form again; its outcome travels as a notice whose number is in
 # the redirect's URL, shown by that URL only. Joining a network runs in the background while the page
 # says so and reloads itself until the outcome is known. A fix sets a target value (CT 2 inverted:
@@ -26,6 +27,8 @@ PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/library/test/su
 MAX_NETWORKS = 20
 JOIN_STATES = {"busy": "connecting", "ok": "connected", "bad": "failed"}  # a join notice's kind, as /api/status says it
 SCAN_EVERY_MS = 15000  # a scan blocks the event loop ~2 s on the ESP32: never more often than this
+CAL_WINDOWS = 5  # a calibration compares the references with the meter's mean over this many windows
+CAL_WAIT_MS = 20000  # ... and gives up when they do not come within this long
 
 # The rules of a WiFi name and password, as an installer reads them (firmware/schema.py has the exact ones).
 SSID_WORDS = "The network name must be 1 to 32 bytes long (an accented letter counts 2, an emoji 4)."
@@ -100,6 +103,9 @@ class Portal:
         self.notice = [0, None, None, ""]
         self.join_notice = [0, None, None, ""]
         self._notices = random.getrandbits(20)  # a tab left open across a restart shows no stranger's notice
+        self.calibrating = False
+        self.cal_undo = None  # meter.calibration before the last calibration (in RAM: until a restart)
+        self.cal_changes = []  # what the last calibration changed: [what, before, after]
         self.app = self._build()
 
     # --- serving ----------------------------------------------------------------------------------
@@ -261,6 +267,70 @@ class Portal:
         self.log("portal: meter settings changed: %s" % words)
         return True, words + " The wiring is checked again over the next readings."
 
+    async def calibrate(self, refs, windows=CAL_WINDOWS, wait_ms=CAL_WAIT_MS):
+        """An installer's calibration (firmware/calibrate.py) from the instruments' readings `refs`
+        (calibration_refs), against the meter's mean over the next `windows` judged windows. Saved and
+        in force at once; undo_calibration() goes back. (ok, message)."""
+        if self.calibrating:
+            return False, "A calibration is under way: wait for its result, then try again."
+        self.calibrating = True
+        try:
+            from firmware import calibrate
+
+            avg = calibrate.Average()
+            seen = self.meter.readings
+            t0 = time.ticks_ms()
+            while avg.n < windows:
+                if time.ticks_diff(time.ticks_ms(), t0) > wait_ms:
+                    return False, "The meter gave no readings to compare with: nothing was changed."
+                await asyncio.sleep_ms(100)
+                r = self.meter.readings
+                if r is not seen and r is not None:
+                    seen = r
+                    if r["judged"]:  # not one that straddles a settings change
+                        avg.add(r)
+            try:
+                cal, changes = calibrate.plan(self.meter.settings, avg, **refs)
+            except ValueError as e:
+                return False, str(e)
+        finally:
+            self.calibrating = False
+            # Loaded only while calibrating (as config's checks are): let go of the module again.
+            sys.modules.pop("firmware.calibrate", None)
+            import firmware
+
+            if hasattr(firmware, "calibrate"):
+                delattr(firmware, "calibrate")
+        old = self.meter.settings["calibration"]
+        try:
+            self.store.update({"meter": {"calibration": cal}})
+        except (ConfigError, OSError) as e:
+            return False, "The calibration could not be saved (%s): nothing was changed." % e
+        self.meter.change_settings({"calibration": cal})
+        self.cal_undo = old
+        self.cal_changes = [[what, round(a, 5), round(b, 5)] for what, a, b in changes]
+        words = "; ".join("%s %.4f to %.4f" % (what, a, b) for what, a, b in changes)
+        self.log("portal: calibrated: %s" % words)
+        return True, "Calibrated: %s. The live readings use it from now on; Undo goes back." % words
+
+    def undo_calibration(self):
+        """Back to the calibration before the last one. (ok, message)."""
+        if self.cal_undo is None:
+            return False, "There is no calibration to undo."
+        try:
+            self.store.update({"meter": {"calibration": self.cal_undo}})
+        except (ConfigError, OSError) as e:
+            return False, "The undo could not be saved (%s): nothing was changed." % e
+        self.meter.change_settings({"calibration": self.cal_undo})
+        self.cal_undo = None
+        self.cal_changes = []
+        self.log("portal: calibration undone")
+        return True, "The last calibration is undone."
+
+    def calibration_doc(self):
+        return {"calibration": self.meter.settings["calibration"], "busy": self.calibrating,
+                "can_undo": self.cal_undo is not None, "last_changes": self.cal_changes}
+
     def factory_reset(self):
         """Clear WiFi and settings (identity and energy stay). (ok, message)."""
         if self.joining:  # it would save its network after the reset
@@ -370,6 +440,55 @@ class Portal:
             ok, message = portal.apply_fix(form)
             return back(portal.say("ok" if ok else "bad", message))
 
+        @app.post("/calibrate")
+        async def calibrate_form(req):
+            form = _form(req)
+            if form is None:
+                return back(portal.say("bad", "The form did not arrive intact: try again."))
+            if form.get("undo") == "yes":
+                ok, message = portal.undo_calibration()
+                return back(portal.say("ok" if ok else "bad", message))
+            refs, problem = calibration_refs([form.get("v1"), form.get("v2"), form.get("v3")], form.get("ct"),
+                                             form.get("amps"), form.get("resistive") == "yes")
+            if problem:
+                return back(portal.say("bad", problem))
+            ok, message = await portal.calibrate(refs)
+            return back(portal.say("ok" if ok else "bad", message))
+
+        def json_answer(doc, code=200):
+            return Response(json.dumps(doc).encode(), code,
+                            {"Content-Type": "application/json", "Cache-Control": "no-store"})
+
+        @app.get("/api/calibration")
+        async def api_calibration(req):
+            return json_answer(portal.calibration_doc())
+
+        @app.post("/api/calibration")
+        async def api_calibrate(req):
+            # JSON only: a browser sends no other site's JSON without asking first (CORS preflight).
+            doc = None
+            if req.headers.get("Content-Type", "").startswith("application/json"):
+                try:
+                    doc = json.loads(req.body.decode())
+                except (ValueError, AttributeError):
+                    doc = None
+            if not isinstance(doc, dict):
+                return json_answer({"ok": False, "message": "Send a JSON object (Content-Type: application/json)."},
+                                   400)
+            if doc.get("undo") is True:
+                ok, message = portal.undo_calibration()
+            else:
+                vrms = doc.get("vrms", [None, None, None])
+                refs, message = calibration_refs(vrms if isinstance(vrms, list) else "", doc.get("ct"),
+                                                 doc.get("amps"), doc.get("resistive") is True)
+                ok = False
+                if refs is not None:
+                    ok, message = await portal.calibrate(refs)
+            out = portal.calibration_doc()
+            out["ok"] = ok
+            out["message"] = message
+            return json_answer(out, 200 if ok else 400)
+
         @app.post("/reset")
         async def reset(req):
             form = _form(req)
@@ -405,6 +524,45 @@ class Portal:
             return Response(b"success\n", 200, {"Content-Type": "text/plain"})
         return Response(b"<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>", 200,
                         {"Content-Type": "text/html"})
+
+
+def _number(x):
+    """A reading typed or sent: a positive finite number (str or number), None when empty, False when bad."""
+    if x is None or x == "":
+        return None
+    if isinstance(x, bool):
+        return False
+    try:
+        v = float(x.strip().replace(",", ".")) if isinstance(x, str) else float(x)
+    except (TypeError, ValueError):
+        return False
+    return v if 0 < v < 1e6 else False
+
+
+def calibration_refs(vrms, ct, amps, resistive):
+    """(refs for Portal.calibrate, None) from what the installer typed (strings) or a tool sent
+    (numbers), or (None, what is wrong)."""
+    if len(vrms) != 3:
+        return None, "vrms: give three voltages (L1, L2, L3), null or empty where not measured."
+    volts = []
+    for p in range(3):
+        v = _number(vrms[p])
+        if v is False:
+            return None, "L%d voltage: type the multimeter's reading in volts, e.g. 231.4." % (p + 1)
+        volts.append(v)
+    c = None
+    if ct is not None and ct != "":
+        c = ct if isinstance(ct, int) and not isinstance(ct, bool) else ct.strip() if isinstance(ct, str) else None
+        c = int(c) if isinstance(c, str) and c.isdigit() else c
+        if c not in (1, 2, 3):
+            return None, "CT: choose 1, 2 or 3."
+    a = _number(amps)
+    if a is False:
+        return None, "Amps: type the clamp meter's reading in amps, e.g. 12.3."
+    if (c is None) != (a is None):
+        return None, "Choose the CT and type the amps its conductor carries: both, or neither."
+    refs = {"vrms": volts, "ct": c, "amps": a, "resistive": bool(resistive) and c is not None}
+    return refs, None
 
 
 def _form(req):

@@ -76,6 +76,7 @@ def page(portal, doc, notice=None, ssid="", refresh_to=None, join_outcome=None):
     _wifi(a, portal, doc, ssid, join_outcome)
     _readings(a, doc)
     _wiring(a, doc)
+    _calibration(a, portal)
     _pairing(a, portal, ident, model)
     a(RESET)
     for piece in SCRIPT:
@@ -173,6 +174,13 @@ def _wiring(a, doc):
     a("</section>")
 
 
+def _calibration(a, portal):
+    a(CAL_FORM)
+    if portal.cal_undo is not None:
+        a(CAL_UNDO)
+    a("</details>")
+
+
 def _pairing(a, portal, ident, model):
     a("<section id=pair><h2>Cloud pairing</h2><table class=kv>")
     if ident is not None:
@@ -218,7 +226,8 @@ STYLE = (
     b"button.second{background:transparent;color:var(--acc)}button.danger{background:var(--bad);"
     b"border-color:var(--bad);color:var(--onacc)}",
     b"label{display:block;margin:.7em 0 .2em;font-weight:600}input{font:inherit}"
-    b"#ssid_manual,#pw{width:100%;min-height:48px;padding:.4em .7em;border:1px solid var(--mute);"
+    b"#ssid_manual,#pw,#cal input:not([type=checkbox]),#cal select{width:100%;min-height:48px;"
+    b"padding:.4em .7em;border:1px solid var(--mute);"
     b"border-radius:10px;background:var(--bg);color:var(--fg)}"
     b"input[type=radio],input[type=checkbox]{width:1.3em;height:1.3em;margin:0;flex:none}"
     b"fieldset{border:0;padding:0;margin:0}legend{font-weight:600;padding:0}"
@@ -239,6 +248,22 @@ WIFI_FORM = (
     b"<label class=check><input type=checkbox id=show onclick=\"pw.type=this.checked?'text':'password'\">"
     b"Show password</label><button type=submit>Connect</button></form>"
     b"<form method=post action=\"/scan\"><button type=submit class=second>Scan again</button></form>")
+
+CAL_FORM = (
+    b"<details id=cal><summary>Calibrate</summary><p class=note>Measure each phase's voltage with a multimeter "
+    b"and, with a load running, the current of one CT's conductor with a clamp meter; type what they read. "
+    b"The meter compares them with its own readings over 5 s and sets its gains. With a kettle or a heater "
+    b"as the load it also sets that CT's phase.</p><form method=post action=\"/calibrate\">"
+    b"<label for=v1>L1 volts</label><input id=v1 name=v1 inputmode=decimal autocomplete=off>"
+    b"<label for=v2>L2 volts</label><input id=v2 name=v2 inputmode=decimal autocomplete=off>"
+    b"<label for=v3>L3 volts</label><input id=v3 name=v3 inputmode=decimal autocomplete=off>"
+    b"<label for=ct>CT</label><select id=ct name=ct><option value=''>none</option><option>1</option>"
+    b"<option>2</option><option>3</option></select><label for=amps>Amps on that CT's conductor</label>"
+    b"<input id=amps name=amps inputmode=decimal autocomplete=off><label class=check><input type=checkbox "
+    b"name=resistive value=yes>The load is a kettle or a heater</label>"
+    b"<button type=submit>Calibrate</button></form>")
+CAL_UNDO = (b"<form method=post action=\"/calibrate\"><input type=hidden name=undo value=yes>"
+            b"<button type=submit class=second>Undo the last calibration</button></form>")
 
 RESET = (
     b"<details><summary>Factory reset</summary><form method=post action=\"/reset\"><label class=check>"

@@ -34,6 +34,10 @@
     python -m tools.sim heapmap [--report text|json]
                                 where the firmware's heap goes: what each import, each part of the
                                 device and each task keeps (tools/sim/heapmap_main.py)
+    python -m tools.sim calibrate --scenario SCENARIO --state-dir DIR [--phase N]
+                                an installer's calibration of the simulated device through its
+                                setup portal, the scenario's true values as the instruments'
+                                readings; saved in DIR/config.json for later runs
     python -m tools.sim accuracy
                                 runs the accuracy cases; prints the worst error per quantity
     python -m tools.sim truth --scenario SCENARIO [--duration SECONDS]
@@ -119,6 +123,14 @@ def cmd_portal(args):
                          heapsize=args.heapsize)
         sys.stderr.write("sim: setup page on http://127.0.0.1:%d/ (DNS on 127.0.0.1:%d)\n" % (args.port, args.dns_port))
         return run_until_stopped(cmd, cwd=mp.ROOT, pass_fds=locks)
+
+
+def cmd_calibrate(args):
+    from tools.sim import calibration
+
+    scenario = scenario_path(args.scenario)
+    load_scenario_file(scenario)
+    return calibration.calibrate(os.path.abspath(scenario), os.path.abspath(args.state_dir), args.phase)
 
 
 def _start_ingest(folder, extra_args=(), quiet=False):
@@ -499,6 +511,18 @@ def build_parser():
                 "unix port (a 32-bit build: docs/SIMULATOR.md).")
     h.add_argument("--report", choices=("text", "json"), default="text", help="a table (default) or JSON")
     h.set_defaults(fn=cmd_heapmap)
+
+    c = command("calibrate", "an installer's calibration of the simulated device, saved in its state dir",
+                "Runs the device with its setup portal and sends the reference instruments' readings (the "
+                "scenario's true values) to the portal's POST /api/calibration, as the setup page's Calibrate "
+                "form does; the gains land in DIR/config.json, where a later `run --state-dir DIR` measures with "
+                "them (tools/sim/calibration.py).")
+    c.add_argument("--scenario", required=True, metavar="SCENARIO", help=scenario_help)
+    c.add_argument("--state-dir", required=True, metavar="DIR", help="the device's flash: the calibration is "
+                                                                     "saved in DIR/config.json")
+    c.add_argument("--phase", type=int, choices=(1, 2, 3), help="only L N's voltage and CT N (default: all three "
+                                                                "voltages and every CT)")
+    c.set_defaults(fn=cmd_calibrate)
 
     a = command("accuracy", "run the accuracy cases and print the worst errors",
                 "The cases of tests/host/test_accuracy.py (power factors, ranges, frequencies, distortion, wiring "
