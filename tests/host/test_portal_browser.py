@@ -199,3 +199,32 @@ def test_a_derived_voltage_is_marked_and_an_unplugged_ct_shows_a_dash(browser, s
     _fits_a_phone(page, PHONES[phone][0])
     page.eval("document.getElementById('meter').scrollIntoView()")
     page.screenshot(os.path.join(SHOTS, "%s-derived-and-unplugged.png" % phone))
+
+
+@pytest.mark.parametrize("phone", sorted(PHONES))
+def test_calibration_from_the_phone_with_its_outcome_and_undo(browser, sim, phone):
+    from tools.sim import runner, truth
+
+    with open(runner.scenario_path("three-phase-balanced")) as f:  # what `tools.sim portal` plays by default
+        want = truth.expected(json.load(f))["phases"]
+    page = browser.page(*PHONES[phone])
+    page.navigate(sim.base + "/")
+    page.eval("document.getElementById('cal').open = true; document.getElementById('cal').scrollIntoView()")
+    _fits_a_phone(page, PHONES[phone][0])
+    page.screenshot(os.path.join(SHOTS, "%s-calibrate.png" % phone))
+    # What the installer types: the multimeter on L1 (a comma as the decimal point, as many phones
+    # give it), the clamp meter on CT 1's conductor.
+    page.eval("document.getElementById('v1').value = '%s'; document.getElementById('ct').value = '1';"
+              "document.getElementById('amps').value = '%.2f'" % (("%.1f" % want[0]["vrms"]).replace(".", ","),
+                                                                  want[0]["irms"]))
+    page.act_and_wait_load("document.querySelector('#cal form button').click()", timeout=40)
+    assert _msg(page).startswith("Calibrated: voltage L1 adc_gain"), _msg(page)
+    assert page.eval("document.querySelectorAll('#cal button').length") == 2  # Calibrate, and Undo
+    with open(os.path.join(sim.state_dir, "config.json")) as f:
+        assert "voltage" in json.load(f)["meter"]["calibration"]
+    page.eval("document.getElementById('cal').open = true; document.getElementById('cal').scrollIntoView()")
+    _fits_a_phone(page, PHONES[phone][0])
+    page.act_and_wait_load("document.querySelectorAll('#cal button')[1].click()")
+    assert _msg(page) == "The last calibration is undone."
+    with open(os.path.join(sim.state_dir, "config.json")) as f:
+        assert json.load(f)["meter"]["calibration"] == {}
