@@ -124,3 +124,37 @@ def test_the_page_has_a_calibrate_step_with_its_outcome_and_an_undo(sim):
     code, page = _request(sim, "GET", url.decode())
     assert b"L1 voltage: type the multimeter" in page
     _api(sim, {"undo": True})
+
+
+def test_sim_calibrate_then_run_measures_with_the_calibration(tmp_path):
+    # `python -m tools.sim calibrate` through the portal, then `run` on other loads of the same board.
+    import subprocess
+    import sys
+
+    from tools import mp
+
+    def sim_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "tools.sim", *args], cwd=mp.ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    at = tmp_path / "at.json"
+    at.write_text(json.dumps(dict(SCENARIO, phases=[{"vrms": 230.0, "irms": 40.0, "phase_deg": 0.0}] * 3)))
+    other = dict(SCENARIO, phases=[{"vrms": 120.0, "irms": 20.0, "phase_deg": 30.0}] * 3)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    state = str(tmp_path / "flash")
+    r = sim_cmd("calibrate", "--scenario", str(at), "--state-dir", state, "--phase", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["voltage"][0]["adc_gain"] != 1.0
+    assert "Calibrated: voltage L1 adc_gain" in r.stderr
+    want = truth.expected(other, 5)["phases"]
+    before = json.loads(sim_cmd("run", "--scenario", str(tmp_path / "other.json"), "--duration", "5").stdout)
+    after = json.loads(sim_cmd("run", "--scenario", str(tmp_path / "other.json"), "--duration", "5",
+                               "--state-dir", state).stdout)
+    assert abs(before["phases"][0]["vrms"] / want[0]["vrms"] - 1) > 0.02
+    assert abs(after["phases"][0]["vrms"] / want[0]["vrms"] - 1) < 0.005
+    assert abs(after["phases"][0]["irms"] / want[0]["irms"] - 1) < 0.005
+    # A CT with too little current through it: the portal's sentence, exit status 1, nothing saved.
+    low = tmp_path / "low.json"
+    low.write_text(json.dumps(dict(SCENARIO, phases=[{"vrms": 230.0, "irms": 2.0, "phase_deg": 0.0}] * 3)))
+    r = sim_cmd("calibrate", "--scenario", str(low), "--state-dir", str(tmp_path / "flash2"), "--phase", "2")
+    assert r.returncode == 1 and "at least 5.0 A" in r.stderr, r.stderr

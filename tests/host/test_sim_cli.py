@@ -31,7 +31,7 @@ def _commands():
 
 def test_every_sub_command_has_a_description_and_every_option_a_help_text():
     commands = _commands()
-    assert set(commands) == {"device", "portal", "run", "soak", "accuracy", "truth", "heapmap"}
+    assert set(commands) == {"device", "portal", "run", "soak", "accuracy", "truth", "heapmap", "calibrate"}
     for name, parser in commands.items():
         assert parser.description and len(parser.description) > 40, name
         for action in parser._actions:
