@@ -293,6 +293,12 @@ class Portal:
                 cal, changes = calibrate.plan(self.meter.settings, avg, **refs)
             except ValueError as e:
                 return False, str(e)
+            # Before and after, as the installer compares them with the instruments.
+            seen_words = ["L%d read %.1f V, now %.1f V" % (p + 1, avg.phase(p)[0], v)
+                          for p, v in enumerate(refs["vrms"]) if v is not None]
+            if refs["ct"] is not None:
+                p = self.meter.settings["ct_phase"][refs["ct"] - 1] - 1
+                seen_words.append("CT %d read %.2f A, now %.2f A" % (refs["ct"], avg.phase(p)[1], refs["amps"]))
         finally:
             self.calibrating = False
             # Loaded only while calibrating (as config's checks are): let go of the module again.
@@ -311,7 +317,8 @@ class Portal:
         self.cal_changes = [[what, round(a, 5), round(b, 5)] for what, a, b in changes]
         words = "; ".join("%s %.4f to %.4f" % (what, a, b) for what, a, b in changes)
         self.log("portal: calibrated: %s" % words)
-        return True, "Calibrated: %s. The live readings use it from now on; Undo goes back." % words
+        return True, ("Calibrated: %s (%s). The live readings use it from now on; Undo goes back."
+                      % ("; ".join(seen_words), words))
 
     def undo_calibration(self):
         """Back to the calibration before the last one. (ok, message)."""

@@ -88,7 +88,8 @@ def test_calibration_as_json_reads_true_afterwards_is_saved_and_undone(sim):
                            "resistive": True})
     assert code == 200 and doc["ok"], doc
     assert [c[0] for c in doc["last_changes"]] == ["voltage L1 adc_gain", "CT 1 adc_gain", "CT 1 phase_lead_deg"]
-    assert doc["can_undo"] and "Calibrated" in doc["message"]
+    assert doc["can_undo"] and doc["message"].startswith("Calibrated: L1 read ")
+    assert ", now %.1f V; CT 1 read " % want[0]["vrms"] in doc["message"]
     assert _saved(sim) == doc["calibration"]  # on flash: a restart keeps it
     for _ in range(30):  # the live readings use it within a few windows
         live = _live(sim)
@@ -116,7 +117,7 @@ def test_the_page_has_a_calibrate_step_with_its_outcome_and_an_undo(sim):
     assert status(r) == 303
     url = [ln for ln in r.split(b"\r\n") if ln.lower().startswith(b"location:")][0].split(b":", 1)[1].strip()
     code, page = _request(sim, "GET", url.decode())
-    assert b"Calibrated: voltage L2 adc_gain" in page and b"Undo the last calibration" in page
+    assert b"Calibrated: L2 read " in page and b"Undo the last calibration" in page
     form = b"v1=abc&ct=&amps="
     r = raw(sim.port, b"POST /calibrate HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
             b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % (sim.port, len(form)) + form)
@@ -145,7 +146,7 @@ def test_sim_calibrate_then_run_measures_with_the_calibration(tmp_path):
     r = sim_cmd("calibrate", "--scenario", str(at), "--state-dir", state, "--phase", "1")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["voltage"][0]["adc_gain"] != 1.0
-    assert "Calibrated: voltage L1 adc_gain" in r.stderr
+    assert "Calibrated: L1 read " in r.stderr
     want = truth.expected(other, 5)["phases"]
     before = json.loads(sim_cmd("run", "--scenario", str(tmp_path / "other.json"), "--duration", "5").stdout)
     after = json.loads(sim_cmd("run", "--scenario", str(tmp_path / "other.json"), "--duration", "5",
