@@ -395,8 +395,13 @@ class Meter:
             dt_us = time.ticks_diff(t0_us, self._cross_us[vp]) + at_us - self._cross_at_us[vp]
             cycles = dt_us * f / 1e6
             whole = int(cycles + 0.5)
-            # Up to a second apart, the burst's own frequency (~0.1 Hz at 20 V) cannot miscount them.
-            if 0 < whole and abs(cycles - whole) < 0.25 and dt_us < 1_000_000:
+            # Up to a second apart, the burst's own frequency (~0.1 Hz at 20 V) counts the cycles
+            # between them; the last window's must count the same, so that one burst whose crossings
+            # a spike or the noise put far off cannot miscount them (3 Hz off, at 300 ms), and a real
+            # change of frequency (which the last window cannot know) skips them for a window.
+            ref = self._frequency_hz
+            if (0 < whole and abs(cycles - whole) < 0.25 and dt_us < 1_000_000
+                    and (ref <= 0 or int(dt_us * ref / 1e6 + 0.5) == whole)):
                 self._long_sum += whole * 1e6 / dt_us
                 self._long_n += 1
         self._cross_us[vp] = t0_us
