@@ -236,7 +236,8 @@ class Uploader:
         # next_seq), and send none that could carry a number the server already holds.
         held = spool.unsure is not None
         batch = [] if held else spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
-        gaps = list(spool.gaps) if self._server_version != 1 else []  # (version 1 servers cannot keep them)
+        # (declarations: not to a version 1 server, which cannot keep them, nor numbers not yet final)
+        gaps = list(spool.gaps) if self._server_version != 1 and not held else []
         if not (batch or gaps or held):
             return None
         # The body as pieces (lib/https sends them in turn): a batch is up to batch_bytes, and after
