@@ -28,8 +28,9 @@ serials are cached, 256 at most.
 
 For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
 (no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
-the first record of every batch) or "drop" (close every kept-alive connection after its reply,
-without announcing it) make the server misbehave that way; empty or absent means normal.
+the first record of every batch), "drop" (close every kept-alive connection after its reply,
+without announcing it) or "bogus" (acknowledge seqs that were not sent as well) make the server
+misbehave that way; empty or absent means normal.
 """
 
 import argparse
@@ -293,6 +294,8 @@ class Ingest:
                 acked.append(seq)
             self.db.commit()
             floor = next_seq(self.db, serial)
+            if acked and self.fault() == "bogus":  # acknowledge records never sent as well
+                acked = acked + [max(acked) + k for k in (1, 2, 3, 50)]
         if self.verbose and acked:
             sys.stderr.write("ingest: %s: records seq %d-%d stored (%d new, %d already had)\n" % (
                 serial, min(acked), max(acked), new, len(acked) - new))
