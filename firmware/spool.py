@@ -104,7 +104,7 @@ class Spool:
         nxt, unsure, shift = st.get("next"), st.get("unsure"), st.get("shift")
         gaps = _gaps(st.get("gaps", []))
         self.lost, self.rejected = _whole(st.get("lost", 0)) or 0, _whole(st.get("rejected", 0)) or 0
-        if None in (reserved, block, gaps) or not (
+        if reserved is None or block is None or gaps is None or not (
                 (nxt is None or _whole(nxt) is not None) and (unsure is None or _whole(unsure) is not None) and
                 (shift is None or _gaps([shift + [SKIPPED]] if isinstance(shift, list) and len(shift) == 3
                                         else None))):
@@ -118,7 +118,7 @@ class Spool:
             self.gaps, self.unsure = gaps, unsure
             if shift is not None:  # a power cut while moving provisional numbers: finish it
                 self._shift = tuple(shift)
-                self._finish_shift()
+                self._finish_shift(shift)
             # Numbers of this block past the last record: exactly known after an orderly shutdown; after a
             # power cut, past the newest spooled record (records in RAM then were lost, or had reached the server).
             first = min(max(top, nxt if nxt is not None else block), reserved)
@@ -223,13 +223,13 @@ class Spool:
             self.next_seq = self._reserved = end + by
             self._block = start  # a power cut meanwhile: the moved records in RAM are past the spooled ones
             self._save_state()  # the journal first
-            self._finish_shift()
-            self.ram = [(s + by, _reseq(r, by)) for s, r in self.ram]
+            self._finish_shift(self._shift)
+            self.ram = [(s + by, x) for s, r in self.ram for x in (_reseq(r, by),) if x]
         self._save_state()
 
-    def _finish_shift(self):
+    def _finish_shift(self, shift):
         """Move the spool files of provisional seqs (a journal in state.json says which, and by how much)."""
-        p0, end, by = self._shift
+        p0, end, by = shift
         self._loaded = None
         files = []
         for first, count in self.files:
