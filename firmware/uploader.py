@@ -20,6 +20,8 @@ import time
 
 from https import Client, HttpError
 
+from firmware.spool import LOST, MAX_SEQ, SKIPPED
+
 LIVE_KEYS = ("vrms", "irms", "real_power_w")
 AVG_KEYS = ("vrms", "irms", "real_power_w", "reactive_power_var", "apparent_power_va")
 _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))  # CPython tests
@@ -91,6 +93,7 @@ class Uploader:
         self._n = 0
         self._start_ms = time.ticks_ms()
         self._failures = 0
+        self._server_version = None  # 2 once a reply carried next_seq; 1 if it did not (docs/PROTOCOL.md)
         self._single = False  # after a 400 on a batch: send one record at a time to find the bad one
         self._synced_ms = None  # ticks of the last NTP attempt
         self._sync_every_ms = CLOCK_SYNC_MS  # until the next one: a day, or less after a failure
@@ -228,31 +231,54 @@ class Uploader:
         return status, reply
 
     async def _send_records(self, client):
-        batch = self.spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
-        if not batch:
+        spool = self.spool
+        # Numbering not known to be the server's (spool.unsure): ask first (no records: the reply's
+        # next_seq), and send none that could carry a number the server already holds.
+        held = spool.unsure is not None
+        batch = [] if held else spool.batch(1 if self._single else self.batch_records, self.batch_bytes)
+        # (declarations: not to a version 1 server, which cannot keep them, nor numbers not yet final)
+        gaps = list(spool.gaps) if self._server_version != 1 and not held else []
+        if not (batch or gaps or held):
             return None
         # The body as pieces (lib/https sends them in turn): a batch is up to batch_bytes, and after
         # days of uptime the heap may have no free block that large.
         body = [b'{"serial":' + json.dumps(self.identity.serial).encode() + b',"records":[']
         for i, (_, r) in enumerate(batch):
             body.append(b"," + r if i else r)
-        body.append(b"]}")
+        body.append(b"]")
+        for kind in (SKIPPED, LOST):  # declared numbers no record will come for: [[first, end], ...]
+            ranges = [[a, b] for a, b, k in gaps if k == kind]
+            if ranges:
+                body.append(b',"' + kind.encode() + b'":' + json.dumps(ranges).encode())
+        body.append(b"}")
         status, reply = await self._send(client, "/v1/records", body)
         if 200 <= status < 300:
             try:
-                acked = json.loads(reply)["acked"]
+                doc = json.loads(reply)
+                acked, floor = doc["acked"], doc.get("next_seq")
                 # Only records of this batch can be acknowledged: a seq the device did not just send
                 # (a buggy or hostile server) must not delete a record the server never had.
                 acked = [s for s, _ in batch if s in acked]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 return "the server's reply has no acked list"
-            self.spool.ack(acked)
+            spool.ack(acked)
             self.status["records_sent"] += len(acked)
             self._single = False
-            if not acked:
+            if type(floor) is int and 0 <= floor < MAX_SEQ:  # protocol version 2: it keeps declarations too
+                self._server_version = 2
+                spool.delivered(gaps)
+                spool.floor(floor)
+            else:
+                self._server_version = 1
+                if held:
+                    spool.floor(None)  # it cannot say: go on as version 1 did, said on the console
+            if batch and not acked:
                 return "the server acknowledged none of the records sent"  # back off, don't spin
             return None
         if status == 400:
+            if not batch:  # declarations or the question alone refused: they cannot become valid by waiting
+                spool.delivered(gaps)
+                return "the server refused the request without records (HTTP 400: %s)" % reply[:120].decode()
             if len(batch) > 1:
                 self._single = True  # find the bad record one at a time
                 return None

@@ -3,6 +3,7 @@
     python -m tools.ingest --port PORT --db FILE.sqlite --certs DIR [--fleet-key FILE]
                            [--host 127.0.0.1] [--fault-file FILE] [--verbose]
     python -m tools.ingest --db FILE.sqlite --dump
+    python -m tools.ingest --db FILE.sqlite --gaps
 
 On first run DIR gets a new CA (DIR/ca.pem, DIR/ca.der: give ca.der to the device as upload.ca_cert)
 and a server certificate for localhost and 127.0.0.1 signed by it. Devices are authenticated with
@@ -11,7 +12,11 @@ run: this server's own, not the fleet's; `python -m tools.provision --fleet-key 
 identities it accepts): each device's upload key is derived from its serial (firmware/identity.py), and
 X-Meter-Signature must be HMAC-SHA256 of the body under it. Interval records are stored in SQLite,
 deduplicated by (serial, seq), and acknowledged by seq; live frames are kept with their arrival
-time. --dump prints the stored records as JSON lines, each with "serial" and "seq".
+time. Every reply to /v1/records carries next_seq, the lowest seq above every record and declaration
+held for the serial (protocol version 2), and a request may declare ranges of seqs skipped or lost
+("skipped"/"lost": [[first, end], ...]). --dump prints the stored records as JSON lines, each with
+"serial" and "seq"; --gaps prints per serial how many seqs below next_seq are stored records, declared
+lost, declared skipped, or unexplained (in that order of precedence).
 
 It is meant to stay up under clients that misbehave: each TLS handshake runs in its connection's own
 thread with a 15 s timeout on each read and write (a client that never says hello stalls nobody), a
@@ -23,8 +28,9 @@ serials are cached, 256 at most.
 
 For tests only, --fault-file names a file read on every request: "500", "429", "401", "hang"
 (no reply for 60 s), "reset" (headers and half the reply, then a TCP reset), "reject" (400 for
-the first record of every batch) or "drop" (close every kept-alive connection after its reply,
-without announcing it) make the server misbehave that way; empty or absent means normal.
+the first record of every batch), "drop" (close every kept-alive connection after its reply,
+without announcing it) or "bogus" (acknowledge seqs that were not sent as well) make the server
+misbehave that way; empty or absent means normal.
 """
 
 import argparse
@@ -108,6 +114,9 @@ def open_db(path):
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("CREATE TABLE IF NOT EXISTS records (serial TEXT, seq INTEGER, record TEXT, received_ms INTEGER,"
                " PRIMARY KEY (serial, seq))")
+    # numbers the device declared it will send no record for: [first, end) skipped (never used) or lost
+    db.execute("CREATE TABLE IF NOT EXISTS gaps (serial TEXT, kind TEXT, first INTEGER, end INTEGER,"
+               " PRIMARY KEY (serial, kind, first))")
     db.execute("CREATE TABLE IF NOT EXISTS live (serial TEXT, t_ms INTEGER, received_ms INTEGER, bytes INTEGER,"
                " frame TEXT)")
     db.commit()
@@ -121,6 +130,81 @@ def stored_seqs(path, serial):
         return [r[0] for r in db.execute("SELECT seq FROM records WHERE serial = ? ORDER BY seq", (serial,))]
     finally:
         db.close()
+
+
+def next_seq(db, serial):
+    """The lowest seq above every record and declaration held for serial (0 if none)."""
+    a = db.execute("SELECT max(seq) + 1 FROM records WHERE serial = ?", (serial,)).fetchone()[0]
+    b = db.execute("SELECT max(end) FROM gaps WHERE serial = ?", (serial,)).fetchone()[0]
+    return max(a or 0, b or 0)
+
+
+def _merged(ranges):
+    """Sorted, non-overlapping [first, end) ranges covering the same seqs."""
+    out = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _minus(ranges, cut):
+    """The seqs of ranges not in cut (both merged), as merged ranges."""
+    out = []
+    for a, b in ranges:
+        for c, d in cut:
+            if d <= a or c >= b:
+                continue
+            if c > a:
+                out.append([a, c])
+            a = max(a, d)
+            if a >= b:
+                break
+        if a < b:
+            out.append([a, b])
+    return out
+
+
+def _count_in(seqs, ranges):
+    import bisect
+
+    return sum(bisect.bisect_left(seqs, b) - bisect.bisect_left(seqs, a) for a, b in ranges)
+
+
+def gaps(path):
+    """Per serial: {"serial", "records", "skipped", "lost", "unexplained"}: every seq from 0 to the highest
+    held is a stored record, else declared lost, else declared skipped, else unexplained."""
+    db = open_db(path)
+    serials = [r[0] for r in db.execute("SELECT serial FROM records UNION SELECT serial FROM gaps ORDER BY 1")]
+    out = []
+    for serial in serials:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM records WHERE serial = ? ORDER BY seq", (serial,))]
+        kinds = {"lost": [], "skipped": []}
+        for kind, a, b in db.execute("SELECT kind, first, end FROM gaps WHERE serial = ?", (serial,)):
+            kinds[kind].append((a, b))
+        lost = _merged(kinds["lost"])
+        skipped = _minus(_merged(kinds["skipped"]), lost)
+        n_lost = sum(b - a for a, b in lost) - _count_in(seqs, lost)
+        n_skipped = sum(b - a for a, b in skipped) - _count_in(seqs, skipped)
+        top = next_seq(db, serial)
+        out.append({"serial": serial, "records": len(seqs), "skipped": n_skipped, "lost": n_lost,
+                    "unexplained": top - len(seqs) - n_lost - n_skipped})
+    db.close()
+    return out
+
+
+def _ranges(x, what):
+    """A declaration list [[first, end], ...] checked, or ValueError saying what is wrong."""
+    if x is None:
+        return []
+    if not isinstance(x, list) or len(x) > 64:
+        raise ValueError("%s: needs a list of at most 64 [first, end] pairs" % what)
+    for r in x:
+        if not (isinstance(r, list) and len(r) == 2 and all(type(v) is int for v in r) and 0 <= r[0] < r[1] <= MAX_SEQ):
+            raise ValueError("%s: each must be [first, end], integers with 0 <= first < end <= 2**53" % what)
+    return x
 
 
 def dump(path, out=sys.stdout):
@@ -186,9 +270,16 @@ class Ingest:
         recs = doc.get("records")
         if doc.get("serial") != serial or not isinstance(recs, list):
             return 400, {"error": "body: needs the device's serial and a records list"}
+        try:
+            declared = [(k, a, b) for k in ("skipped", "lost") for a, b in _ranges(doc.get(k), k)]
+        except ValueError as e:
+            return 400, {"error": str(e)}
         now = int(time.time() * 1000)
         acked, new = [], 0
         with self.lock:
+            for kind, a, b in declared:  # (a device widens a declaration it has not had acknowledged yet)
+                self.db.execute("INSERT INTO gaps VALUES (?, ?, ?, ?) ON CONFLICT (serial, kind, first) DO UPDATE"
+                                " SET end = max(end, excluded.end)", (serial, kind, a, b))
             reject = self.fault() == "reject"
             for i, r in enumerate(recs):
                 seq = r.get("seq") if isinstance(r, dict) else None
@@ -202,10 +293,17 @@ class Ingest:
                                        (serial, seq, json.dumps(r), now)).rowcount
                 acked.append(seq)
             self.db.commit()
+            floor = next_seq(self.db, serial)
+            if acked and self.fault() == "bogus":  # acknowledge records never sent as well
+                acked = acked + [max(acked) + k for k in (1, 2, 3, 50)]
         if self.verbose and acked:
             sys.stderr.write("ingest: %s: records seq %d-%d stored (%d new, %d already had)\n" % (
                 serial, min(acked), max(acked), new, len(acked) - new))
-        return 200, {"acked": acked}
+        if self.verbose and declared:
+            sys.stderr.write("ingest: %s: declared %s\n" % (serial, ", ".join("%s %d-%d" % (k, a, b - 1)
+                                                                             for k, a, b in declared)))
+        # next_seq: the device never numbers below it (docs/PROTOCOL.md, version 2)
+        return 200, {"acked": acked, "next_seq": floor}
 
     def live(self, serial, doc, size):
         if doc.get("serial") != serial or not isinstance(doc.get("phases"), list):
@@ -341,9 +439,17 @@ def main(argv=None):
     ap.add_argument("--fault-file", help="tests only: a file naming a fault mode (see above)")
     ap.add_argument("--verbose", action="store_true", help="say on stderr when records are stored")
     ap.add_argument("--dump", action="store_true", help="print the stored records as JSON lines and exit")
+    ap.add_argument("--gaps", action="store_true", help="print per serial how many seqs are stored records, declared "
+                                                        "skipped, declared lost, or unexplained (JSON lines) and exit")
     args = ap.parse_args(argv)
     if args.dump:
         dump(args.db)
+        return 0
+    if args.gaps:
+        if not os.path.exists(args.db):
+            ap.error("--db %s: no such file" % args.db)
+        for line in gaps(args.db):
+            print(json.dumps(line))
         return 0
     if args.port is None or not args.certs:
         ap.error("--port and --certs are needed to serve (or --dump to print the records)")

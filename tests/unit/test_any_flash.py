@@ -125,7 +125,8 @@ def test_arbitrary_bytes_or_json_in_any_file_still_boot():
     scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
     docs = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
                         st.dictionaries(st.sampled_from(["version", "reserved", "lost", "rejected", "seq", "wifi",
-                                                         "serial", "format", "energy_mwh", "meter", "x"]),
+                                                         "gaps", "block", "next", "unsure", "shift", "serial",
+                                                         "format", "energy_mwh", "meter", "x"]),
                                         inner, max_size=5), max_leaves=12)
     contents = (st.binary(max_size=600) | docs.map(lambda d: json.dumps(d).encode()) | st.just("folder")
                 | st.just(None))

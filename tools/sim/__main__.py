@@ -299,10 +299,10 @@ def _warn_numbering_again(state_dir, db):
 
     have = len(ingest.stored_seqs(db, serial))
     if have:
-        sys.stderr.write("sim: warning: the ingest server already has %d records of %s, and this device's "
-                         "flash (%s) numbers its records from 0 again: the server keeps the ones it has "
-                         "by number and drops these as duplicates. Remove the ingest folder to start over "
-                         "with a new server and device.\n" % (have, serial, state_dir))
+        sys.stderr.write("sim: note: the ingest server already has %d records of %s, and this device's "
+                         "flash (%s) has no record numbering: the device holds its records until the server "
+                         "has said where its numbers are, and numbers on above them. Remove the ingest folder "
+                         "to start over with a new server and device.\n" % (have, serial, state_dir))
 
 
 def _duration(args):

@@ -14,6 +14,10 @@
 # down in order (RAM spilled to flash) and writes a JSON report. "prefill": N puts N records in the
 # spool first (an outage's backlog); the report then says when the backlog was gone ("drained_ms").
 # The report also has the heap in use (gc.mem_alloc) before and at most during the run.
+# For the fault matrix (tools/bench_faults.py): every record gets "made": "<run>-<n>" ("run" in the
+# plan), and "made_log" names a file each record's made id and seq are appended to as it is numbered
+# (so a run killed like a power cut still says what it made); "oversized_at": n makes record n too
+# long to spool.
 
 import asyncio
 import gc
@@ -112,6 +116,22 @@ async def main():
     ca = open(plan["ca_der"], "rb").read()
     spool = Spool(max_files=plan.get("spool_files", 144), ram_max=plan.get("ram_max", 10))
     first_seq = spool.next_seq
+    spool_add, made = spool.add, [0]
+
+    def add(rec):
+        n = made[0]
+        made[0] += 1
+        rec["made"] = "%s-%d" % (plan.get("run", "run"), n)
+        if n == plan.get("oversized_at"):
+            rec["pad"] = "x" * 3000
+        seq = spool_add(rec)
+        if plan.get("made_log"):
+            f = open(plan["made_log"], "a")
+            f.write("%s %d\n" % (rec["made"], seq))
+            f.close()
+        return seq
+
+    spool.add = add
     for k in range(plan.get("prefill", 0)):
         spool.add({"t": None, "interval_ms": 60000, "windows": 60, "frequency_hz": 50.0, "diagnostics": [],
                    "phases": readings(0, k)["phases"], "energy_mwh": Energy().snapshot()})
@@ -135,13 +155,14 @@ async def main():
             if server_fault is not None:
                 set_server_fault(server_fault)
             faults["device"] = device_fault or ""
-        if drained_ms is None and spool.pending() == 0:
+        settled = spool.pending() == 0 and not spool.gaps and spool.unsure is None
+        if drained_ms is None and settled:
             drained_ms = now
         if up.status["state"] not in states:
             states.append(up.status["state"])
         if now >= plan["run_ms"]:
             up.record_interval_ms = 1 << 29  # no more records: drain what is waiting
-            if spool.pending() == 0 or now >= plan["run_ms"] + plan.get("drain_ms", 5000):
+            if settled or now >= plan["run_ms"] + plan.get("drain_ms", 5000):
                 break
         await asyncio.sleep_ms(20)
     stats["stop"] = True
