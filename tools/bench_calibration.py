@@ -25,7 +25,7 @@ FRONT_END = {"voltage": [{"adc_gain": 1.03}, {"adc_gain": 0.98}, {}],
              "current": [{"adc_gain": 0.96, "phase_lead_deg": 2.5}, {"adc_gain": 1.04}, {}]}
 TARGETS = {"vrms_pct": 0.5, "irms_pct": 0.5, "real_power_pct": 0.5, "power_factor": 0.01, "frequency_hz": 0.02,
            "energy_pct": 0.5}
-SECONDS = 6.0
+SECONDS = 60.0
 
 
 def _three(vrms, irms, deg):
