@@ -181,9 +181,9 @@ def build_facts(device_dir, romfs_image, digest, code_heap_bytes, micropython):
     if not versions:
         raise ValueError("%s holds no .mpy files: run `make build`" % device_dir)
     if len(versions) > 1 or len(arches) > 1:
-        raise ValueError("%s mixes .mpy formats (%s): run `make build` again" % (
-            device_dir, ", ".join(sorted(str(v) for v in versions) + sorted("%d.%d %s" % ((max(versions),) + a[:1])
-                                                                              + a[1:] for a in arches))))
+        found = ["version %d" % v for v in sorted(versions)] + ["native %s (sub-version %d)" % (a, s)
+                                                                  for s, a in sorted(arches)]
+        raise ValueError("%s mixes .mpy formats (%s): run `make build` again" % (device_dir, ", ".join(found)))
     (version,) = versions
     sub, arch = next(iter(arches)) if arches else (3, None)
     image = os.path.getsize(romfs_image) if romfs_image and os.path.exists(romfs_image) else None
