@@ -222,6 +222,8 @@ def test_a_stock_image_without_psram_is_refused_and_left_as_it_was(tmp_path, bui
         assert "the code alone, loaded from .mpy files, takes %d KiB of heap" % round(code / 1024) in r.stdout
         assert "make image" in r.stdout and "docs/IMAGE.md" in r.stdout
         assert r.stdout.rstrip().endswith("Nothing was written to the board.")
+        r = deploy(board.port, build, "--plan")  # the decision alone, for this board
+        assert r.returncode == 3 and r.stdout.startswith("refuse: a stock image on a board without PSRAM\n"), r
         assert changes(board) == []
     assert files_under(str(flash)) == before
 
