@@ -160,6 +160,9 @@ def test_a_board_in_use_with_the_romfs_image_keeps_its_identity_settings_energy_
     fleet.write_text(json.dumps({"upload": {"live_interval_ms": 2000}}))
     with Standin(flash, romfs_bytes=0x20000) as board:
         board.wait_for(b"old firmware")
+        r = deploy(board.port, build, "--identity", ident_path, "--settings", str(fleet), "--dry-run")
+        assert r.returncode == 0 and "connect %s romfs deploy " % board.port in r.stdout, r  # the commands only
+        assert changes(board) == []
         r = deploy(board.port, build, "--identity", ident_path, "--settings", str(fleet))
         assert r.returncode == 0, r
         out = r.stdout
