@@ -497,7 +497,12 @@ def main(argv=None):
             print("deploy: mpremote stopped (status %d, messages above): the board may be half-written. Deploy "
                   "again; docs/DEPLOY.md, \"Back to a working board\", says what to do if it does not start." % rc)
             return rc
-    print_label(deploy_probe.readback(args.port), decision.method)
+    try:
+        back = deploy_probe.readback(args.port)
+    except SystemExit as e:  # (everything is written: the clock and the reset still follow)
+        print("warning: the board was not read back: %s" % e)
+    else:
+        print_label(back, decision.method)
     return subprocess.call(clock_plan(args.port))
 
 

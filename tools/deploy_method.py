@@ -9,9 +9,12 @@ explains every sentence it can say.
 
   frozen  the meter's own image (sys.implementation._build "METER_ESP32", docs/IMAGE.md) carrying this
           code (its meter_image.SOURCES_SHA256 is tools.image.source_digest()): only boot.py, main.py,
-          the identity and settings go on; code copies in /firmware or /lib are removed (/firmware
-          would shadow the frozen package: sys.path starts with '' (py/runtime.c mp_init()), the board's
-          working directory is /, and '.frozen' comes second). The same image of other code: refused.
+          the identity and settings go on; code copies in /firmware or /lib are removed. /firmware
+          would shadow the frozen package: the ESP32's sys.path is '' (the working directory, /), then
+          '.frozen' (py/runtime.c mp_init(), v1.28.0), then '/rom', '/rom/lib' when a ROMFS image is
+          mounted (extmod/vfs.c mp_vfs_mount_romfs_protected()), then '/lib' (ports/esp32/main.c
+          mp_task()); an import takes the first entry that has the module. /lib comes after the frozen
+          code and is removed as a stale copy. The same image of other code: refused.
   romfs   an image with a ROMFS partition big enough for build/device.romfs (the METER_ESP32-ROMFS
           variant): the code runs in place from flash.
   files   a stock image on a module with PSRAM: the .mpy files in /firmware and /lib (they take heap,
