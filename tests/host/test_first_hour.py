@@ -216,7 +216,7 @@ def test_make_deploy_on_a_fresh_clone_gets_as_far_as_the_missing_board(clone):
     assert "mpremote sees" in r.stderr  # and which ports there are
     assert not os.path.exists(os.path.join(clone, "build", "device"))
     r = subprocess.run(["make", "deploy"], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stdout.startswith("usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY="), r.stdout
+    assert r.returncode == 2 and "\nusage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=" in "\n" + r.stdout, r.stdout
 
 
 def test_deploy_plan_from_a_board_info_file_on_a_fresh_clone(clone):
