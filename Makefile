@@ -38,9 +38,8 @@ bench: venv
 	$(PY) -m tools.bench
 
 deploy: venv
-	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=out/identity-SERIAL.json [FORCE_IDENTITY=1]] [ROMFS=0]"; exit 2)
-	$(PY) -m tools.build --no-heap
-	$(PY) -m tools.deploy --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity) $(if $(filter 0,$(ROMFS)),--files)
+	@test -n "$(PORT)" || (echo "usage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=provisioned/identity-SERIAL.json [FORCE_IDENTITY=1]] [SETTINGS=fleet.json] [UPLOAD_URL=https://... CA_CERT=ca.pem] [RESET_SETTINGS=1] [CLEAR_ENERGY=1] [CLEAR_SPOOL=1]   (docs/DEPLOY.md)"; exit 2)
+	$(PY) -m tools.deploy --build --port $(PORT) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(FORCE_IDENTITY),--force-identity) $(if $(SETTINGS),--settings $(SETTINGS)) $(if $(UPLOAD_URL),--upload-url '$(UPLOAD_URL)') $(if $(CA_CERT),--ca-cert $(CA_CERT)) $(if $(RESET_SETTINGS),--reset-settings) $(if $(CLEAR_ENERGY),--clear-energy) $(if $(CLEAR_SPOOL),--clear-spool)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -18,16 +18,12 @@ def mpremote(port, *args, timeout=60):
 
 
 def deploy(port, build, *args, timeout=180):
-    """`python -m tools.deploy --port PORT ARGS...` with mpremote from the venv, deploying `build` (a
-    folder tools.standin.host_build() filled: code compiled for this machine) instead of build/.
-    The one place that knows how the current deploy finds its build (tools.build.DEVICE and
-    ROMFS_IMAGE): when the deploy changes how it is told, only this changes."""
-    device, image = os.path.join(build, "device"), os.path.join(build, "device.romfs")
-    code = ("import sys\nimport tools.build as b\nb.DEVICE, b.ROMFS_IMAGE = sys.argv[1:3]\n"
-            "from tools import deploy\nsys.exit(deploy.main(sys.argv[3:]))\n")
-    env = dict(os.environ, MPREMOTE=MPREMOTE, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-c", code, device, image, "--port", port, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """`python -m tools.deploy --port PORT --build-dir BUILD ARGS...`, the command `make deploy` runs (less its
+    --build: `build` is a folder tools.standin.host_build() filled, code compiled for this machine), with
+    mpremote from the venv."""
+    env = dict(os.environ, MPREMOTE=MPREMOTE)
+    return subprocess.run([sys.executable, "-m", "tools.deploy", "--port", port, "--build-dir", build, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def host_build(folder):

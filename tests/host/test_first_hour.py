@@ -206,13 +206,28 @@ def test_every_documented_command_answers_help_on_a_fresh_clone(clone):
 
 
 def test_make_deploy_on_a_fresh_clone_gets_as_far_as_the_missing_board(clone):
+    # The serial port is checked first: nothing is built for a board that is not there.
     env = clone_env()
-    build_cmd, deploy_cmd = make_commands(clone, "deploy", "PORT=/dev/no-such-meter-port")
-    r = subprocess.run(build_cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    (deploy_cmd,) = make_commands(clone, "deploy", "PORT=/dev/no-such-meter-port", "IDENTITY=provisioned/x.json")
+    assert deploy_cmd[3:7] == ["--build", "--port", "/dev/no-such-meter-port", "--identity"], deploy_cmd
     r = subprocess.run(deploy_cmd, cwd=clone, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "--port /dev/no-such-meter-port: there is no such serial port: is the board plugged in" in r.stderr
+    assert "mpremote sees" in r.stderr  # and which ports there are
+    assert not os.path.exists(os.path.join(clone, "build", "device"))
+    r = subprocess.run(["make", "deploy"], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "\nusage: make deploy PORT=/dev/ttyUSB0 [IDENTITY=" in "\n" + r.stdout, r.stdout
+
+
+def test_deploy_plan_from_a_board_info_file_on_a_fresh_clone(clone):
+    # `python -m tools.deploy --plan --board-info FILE` (its --help shows it): no board, no build needed
+    with open(os.path.join(clone, "board.json"), "w") as f:
+        json.dump({"micropython": "1.28.0", "mpy_version": "6.3", "romfs": False, "psram": True,
+                   "heap_free_bytes": 4000000, "flash_bytes": 4194304}, f)
+    r = subprocess.run([".venv/bin/python", "-m", "tools.deploy", "--plan", "--board-info", "board.json"], cwd=clone,
+                       env=clone_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("files: "), r
+    assert not os.path.exists(os.path.join(clone, "build", "device"))
 
 
 def test_provisioning_as_the_readme_shows_leaves_no_secret_for_git_add(clone, tmp_path):

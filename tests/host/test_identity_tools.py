@@ -1,4 +1,5 @@
-# Provisioning, deploying an identity, and the simulator's flash folder, as the people using them see it.
+# Provisioning, the board's clock as a deploy sets it, and the simulator's flash folder, as the people using them
+# see it. (Deploying an identity: tests/host/test_deploy.py and test_deploy_rehearsal.py.)
 import hashlib
 import hmac
 import json
@@ -7,9 +8,6 @@ import re
 import stat
 import subprocess
 import sys
-import textwrap
-
-import pytest
 
 from firmware import config, identity
 from tools import deploy, mp, provision
@@ -120,125 +118,6 @@ def test_provision_refuses_to_overwrite_a_different_identity(tmp_path):
     assert (tmp_path / "identity-ABC-1.json").read_text() == before
     r = run_provision("--out", str(tmp_path), "--serial", "way-too-long-serial")
     assert r.returncode != 0 and "serial: must be 1-13 characters" in r.stderr
-
-
-FAKE_MPREMOTE = textwrap.dedent("""\
-    #!%s
-    # A stand-in for mpremote: the board's filesystem is the folder $FAKE_BOARD. Snippets that deal
-    # with the identity run for real under MicroPython there; every call is logged.
-    import os, shutil, subprocess, sys
-    board = os.environ["FAKE_BOARD"]
-    with open(os.path.join(board, "..", "calls.log"), "a") as log:
-        log.write(repr(sys.argv[1:]) + "\\n")
-    args = sys.argv[3:]
-    while args:
-        cut = args.index("+") if "+" in args else len(args)
-        step, args = args[:cut], args[cut + 1:]
-        if step[0] == "exec" and "identity" in step[1]:
-            subprocess.run([%r, "-c", step[1]], cwd=board, check=True)
-        elif step[0] == "fs" and step[1] == "cp" and step[-1].startswith(":") and len(step) == 4:
-            shutil.copyfile(step[2], os.path.join(board, step[-1][1:]))
-    """)
-
-
-@pytest.fixture
-def fake_board(tmp_path, monkeypatch):
-    board = tmp_path / "board"
-    board.mkdir()
-    fake = tmp_path / "mpremote"
-    fake.write_text(FAKE_MPREMOTE % (sys.executable, os.path.join(os.path.dirname(sys.executable), "micropython")))
-    fake.chmod(0o755)
-    monkeypatch.setenv("MPREMOTE", str(fake))
-    monkeypatch.setenv("FAKE_BOARD", str(board))
-    device = tmp_path / "device"
-    device.mkdir()
-    monkeypatch.setattr(deploy, "DEVICE", str(device))
-    image = tmp_path / "device.romfs"
-    image.write_bytes(b"")
-    monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(image))
-    monkeypatch.setattr(deploy, "check_port", lambda port: None)  # the fake mpremote's /dev/fake is no device
-    return board
-
-
-def test_deploy_to_a_port_that_is_not_there_says_so_before_calling_mpremote(tmp_path, monkeypatch):
-    (tmp_path / "device").mkdir()
-    (tmp_path / "device.romfs").write_bytes(b"")
-    monkeypatch.setattr(deploy, "DEVICE", str(tmp_path / "device"))
-    monkeypatch.setattr(deploy, "ROMFS_IMAGE", str(tmp_path / "device.romfs"))
-    monkeypatch.setenv("MPREMOTE", str(tmp_path / "not-called"))  # (calling it would raise another error)
-    for args in ([], ["--identity", "any.json"]):
-        with pytest.raises(SystemExit, match="/dev/no-such-meter-port: there is no such serial port: is the board "
-                                             "plugged in"):
-            deploy.main(["--port", "/dev/no-such-meter-port", *args])
-
-
-def test_deploy_puts_the_code_in_romfs_and_clears_what_would_shadow_it():
-    steps, step = [], []
-    for arg in deploy.plan("/dev/fake")[3:]:  # after "mpremote connect PORT"
-        if arg == "+":
-            steps.append(step)
-            step = []
-        else:
-            step.append(arg)
-    steps.append(step)
-    # The image first: a board without a ROMFS partition refuses it and keeps the code it has...
-    assert steps[0] == ["romfs", "deploy", deploy.ROMFS_IMAGE]
-    # ...then the folders that would shadow /rom go
-    assert steps[1][0] == "exec" and steps[1][1].endswith("rm('/firmware')\n") and steps[2][1].endswith("rm('/lib')\n")
-    assert steps[-1][:2] == ["fs", "cp"] and "rtc" not in deploy.plan("/dev/fake")  # not local time
-    # The clock, in UTC, by a second call made right before it runs; then the reset.
-    clock = deploy.clock_plan("/dev/fake")
-    assert clock[3] == "exec" and "machine.RTC().datetime(" in clock[4] and clock[-2:] == ["+", "reset"]
-    files = " ".join(deploy.plan("/dev/fake", files=True))
-    assert "romfs" not in files and "fs cp -r" in files  # boards with PSRAM: the .mpy tree on the filesystem
-
-
-def test_deploy_installs_an_identity_once_and_refuses_to_replace_another(tmp_path, fake_board, capsys):
-    a, path_a = provision.provision(str(tmp_path / "out"), "MDAAAA1", log=lambda line: None)
-    b, path_b = provision.provision(str(tmp_path / "out"), "MDBBBB2", log=lambda line: None)
-    assert deploy.board_identity("/dev/fake") is None
-    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
-    on_board = fake_board / "identity.json"
-    assert identity.parse(on_board.read_text()).serial == "MDAAAA1"
-    assert not (fake_board / "identity.json.tmp").exists()  # copied under a temporary name, then renamed
-    assert "installing MDAAAA1" in capsys.readouterr().out
-    # Deploying the same identity again: nothing to copy.
-    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
-    assert "already has identity MDAAAA1" in capsys.readouterr().out
-    # A different identity: refused, board unchanged, and the installer is told why and how.
-    before = on_board.read_text()
-    calls = (tmp_path / "calls.log").read_text().count("\n")
-    assert deploy.main(["--port", "/dev/fake", "--identity", path_b]) == 3
-    out = capsys.readouterr().out
-    assert "already has identity MDAAAA1" in out and "FORCE_IDENTITY=1" in out and "label" in out
-    assert on_board.read_text() == before
-    assert (tmp_path / "calls.log").read_text().count("\n") == calls + 1  # only the question was asked
-    for secret in (a.pin, a.ap_password, a.upload_key.hex(), b.pin, b.ap_password):
-        assert secret not in out
-    # Forced: replaced.
-    assert deploy.main(["--port", "/dev/fake", "--identity", path_b, "--force-identity"]) == 0
-    assert identity.parse(on_board.read_text()).serial == "MDBBBB2"
-    # A damaged file on the board is replaced without force.
-    on_board.write_text(before[:40])
-    assert deploy.board_identity("/dev/fake") == "damaged"
-    assert deploy.main(["--port", "/dev/fake", "--identity", path_a]) == 0
-    assert identity.parse(on_board.read_text()).serial == "MDAAAA1"
-
-
-def test_deploy_rejects_a_bad_identity_file_before_touching_the_board(tmp_path, fake_board):
-    bad = tmp_path / "identity-bad.json"
-    bad.write_text('{"format": "open-meter-identity", "version": 1, "serial": "X"}')
-    with pytest.raises(SystemExit, match="not a valid identity file: ap_password"):
-        deploy.main(["--port", "/dev/fake", "--identity", str(bad)])
-    assert not (tmp_path / "calls.log").exists()
-
-
-def test_deploy_dry_run_shows_the_identity_copy(tmp_path, fake_board, capsys):
-    _, path = provision.provision(str(tmp_path / "out"), "MDCCCC3", log=lambda line: None)
-    assert deploy.main(["--port", "/dev/fake", "--identity", path, "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "would first ask the board" in out and ":identity.json.tmp" in out and "os.rename" in out
-    assert "identity" not in " ".join(deploy.plan("/dev/x"))  # without IDENTITY= the board's is left alone
 
 
 def test_sim_runs_the_firmware_inside_the_state_dir(tmp_path):

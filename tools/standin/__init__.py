@@ -17,7 +17,11 @@ folder (the flash), and the image's options are the stand-in's:
   - psram_bytes: the module has PSRAM (esp32.idf_heap_info shows it) and the heap is as large;
   - heap: the MicroPython heap the board's code finds free at the REPL, in MicroPython's -X heapsize
     syntax ("96wK": 96 KiB on the ESP32, twice the bytes on this 64-bit host, where objects are twice
-    the size); default: an ESP32-WROOM-32's 96wK, or as much as the PSRAM with PSRAM.
+    the size); default: an ESP32-WROOM-32's 96wK, or as much as the PSRAM with PSRAM;
+  - image: the image's name, sys.implementation._build on the board: default "ESP32_GENERIC" (a stock
+    image) or, with romfs_bytes, "METER_ESP32-ROMFS" (the meter's image without its code: docs/IMAGE.md);
+  - micropython: the unix port to run (default: tools.mp.micropython_exe()), e.g. one built with the
+    meter's code frozen in, to play the meter's own image (image="METER_ESP32").
 
 The setup page the firmware serves on the board's port 80 answers on 127.0.0.1:http_port (its DNS on
 dns_port); only localhost resolves, nothing leaves this machine. What it cannot model is in
@@ -72,14 +76,16 @@ def heap_bytes(spec, pointer_bytes=None):
 class Standin:
     def __init__(self, flash, romfs_bytes=None, psram_bytes=0, heap=None, flash_bytes=FLASH_BYTES,
                  scenario=DEFAULT_SCENARIO, board=None, networks=DEFAULT_NETWORKS, http_port=0, dns_port=0,
-                 lan_link=True, state_dir=None):
+                 lan_link=True, state_dir=None, image=None, micropython=None):
         self.flash = os.path.abspath(flash)
         if romfs_bytes is not None and (romfs_bytes <= 0 or romfs_bytes % 4096 or romfs_bytes > 0x100000):
             raise StandinError("romfs_bytes %r: the ROMFS partition is whole 4 KiB flash pages, at most 1 MiB"
                                % romfs_bytes)
         self.romfs_bytes = romfs_bytes
         self.psram_bytes = psram_bytes
-        pointer = mp.describe()[0]
+        self.image = image or ("METER_ESP32-ROMFS" if romfs_bytes else "ESP32_GENERIC")
+        self.micropython = micropython or mp.micropython_exe()
+        pointer = mp.describe(self.micropython)[0]
         if heap is None:
             heap = "%dw" % psram_bytes if psram_bytes else WROOM32_HEAP
         self.heap_bytes = heap_bytes(heap, pointer)
@@ -143,7 +149,7 @@ class Standin:
                 "romfs_file": self._romfs_path if self.romfs_bytes else None, "romfs_bytes": self.romfs_bytes or 0,
                 "flash_bytes": self.flash_bytes, "psram_bytes": self.psram_bytes, "fs_bytes": FS_BYTES,
                 "heap_bytes": self.heap_bytes, "scenario": self.scenario, "board": self.board_profile,
-                "networks": self.networks, "lan_link": self.lan_link,
+                "networks": self.networks, "lan_link": self.lan_link, "image": self.image,
                 "forward": {"80": self.http_port, "53": self.dns_port},
                 "simboard": mp.SIMBOARD, "tools_sim": os.path.join(mp.ROOT, "tools", "sim")}
 
@@ -209,7 +215,7 @@ class Standin:
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([mp.SIMBOARD, mp.ROOT, ".frozen"]))
         # (the port's own heap: the board's, the ROMFS partition's contents, the stand-in's own parts)
         heapsize = self.heap_bytes + (self.romfs_bytes or 0) + OWN_BYTES
-        cmd = [mp.micropython_exe(), "-X", "heapsize=%d" % heapsize, BOARD_MAIN, self._config_path, mode, how,
+        cmd = [self.micropython, "-X", "heapsize=%d" % heapsize, BOARD_MAIN, self._config_path, mode, how,
                str(self._int_r), str(self._ctl_w)]
         self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        pass_fds=(self._int_r, self._ctl_w), cwd=self.flash, env=env,

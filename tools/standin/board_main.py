@@ -215,6 +215,7 @@ import flashfs  # noqa: E402
 import gc_board  # noqa: E402
 import netfwd  # noqa: E402
 import ntptime  # noqa: E402
+import sys_board  # noqa: E402
 import vfs_rom  # noqa: E402
 
 del sys.path[0]
@@ -222,6 +223,8 @@ sys.modules["vfs"] = vfs_rom  # with rom_ioctl when the image has a ROMFS partit
 sys.modules["socket"] = netfwd  # this machine only, the board's ports forwarded
 sys.modules["ntptime"] = ntptime  # frozen in the ESP32 image
 sys.modules["gc"] = gc_board  # mem_alloc() without the stand-in's own parts
+sys_board.play(cfg["image"])
+sys.modules["sys"] = sys_board  # sys.implementation._build: the image's name
 netfwd.FORWARD.update((int(k), v) for k, v in cfg["forward"].items())
 vfs = vfs_rom
 
