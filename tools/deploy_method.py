@@ -304,7 +304,9 @@ def decide(board, build):
             "which is %s here." % ("stock" if not board.romfs else "ROMFS", kib(board.psram_bytes), kib(code),
                                    kib(board.heap_free_bytes)),
         ])
-    return Decision("refuse", "a stock image on a board without PSRAM", reasons + [
+    headline = ("the code's image is too big for this board's ROMFS partition, and it has no PSRAM" if board.romfs
+                else "a stock image on a board without PSRAM")
+    return Decision("refuse", headline, reasons + [
         "the code alone, loaded from .mpy files, takes %s of heap (BENCHMARKS.md, \"The code's own cost\"), and "
         "this board has %s of heap free: the meter could not even start." % (kib(code), kib(board.heap_free_bytes)),
     ] + IMAGE_WAY)

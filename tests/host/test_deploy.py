@@ -65,6 +65,7 @@ def test_an_image_with_a_romfs_partition_gets_the_romfs_image():
 def test_a_romfs_partition_too_small_for_the_image_is_not_written():
     d = decide(romfs=True, romfs_bytes=0x10000)
     assert d.method == "refuse" and "ROMFS partition (64 KiB) is too small for the code's image (115 KiB)" in d.text()
+    assert d.text().startswith("refuse") and "too big for this board's ROMFS partition, and it has no PSRAM" in d.text()
     d = decide(romfs=True, romfs_bytes=0x10000, psram=8 * MIB)  # with PSRAM: the files instead, saying why
     assert d.method == "files" and "too small" in d.text(), d.text()
 
