@@ -235,6 +235,8 @@ class Server:
                 line = buf[start:i].strip()
                 taken += i + 1 - start
                 start = i + 1
+                if taken > self.max_head:
+                    return 400
                 if req is None:  # the request line: METHOD TARGET HTTP/x.y
                     parts = line.split()
                     if len(parts) != 3 or not parts[2].startswith(b"HTTP/") or not parts[1].startswith(b"/"):

@@ -127,7 +127,7 @@ def test_heapmap_says_where_the_heap_goes():
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     imports = dict(out["imports"])
-    assert "firmware.app" in imports and "microdot" in imports and all(n > 0 for n in imports.values())
+    assert "firmware.app" in imports and "httpd" in imports and all(n > 0 for n in imports.values())
     device, buffers = dict(out["device"]), dict(out["buffers"])
     sample_buf = buffers["sampler: samples (array 'H', 2 per pair)"]
     assert sample_buf > 1000 and device["Meter (sampler and kernel buffers, windows)"] > sample_buf
