@@ -45,7 +45,6 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 typecheck: venv
-	@$(PY) -m tools.build --host-lib >/dev/null  # the pinned microdot that firmware/portal.py imports
 	$(VENV)/bin/pyright --pythonpath $(PY) --typeshedpath "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 clean:

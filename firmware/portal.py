@@ -8,8 +8,8 @@
 # the redirect's URL, shown by that URL only. Joining a network runs in the background while the page
 # says so and reloads itself until the outcome is known. A fix sets a target value (CT 2 inverted:
 # yes), never a toggle, so a second tap changes nothing. Phone captive-portal probes are redirected to
-# the setup page while the device needs setup; any unknown Host, always. Built on microdot;
-# lib/httpguard puts the size, time and connection limits around it.
+# the setup page while the device needs setup; any unknown Host, always, on every route. Served by
+# lib/httpd.py, which bounds every request and answer and adds the no-framing headers to each.
 
 import asyncio
 import json
@@ -17,11 +17,15 @@ import random
 import sys
 import time
 
-from microdot import Microdot, Response
+from httpd import Response, Server, form, redirect
 
 from firmware import config, factory, links, portal_page, status
 from firmware.config import ConfigError
 
+# No other site may show the page inside its own (clickjacking a factory reset): on every answer.
+NO_FRAMING = b"X-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\n"
+KEEP = (b"host", b"origin", b"content-type")  # the request headers handle() reads: the rest take no heap
+TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/library/test/success.html",
           "/connecttest.txt", "/ncsi.txt", "/canonical.html", "/success.txt")
 MAX_NETWORKS = 20
@@ -106,7 +110,7 @@ class Portal:
         self.calibrating = False
         self.cal_undo = None  # meter.calibration before the last calibration (in RAM: until a restart)
         self.cal_changes = []  # what the last calibration changed: [what, before, after]
-        self.app = self._build()
+        self.server = None  # lib/httpd's Server, made by run()
 
     # --- serving ----------------------------------------------------------------------------------
     async def run(self, host=None, http_port=80, dns_port=53, always=False, send_buffer=None):
@@ -121,11 +125,11 @@ class Portal:
             # the factory reset) is reachable only by someone who knows the label's WPA2 password.
             host = self.ap_addr if sys.platform == "esp32" else "127.0.0.1"
         from dnscatch import DnsCatch
-        from httpguard import Guard
 
         # A page leaves KBs of garbage (its pieces, the status document): collected as the request
-        # ends, not left to pile up until the next window with a TLS upload on top.
-        self.guard = guard = Guard(self.app, collect=True, send_buffer=send_buffer)
+        # ends, not left to pile up until the next window with a TLS upload on top. (self.handle is
+        # looked up here, once: the simulator puts its own in front of it.)
+        self.server = server = Server(self.handle, KEEP, NO_FRAMING, collect=True, send_buffer=send_buffer)
         if host != "0.0.0.0":  # served on a named address (the simulator's 127.0.0.1): that Host is ours too
             self.known_hosts += ("%s:%d" % (host, http_port), host)
             if host == "127.0.0.1":  # (and a desktop browser's name for it)
@@ -134,25 +138,25 @@ class Portal:
         try:
             while True:
                 want = always or self.net.ap_up
-                if want and guard.server is None:
+                if want and server.sock is None:
                     try:
-                        await guard.start(host, http_port)
+                        server.start(host, http_port)
                         self.scan()  # blocks ~2 s on the board: once per start, never per retry
                         dns = DnsCatch(self.ap_addr, host, dns_port)
                         dns_task = asyncio.create_task(dns.run())
                         self.log("portal: serving http on %s:%d, dns on %d" % (host, http_port, dns_port))
                     except OSError as e:  # the meter goes on measuring; try again in a while
-                        guard.close()
+                        server.close()
                         self.log("portal: cannot serve on %s:%d/%d (%s)" % (host, http_port, dns_port, e))
                         await asyncio.sleep_ms(10000)
-                elif not want and guard.server is not None:
-                    guard.close()
+                elif not want and server.sock is not None:
+                    server.close()
                     if dns_task is not None:
                         dns_task.cancel()
                     self.log("portal: stopped")
                 await asyncio.sleep_ms(links.TICK_MS)
         finally:
-            guard.close()
+            server.close()
             if dns_task is not None:
                 dns_task.cancel()
 
@@ -376,161 +380,111 @@ class Portal:
             outcome = (self.join_notice[1], self.join_notice[2])
         return portal_page.html_response(portal_page.page(self, self.status_doc(), notice, ssid, refresh, outcome))
 
-    # --- routes -----------------------------------------------------------------------------------
-    def _build(self):
-        app = Microdot()
-        portal = self
-
-        @app.before_request
-        async def captive(req):
-            host = req.headers.get("Host", "")
-            if req.path in PROBES:
-                if portal.store.needs_setup:
-                    return Response.redirect(portal.home)
-                return portal._probe_ok(req.path)
-            if host not in portal.known_hosts:
-                # Any other name leads to the page at its own address: a phone typing any URL finds
-                # it, and a site's page whose name now points here (DNS rebinding: our DNS answers
-                # every name) reads only a redirect to another origin, never the PIN or the serial.
-                if req.method == "POST":
-                    return Response(b"Changes are only accepted from the setup page itself.\n", 403)
-                return Response.redirect(portal.home)
-            if req.method == "POST":
-                # Changes come only from this page: a form from another site's page is refused.
-                origin = req.headers.get("Origin")
-                if origin is not None and origin not in ["http://" + h for h in portal.known_hosts]:
-                    return Response(b"Changes are only accepted from the setup page itself.\n", 403)
-
-        async def no_framing(req, res):
-            # No other site may show the page inside its own (clickjacking a factory reset).
-            res.headers["X-Frame-Options"] = "DENY"
-            res.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-            return res
-
-        app.after_request(no_framing)
-        app.after_error_request(no_framing)  # (microdot's own 400, 404, 405, 413 and 500 answers too)
-
-        def back(url):
-            return Response.redirect(url, 303)  # See Other: the browser GETs the page; a reload sends nothing
-
-        @app.get("/")
-        async def index(req):
-            n = req.args.get("n") if req.args else None
-            return portal.page(int(n) if n and n.isdigit() and len(n) < 9 else None)
-
-        @app.post("/scan")
-        async def rescan(req):
-            portal.scan()
-            return back("/")
-
-        @app.post("/connect")
-        async def connect(req):
-            form = _form(req)
-            if form is None:
-                return back(portal.say("bad", "The form did not arrive intact: try again."))
-            ssid = (form.get("ssid_manual") or "").strip() or form.get("ssid") or ""
-            password = form.get("password") or ""
-            if not ssid:
-                return back(portal.say("bad", "Choose a network from the list, or type its name."))
-            problem = config.wifi_problem(ssid, password)
-            if problem == "ssid":
-                return back(portal.say("bad", SSID_WORDS))
-            if problem == "password":
-                return back(portal.say("bad", PASSWORD_WORDS, ssid))
-            return back(portal.start_join(ssid, password))
-
-        @app.post("/fix")
-        async def fix(req):
-            form = _form(req)
-            if form is None:
-                return back(portal.say("bad", "The form did not arrive intact: try again."))
-            ok, message = portal.apply_fix(form)
-            return back(portal.say("ok" if ok else "bad", message))
-
-        @app.post("/calibrate")
-        async def calibrate_form(req):
-            form = _form(req)
-            if form is None:
-                return back(portal.say("bad", "The form did not arrive intact: try again."))
-            if form.get("undo") == "yes":
-                ok, message = portal.undo_calibration()
-                return back(portal.say("ok" if ok else "bad", message))
-            refs, problem = calibration_refs([form.get("v1"), form.get("v2"), form.get("v3")], form.get("ct"),
-                                             form.get("amps"), form.get("resistive") == "yes")
-            if problem:
-                return back(portal.say("bad", problem))
-            ok, message = await portal.calibrate(refs)
-            return back(portal.say("ok" if ok else "bad", message))
-
-        def json_answer(doc, code=200):
-            return Response(json.dumps(doc).encode(), code,
+    # --- requests ---------------------------------------------------------------------------------
+    async def handle(self, req):
+        """The answer to one request (lib/httpd.py: HEAD arrives as GET)."""
+        path, post = req.path, req.method == "POST"
+        if path in PROBES:
+            if self.store.needs_setup:
+                return redirect(self.home)
+            return _probe_ok(path)
+        if req.headers.get("host", "") not in self.known_hosts:
+            # Any other name leads to the page at its own address, whatever the route: a phone typing
+            # any URL finds it, and a site's page whose name now points here (DNS rebinding: our DNS
+            # answers every name) reads only a redirect to another origin, never the PIN or the serial.
+            return Response(REFUSED, 403, TEXT) if post else redirect(self.home)
+        if post:
+            # Changes come only from this page: a form from another site's page is refused.
+            origin = req.headers.get("origin")
+            if origin is not None and origin not in ["http://" + h for h in self.known_hosts]:
+                return Response(REFUSED, 403, TEXT)
+            if path == "/scan":
+                self.scan()
+                return _back("/")
+            if path == "/api/calibration":
+                return _json(await self._calibrate_json(req))
+            if path in ("/connect", "/fix", "/reset", "/calibrate"):
+                f = None
+                if req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                    f = form(req.body)
+                if path == "/reset":
+                    return _back(self._reset(f or {}))
+                if f is None:
+                    return _back(self.say("bad", "The form did not arrive intact: try again."))
+                if path == "/calibrate":
+                    return _back(await self._calibrate_form(f))
+                return _back(self._connect(f) if path == "/connect" else self._fix(f))
+        elif req.method != "GET":
+            return Response(b"Method not allowed\n", 405, {"Content-Type": TEXT["Content-Type"], "Allow": "GET, POST"})
+        elif path == "/":
+            n = (form(req.query) or {}).get("n")
+            return self.page(int(n) if n and n.isdigit() and len(n) < 9 else None)
+        elif path == "/api/status":
+            return Response(json.dumps(self.status_doc()).encode(), 200,
                             {"Content-Type": "application/json", "Cache-Control": "no-store"})
+        elif path == "/api/calibration":
+            return _json((self.calibration_doc(), 200))
+        elif path == "/api/readings":  # its old name: everything it gave is in /api/status now
+            return redirect("/api/status", 308)
+        return Response(b"Not found\n", 404, TEXT)
 
-        @app.get("/api/calibration")
-        async def api_calibration(req):
-            return json_answer(portal.calibration_doc())
+    async def _calibrate_form(self, f):
+        if f.get("undo") == "yes":
+            ok, message = self.undo_calibration()
+        else:
+            refs, message = calibration_refs([f.get("v1"), f.get("v2"), f.get("v3")], f.get("ct"), f.get("amps"),
+                                             f.get("resistive") == "yes")
+            ok = False
+            if refs is not None:
+                ok, message = await self.calibrate(refs)
+        return self.say("ok" if ok else "bad", message)
 
-        @app.post("/api/calibration")
-        async def api_calibrate(req):
-            # JSON only: a browser sends no other site's JSON without asking first (CORS preflight).
-            doc = None
-            if req.headers.get("Content-Type", "").startswith("application/json"):
-                try:
-                    doc = json.loads(req.body.decode())
-                except (ValueError, AttributeError):
-                    doc = None
-            if not isinstance(doc, dict):
-                return json_answer({"ok": False, "message": "Send a JSON object (Content-Type: application/json)."},
-                                   400)
-            if doc.get("undo") is True:
-                ok, message = portal.undo_calibration()
-            else:
-                vrms = doc.get("vrms", [None, None, None])
-                refs, message = calibration_refs(vrms if isinstance(vrms, list) else "", doc.get("ct"),
-                                                 doc.get("amps"), doc.get("resistive") is True)
-                ok = False
-                if refs is not None:
-                    ok, message = await portal.calibrate(refs)
-            out = portal.calibration_doc()
-            out["ok"] = ok
-            out["message"] = message
-            return json_answer(out, 200 if ok else 400)
+    async def _calibrate_json(self, req):
+        """(document, status) of POST /api/calibration. JSON only: a browser sends no other site's
+        JSON without asking first (a CORS preflight, which this server never allows)."""
+        doc = None
+        if req.headers.get("content-type", "").startswith("application/json"):
+            try:
+                doc = json.loads(req.body)
+            except (ValueError, UnicodeError):
+                doc = None
+        if not isinstance(doc, dict):
+            return {"ok": False, "message": "Send a JSON object (Content-Type: application/json)."}, 400
+        if doc.get("undo") is True:
+            ok, message = self.undo_calibration()
+        else:
+            vrms = doc.get("vrms", [None, None, None])
+            refs, message = calibration_refs(vrms if isinstance(vrms, list) else "", doc.get("ct"), doc.get("amps"),
+                                             doc.get("resistive") is True)
+            ok = False
+            if refs is not None:
+                ok, message = await self.calibrate(refs)
+        out = self.calibration_doc()
+        out["ok"] = ok
+        out["message"] = message
+        return out, 200 if ok else 400
 
-        @app.post("/reset")
-        async def reset(req):
-            form = _form(req)
-            if form is None or form.get("confirm") != "yes":
-                return back(portal.say("bad", "Factory reset needs the confirmation box ticked: nothing was changed."))
-            ok, message = portal.factory_reset()
-            return back(portal.say("ok" if ok else "bad", message))
+    def _connect(self, form):
+        ssid = (form.get("ssid_manual") or "").strip() or form.get("ssid") or ""
+        password = form.get("password") or ""
+        if not ssid:
+            return self.say("bad", "Choose a network from the list, or type its name.")
+        problem = config.wifi_problem(ssid, password)
+        if problem == "ssid":
+            return self.say("bad", SSID_WORDS)
+        if problem == "password":
+            return self.say("bad", PASSWORD_WORDS, ssid)
+        return self.start_join(ssid, password)
 
-        @app.get("/api/status")
-        async def api_status(req):
-            return Response(json.dumps(portal.status_doc()).encode(), 200,
-                            {"Content-Type": "application/json", "Cache-Control": "no-store"})
+    def _fix(self, form):
+        ok, message = self.apply_fix(form)
+        return self.say("ok" if ok else "bad", message)
 
-        @app.get("/api/readings")
-        async def api_readings(req):  # its old name: everything it gave is in /api/status now
-            return Response.redirect("/api/status", 308)
-
-        @app.route("/<path:rest>", methods=["GET", "POST"])
-        async def elsewhere(req, rest):  # microdot runs before_request only for routes it knows
-            r = await captive(req)
-            return r if r is not None else ("Not found", 404)
-
-        return app
-
-    def _probe_ok(self, path):
-        if path in ("/generate_204", "/gen_204"):
-            return Response(b"", 204)
-        if path in ("/connecttest.txt",):
-            return Response(b"Microsoft Connect Test", 200, {"Content-Type": "text/plain"})
-        if path == "/ncsi.txt":
-            return Response(b"Microsoft NCSI", 200, {"Content-Type": "text/plain"})
-        if path == "/success.txt":
-            return Response(b"success\n", 200, {"Content-Type": "text/plain"})
-        return Response(b"<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>", 200,
-                        {"Content-Type": "text/html"})
+    def _reset(self, form):
+        if form.get("confirm") != "yes":
+            return self.say("bad", "Factory reset needs the confirmation box ticked: nothing was changed.")
+        ok, message = self.factory_reset()
+        return self.say("ok" if ok else "bad", message)
 
 
 def _number(x):
@@ -572,21 +526,26 @@ def calibration_refs(vrms, ct, amps, resistive):
     return refs, None
 
 
-def _form(req):
-    """The urlencoded form of req as a dict of str, or None when it is not one (bad %-escapes, not UTF-8)."""
-    try:
-        ctype = req.headers.get("Content-Type", "")
-        if not ctype.startswith("application/x-www-form-urlencoded"):
-            return None
-        f = req.form
-        if f is None:
-            return None
-        out = {}
-        for k in f:
-            v = f.get(k)
-            if not isinstance(v, str):
-                return None
-            out[k] = v
-        return out
-    except Exception:
-        return None
+REFUSED = b"Changes are only accepted from the setup page itself.\n"
+
+
+def _json(doc_status):
+    return Response(json.dumps(doc_status[0]).encode(), doc_status[1],
+                    {"Content-Type": "application/json", "Cache-Control": "no-store"})
+
+
+def _back(url):
+    return redirect(url, 303)  # See Other: the browser GETs the page; a reload sends nothing
+
+
+def _probe_ok(path):
+    if path in ("/generate_204", "/gen_204"):
+        return Response(b"", 204)
+    if path == "/connecttest.txt":
+        return Response(b"Microsoft Connect Test", 200, TEXT)
+    if path == "/ncsi.txt":
+        return Response(b"Microsoft NCSI", 200, TEXT)
+    if path == "/success.txt":
+        return Response(b"success\n", 200, TEXT)
+    return Response(b"<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>", 200,
+                    {"Content-Type": "text/html"})

@@ -8,7 +8,7 @@
 # free block the size of the whole page. The constant pieces (style, script) stay in flash when the
 # code runs from ROMFS; each is kept under 1.5 KB all the same.
 
-from microdot import Response
+from httpd import Response
 
 from firmware import VERSION
 
@@ -28,8 +28,7 @@ def html_response(pieces, code=200):
         if isinstance(p, str):
             p = pieces[i] = p.encode()
         size += len(p)
-    # (microdot sends any iterator of bytes; pyright infers `bytes` from its default, b"")
-    return Response(iter(pieces), code, {  # pyright: ignore[reportArgumentType]
+    return Response(pieces, code, {
         "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "Content-Length": str(size)})
 
 

@@ -6,13 +6,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (os.path.join(ROOT, "build", "hostlib"), ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests")):
+for p in (ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
-
-from tools import build  # noqa: E402
-
-build.host_lib()  # the pinned microdot in build/hostlib (above): a fresh clone has none until now
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,4 @@
-"""Build the device tree: compile firmware/ and lib/ to .mpy for the ESP32 and add the pinned libraries.
+"""Build the device tree: compile firmware/ and lib/ to .mpy for the ESP32 (all of the device's code is here).
 
     python -m tools.build              # build/device/ (boot.py, main.py and the .mpy tree) and
                                        # build/device.romfs (the same code as a ROMFS image, what
@@ -7,9 +7,6 @@
     python -m tools.build --no-heap    # the same without the heap measurement (~15 s)
     python -m tools.build --check      # compile every device file (boot.py, main.py, firmware/, lib/)
                                        # with mpy-cross -march=xtensawin into a scratch dir; print the count
-    python -m tools.build --host-lib   # only unpack the pinned device libraries (microdot) as source into
-                                       # build/hostlib; whatever runs the firmware on the desktop (the
-                                       # simulator, the tests, pyright) does this itself when it is missing
 
 The heap figure is measured, not guessed: the whole device runs for a few seconds in the simulator
 with its code from ROMFS and 96wK of heap (python -m tools.sim device --heapsize 96wK), uploading
@@ -22,17 +19,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 DEVICE = os.path.join(BUILD, "device")
 MARCH = "xtensawin"  # ESP32 / ESP32-S3: Xtensa with windowed registers
-
-# Which modules of each pinned device package go onto the board (the rest is CPython-only).
-DEVICE_MODULES = {
-    "microdot": ["microdot/__init__.py", "microdot/microdot.py", "microdot/helpers.py"],
-}
 
 
 def device_sources():
@@ -69,75 +60,6 @@ def check():
     return len(files)
 
 
-def _requirements():
-    with open(os.path.join(ROOT, "requirements", "device.txt")) as f:
-        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
-
-
-def fetch_device_packages(cache):
-    """Download the pinned device packages (wheels from PyPI) into cache; return their paths."""
-    os.makedirs(cache, exist_ok=True)
-    reqs = _requirements()
-    wheels = []
-    for req in reqs:
-        name, _, version = req.partition("==")
-        want = "%s-%s-" % (name.replace("-", "_"), version)
-        have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
-        if not have:
-            sys.stderr.write("build: downloading %s (requirements/device.txt) into %s\n" % (req, cache))
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                                "-d", cache, req])
-            have = [f for f in os.listdir(cache) if f.startswith(want) and f.endswith(".whl")]
-            if r.returncode != 0 or not have:
-                raise SystemExit("build: could not download %s with pip (messages above); the firmware's setup "
-                                 "page needs it. Connect to the network and try again, or put its wheel into %s"
-                                 % (req, cache))
-        wheels.append((name, os.path.join(cache, have[0])))
-    return wheels
-
-
-HOSTLIB = os.path.join(BUILD, "hostlib")
-
-
-def host_lib():
-    """The pinned device libraries as source in build/hostlib (for the unix port, pytest and pyright).
-
-    Extracted from the same pinned wheels `make build` uses; never copied into the repository.
-    """
-    want = " ".join(_requirements())
-    if _host_lib_holds(want):
-        return HOSTLIB
-    wheels = fetch_device_packages(os.path.join(BUILD, "cache"))
-    # Unpacked beside it and renamed into place, so a simulator starting meanwhile (or one killed
-    # halfway through this) never finds half a library behind a valid stamp.
-    tmp = tempfile.mkdtemp(prefix="hostlib-", dir=BUILD)
-    try:
-        for name, wheel in wheels:
-            with zipfile.ZipFile(wheel) as z:
-                for member in DEVICE_MODULES[name]:
-                    z.extract(member, tmp)
-        with open(os.path.join(tmp, ".from"), "w") as f:
-            f.write(want)
-        if not _host_lib_holds(want):  # (another process may have just done the same)
-            shutil.rmtree(HOSTLIB, ignore_errors=True)
-            try:
-                os.rename(tmp, HOSTLIB)
-            except OSError:
-                if not _host_lib_holds(want):  # not another process's, finished meanwhile: a real error
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return HOSTLIB
-
-
-def _host_lib_holds(want):
-    try:
-        with open(os.path.join(HOSTLIB, ".from")) as f:
-            return f.read() == want
-    except OSError:
-        return False
-
-
 ROMFS_IMAGE = os.path.join(BUILD, "device.romfs")
 ROMFS_PARTITION_BYTES = 0x20000  # the romfs partition in boards/METER_ESP32/partitions-4MiB-meter.csv (docs/IMAGE.md)
 WROOM32_HEAP = "96wK"  # an ESP32-WROOM-32 without PSRAM: ~96 KB of MicroPython heap
@@ -156,13 +78,6 @@ def build():
             dst = os.path.join(DEVICE, rel[:-3] + ".mpy")  # lib/ lands in /lib, on the board's sys.path
             compile_file(src, rel, dst)
         sizes.append((os.path.relpath(dst, DEVICE), os.path.getsize(dst)))
-    for name, wheel in fetch_device_packages(os.path.join(BUILD, "cache")):
-        with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
-            for member in DEVICE_MODULES[name]:
-                src = z.extract(member, tmp)
-                dst = os.path.join(DEVICE, "lib", member[:-3] + ".mpy")
-                compile_file(src, member, dst)
-                sizes.append((os.path.relpath(dst, DEVICE), os.path.getsize(dst)))
     width = max(len(p) for p, _ in sizes)
     for path, size in sizes:
         print("  %-*s %7d bytes" % (width, path, size))
@@ -209,13 +124,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="only compile-check every device file")
     ap.add_argument("--no-heap", action="store_true", help="skip the heap measurement")
-    ap.add_argument("--host-lib", action="store_true",
-                    help="only unpack the pinned device libraries into build/hostlib")
     args = ap.parse_args(argv)
     if args.check:
         check()
-    elif args.host_lib:
-        print(host_lib())
     else:
         build()
         if not args.no_heap:

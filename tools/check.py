@@ -39,9 +39,6 @@ def main(argv=None):
                                                          "without the host tests of whole processes")
     quick = ap.parse_args(argv).quick
     results = []
-    from tools import build
-
-    build.host_lib()  # microdot (pinned) as source, for pyright, pytest and the unix port
     if not quick:
         ensure_chromium()  # the setup page's phone-flow test drives Debian's headless Chromium
 

@@ -1,5 +1,5 @@
 # codecost_main — what the device's code itself costs in heap (runs under MicroPython): every device
-# module and microdot imported, gc.mem_alloc() after a collection, before and after.
+# module imported, gc.mem_alloc() after a collection, before and after.
 #
 # Started by `python -m tools.bench_codecost` as
 #     codecost_main.py lib DIR        the .mpy tree of `make build` (DIR/firmware, DIR/lib), read from a

@@ -5,7 +5,7 @@
         (its export.sh sourced), from MicroPython v1.28.0's source: MICROPY_DIR if set, else a clone of
         that tag in build/micropython (git, from GitHub; once). Without an ESP-IDF it builds nothing:
         it prints what to install and run, and exits with status 2.
-    python -m tools.image --prepare             only what needs no ESP-IDF (the source, microdot, the
+    python -m tools.image --prepare             only what needs no ESP-IDF (the source and the
                                                 stamp): the first step of a build in Espressif's
                                                 container (docs/IMAGE.md)
     python -m tools.image --layout              the partition table and where esptool writes what
@@ -74,8 +74,8 @@ def romfs_partition_bytes():
 
 
 def source_digest():
-    """sha256 of the device's code as the image freezes it (every device module and the pinned
-    microdot; boot.py and main.py stay on the filesystem): the stamp in the image, to compare with."""
+    """sha256 of the device's code as the image freezes it (every device module; boot.py and main.py
+    stay on the filesystem): the stamp in the image, to compare with."""
     from tools import romfs
 
     h = hashlib.sha256()
@@ -87,7 +87,6 @@ def source_digest():
 
 def write_stamp():
     """build/image/meter_image.py: which build of the code the image carries (frozen with it)."""
-    build.host_lib()  # manifest_device.py freezes microdot from build/hostlib
     os.makedirs(IMAGE_BUILD, exist_ok=True)
     text = ("# meter_image: written by python -m tools.image, frozen into the meter's ESP32 image.\n"
             "SOURCES_SHA256 = %r  # tools.image.source_digest() of the code frozen with it\n"

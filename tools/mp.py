@@ -6,7 +6,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOARD = os.path.join(ROOT, "tools", "simboard")
-HOSTLIB = os.path.join(ROOT, "build", "hostlib")  # microdot etc. from the pinned wheels (tools/build.py)
 
 
 def micropython_exe():
@@ -45,13 +44,8 @@ def env(extra_paths=()):
     """Environment whose MICROPYPATH puts the simulated board first, then the firmware and lib/.
 
     The simulated machine/network/time modules shadow MicroPython's own only in this child process.
-    build/hostlib is made first if it is missing or stale (a fresh clone has no build/): the
-    firmware's setup page imports microdot from it. When it is current that costs one small read.
     """
-    from tools import build  # (not at the top: tools.build's own imports must not need this module)
-
-    build.host_lib()
-    paths = [SIMBOARD, ROOT, os.path.join(ROOT, "lib"), HOSTLIB, *extra_paths, ".frozen"]
+    paths = [SIMBOARD, ROOT, os.path.join(ROOT, "lib"), *extra_paths, ".frozen"]
     e = dict(os.environ)
     e["MICROPYPATH"] = os.pathsep.join(paths)
     return e

@@ -10,7 +10,7 @@ do, and only the objects the code creates take heap. So:
   * on the desktop, `python -m tools.sim device --heapsize 96wK` mounts the same tree compiled for
     this machine (build/romfs-<march>.img) and gives the firmware exactly that heap.
 
-The image holds firmware/ and lib/ (with the pinned libraries) as the board's /rom sees them:
+The image holds firmware/ and lib/ as the board's /rom sees them:
 /rom/firmware/*.mpy and /rom/lib/*.mpy; MicroPython puts /rom and /rom/lib on sys.path.
 
     python -m tools.romfs [--march x64] [-o FILE]    build an image; print its path and size
@@ -34,10 +34,6 @@ def sources():
         if rel in ("boot.py", "main.py"):
             continue  # the board runs these two from its filesystem
         out.append((rel, os.path.join(build.ROOT, rel)))
-    hostlib = build.host_lib()
-    for members in build.DEVICE_MODULES.values():
-        for member in members:
-            out.append(("lib/" + member, os.path.join(hostlib, member)))
     return out
 
 
@@ -81,7 +77,7 @@ def make_image(march, files=None):
 
 
 def image_path(march=HOST_MARCH):
-    """build/romfs-MARCH.img, rebuilt only when a source file or the pinned libraries changed."""
+    """build/romfs-MARCH.img, rebuilt only when a source file changed."""
     files = sources()
     path = os.path.join(build.BUILD, "romfs-%s.img" % march)
     stamp = path + ".sha256"

@@ -2,10 +2,9 @@
 #
 # Each test copies the files git tracks from this working tree (so uncommitted edits are tested
 # too) into a temporary folder, links .venv to the venv running the tests (no pip install of the
-# host tools), and runs the commands there as a new user would. build/ starts absent: whatever
-# needs the pinned device libraries (microdot, for the setup page) must fetch them itself. pip
-# fetches them from this checkout's build/cache instead of PyPI (PIP_NO_INDEX), so the same code
-# path runs without the network.
+# host tools), and runs the commands there as a new user would. build/ starts absent. All of the
+# device's code is in the repository, so nothing is downloaded: pip is given no index
+# (PIP_NO_INDEX), and any command that tried to fetch a package would fail here.
 import json
 import os
 import re
@@ -21,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from tools import build, mp
+from tools import mp
 from tools.sim.runner import free_port
 
 ROOT = mp.ROOT
@@ -46,10 +45,9 @@ def fresh_clone(folder):
 
 
 def clone_env():
-    """The environment of a user's shell, but pip takes the pinned wheels from this checkout's cache."""
-    build.fetch_device_packages(os.path.join(build.BUILD, "cache"))  # (no-op when cached)
+    """The environment of a user's shell, but with no package index for pip to download from."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MICROPY"))}
-    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=os.path.join(build.BUILD, "cache"))
+    env.update(PIP_NO_INDEX="1")
     return env
 
 

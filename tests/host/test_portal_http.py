@@ -152,7 +152,9 @@ def test_once_configured_a_page_under_another_name_reads_only_a_redirect(sim):
     assert b"Content-Security-Policy: frame-ancestors 'none'" in page
     assert status(_get(sim, "/", "localhost:%d" % sim.port)) == 200  # a desktop browser's name for it
     odd = raw(sim.port, ("PUT / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % sim.port).encode())
-    assert status(odd) == 405 and b"X-Frame-Options: DENY" in odd  # microdot's own answers too
+    assert status(odd) == 405 and b"X-Frame-Options: DENY" in odd  # every answer, whatever the method
+    bad = raw(sim.port, b"GET / HTTP/1.1\r\nNoColon\r\n\r\n")  # and the server's own answers
+    assert status(bad) == 400 and b"X-Frame-Options: DENY" in bad and b"frame-ancestors 'none'" in bad
 
 
 def test_the_status_endpoint_has_the_readings_upload_and_links(sim):

@@ -16,9 +16,10 @@ BUDGET = "96wK"
 # At its lowest, 10 % of the heap free and a 1 KB block (tools/sim/soak.py says why). Before the page,
 # upload bodies and spool files went in pieces, the 3.7 KB page failed with 40 KB free in holes of
 # at most 1.1 KB.
-# And no more in use at the peak than reached (issue #16): 156,896 bytes at 9af6969, where the target
-# is 112 KB (BENCHMARKS.md, "Where the bytes go"); runs vary by a few KB.
-PEAK_MAX_BYTES = 160 * 1024
+# And no more in use at the peak than reached (issue #16): 156,896 bytes at 9af6969; 138,272-141,568
+# at 038eba0, the setup page's server our own lib/httpd.py instead of microdot. The target is 112 KB
+# (BENCHMARKS.md, "Where the bytes go"); runs vary by a few KB.
+PEAK_MAX_BYTES = 144 * 1024
 
 
 def _use_the_setup_page(port, until):
@@ -127,7 +128,7 @@ def test_heapmap_says_where_the_heap_goes():
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     imports = dict(out["imports"])
-    assert "firmware.app" in imports and "microdot" in imports and all(n > 0 for n in imports.values())
+    assert "firmware.app" in imports and "httpd" in imports and all(n > 0 for n in imports.values())
     device, buffers = dict(out["device"]), dict(out["buffers"])
     sample_buf = buffers["sampler: samples (array 'H', 2 per pair)"]
     assert sample_buf > 1000 and device["Meter (sampler and kernel buffers, windows)"] > sample_buf

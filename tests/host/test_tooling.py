@@ -25,7 +25,7 @@ def test_build_produces_the_device_tree():
         if rel not in ("boot.py", "main.py"):
             assert rel[:-3] + ".mpy" in sizes, rel
             assert not os.path.exists(os.path.join(dev, rel)), "source shipped instead of .mpy: " + rel
-    assert "lib/microdot/microdot.mpy" in sizes  # pinned device library, installed by the build
+    assert "lib/httpd.mpy" in sizes and not any("microdot" in p for p in sizes)  # the setup page's server: our own
     with open(os.path.join(dev, "firmware", "dsp.mpy"), "rb") as f:
         head = f.read(4)
     assert head[0] == ord("M") and head[1] == 6  # .mpy v6

@@ -356,8 +356,8 @@ class Soak:
             await asyncio.sleep_ms(500)
             world.release(0)
             for _ in range(40):  # the access point and the page come up within a few ticks
-                guard = getattr(device.portal, "guard", None)
-                if device.links.ap_up and guard is not None and guard.server is not None:
+                server = device.portal.server
+                if device.links.ap_up and server is not None and server.sock is not None:
                     break
                 await asyncio.sleep_ms(250)
             codes = []

@@ -42,7 +42,7 @@ MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile",
            "firmware.config", "firmware.factory", "hmacsha256", "firmware.identity", "firmware.board",
            "firmware.bootguard", "firmware.energy", "firmware.energy_store", "firmware.metering",
            "firmware.diagnostics", "firmware.dsp", "firmware.sampler", "firmware.meter", "firmware.app",
-           "firmware.links", "microdot", "httpguard", "dnscatch", "firmware.status", "firmware.portal_page",
+           "firmware.links", "httpd", "dnscatch", "firmware.status", "firmware.portal_page",
            "firmware.portal", "firmware.spool", "https", "firmware.uploader")
 
 imports = [None] * len(MODULES)

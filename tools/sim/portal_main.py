@@ -33,7 +33,7 @@ with open(networks_path) as f:
 world.set_radio(script)
 print("sim: radio from %s: %d networks" % (networks_path, len(world.networks)))
 
-from microdot import Response  # noqa: E402
+from httpd import Response  # noqa: E402
 
 from firmware import app  # noqa: E402
 
@@ -44,16 +44,21 @@ device.portal_options = {"host": "127.0.0.1", "http_port": int(http_port), "dns_
                          "always": True, "send_buffer": simworld.TCP_SND_BUF}
 
 
-@device.portal.app.get("/_sim/heap")
-async def heap(req):
+portal = device.portal
+serve = portal.handle
+
+
+async def handle(req):  # in front of the portal's own: GET /_sim/heap, from any Host
+    if req.path != "/_sim/heap":
+        return await serve(req)
     gc.collect()
-    g = device.portal.guard
-    return Response(json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(), "active": g.active,
-                                "served": g.served, "refused": g.refused}), 200,
+    s = portal.server
+    return Response(json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(), "active": s.active,
+                                "served": s.served, "refused": s.refused}).encode(), 200,
                     {"Content-Type": "application/json"})
 
 
-device.portal.app.url_map.insert(0, device.portal.app.url_map.pop())  # ahead of the portal's catch-all route
+portal.handle = handle
 
 try:
     from tools.sim import stop

@@ -422,11 +422,6 @@ def host_build(dest):
             shutil.copyfile(src, os.path.join(device, rel))
         else:
             build.compile_file(src, rel, os.path.join(device, rel[:-3] + ".mpy"), march)
-    hostlib = build.host_lib()
-    for members in build.DEVICE_MODULES.values():
-        for member in members:
-            build.compile_file(os.path.join(hostlib, member), member,
-                               os.path.join(device, "lib", member[:-3] + ".mpy"), march)
     image = os.path.join(dest, "device.romfs")
     shutil.copyfile(romfs.image_path(march), image)
     return device, image
