@@ -35,15 +35,14 @@ from tools import build, mp, romfs
 
 SCRIPT = os.path.join(mp.ROOT, "tools", "codecost_main.py")
 
-# As measured (BENCHMARKS.md, "The code's own cost"; firmware at 7b686a9, x64 lib and romfs again at
-# 038eba0, microdot replaced by lib/httpd.py): bytes of heap kept by importing every device module.
-# The 32-bit and frozen figures are still 7b686a9's (with microdot): they need hand-built binaries.
-# The 32-bit figures are the ESP32's, near enough: what `make deploy` quotes when it refuses a stock
-# image without PSRAM. tests/host/test_image.py fails when this machine's 64-bit figures move by more
-# than a quarter from these: measure again then.
+# As measured (BENCHMARKS.md, "The code's own cost"; firmware at 2d5cfca, with lib/httpd.py and the
+# calibration step; i686 and frozen on binaries built by hand from v1.28.0, docs/IMAGE.md): bytes of
+# heap kept by importing every device module. The 32-bit figures are the ESP32's, near enough: what
+# `make deploy` quotes when it refuses a stock image without PSRAM. tests/host/test_image.py fails
+# when this machine's 64-bit figures move by more than a quarter from these: measure again then.
 MEASURED_BYTES = {
-    "i686": {"lib": 156_432, "romfs": 67_056, "frozen": 29_408},
-    "x64": {"lib": 202_752, "romfs": 111_584, "frozen": 57_792},
+    "i686": {"lib": 154_688, "romfs": 64_320, "frozen": 26_448},
+    "x64": {"lib": 214_016, "romfs": 114_912, "frozen": 51_776},
 }
 SOURCES = ("lib", "romfs", "frozen")
 BOARD_DIR = os.path.join(mp.ROOT, "boards", "METER_ESP32")
