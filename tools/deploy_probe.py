@@ -124,7 +124,15 @@ except Exception:
     d['settings'] = None
 try:
     import firmware
-    d['code'] = [getattr(firmware, '__file__', '.frozen/firmware'), getattr(firmware, 'VERSION', '?')]
+    f = getattr(firmware, '__file__', 'firmware')
+    # A frozen module's __file__ is its path in the manifest ('firmware/__init__.py': py/builtinimport.c
+    # do_load() stores the raw code's source name), with no file behind it; a file's is where it was found.
+    if not f.startswith('/'):
+        try:
+            os.stat(f)
+        except OSError:
+            f = '.frozen/' + f
+    d['code'] = [f, getattr(firmware, 'VERSION', '?')]
 except Exception as e:
     d['code'] = ['(cannot be imported: %s: %s)' % (type(e).__name__, e), None]
 print('LABEL ' + json.dumps(d))
