@@ -1,5 +1,6 @@
 # sample_readings — one window's readings, shaped as firmware/meter.py _readings() makes them, with a
 # different value in every field so a mixed-up register or topic shows (not a test module).
+import math
 
 
 def readings(wiring="three-phase", scale=1.0):
@@ -24,3 +25,42 @@ def readings(wiring="three-phase", scale=1.0):
                       "net_import_wh": energy["net_import_mwh"] / 1000,
                       "net_export_wh": energy["net_export_mwh"] / 1000},
             "diagnostics": [], "judged": True, "energy_mwh": energy}
+
+
+def _angle(w, var):
+    return math.degrees(math.atan2(var, w))
+
+
+def sdm630_registers(r):
+    """Eastron's SDM630 input registers, written out from the protocol document (independently of the
+    firmware's own table): register address -> the value it holds for readings r."""
+    ph = r["phases"]
+    e = r["energy_mwh"]
+    want = {}
+    for p in range(3):
+        want[0x0000 + 2 * p] = ph[p]["vrms"]
+        want[0x0006 + 2 * p] = ph[p]["irms"]
+        want[0x000C + 2 * p] = ph[p]["real_power_w"]
+        want[0x0012 + 2 * p] = ph[p]["apparent_power_va"]
+        want[0x0018 + 2 * p] = ph[p]["reactive_power_var"]
+        want[0x001E + 2 * p] = ph[p]["power_factor"]
+        want[0x0024 + 2 * p] = _angle(ph[p]["real_power_w"], ph[p]["reactive_power_var"])
+        want[0x015A + 2 * p] = e["import_mwh"][p] / 1e6
+        want[0x0160 + 2 * p] = e["export_mwh"][p] / 1e6
+        want[0x0166 + 2 * p] = (e["import_mwh"][p] + e["export_mwh"][p]) / 1e6
+    w = sum(x["real_power_w"] for x in ph)
+    var = sum(x["reactive_power_var"] for x in ph)
+    va = sum(x["apparent_power_va"] for x in ph)
+    want[0x002A] = sum(x["vrms"] for x in ph) / 3
+    want[0x002E] = sum(x["irms"] for x in ph) / 3
+    want[0x0030] = sum(x["irms"] for x in ph)
+    want[0x0034] = w
+    want[0x0038] = va
+    want[0x003C] = var
+    want[0x003E] = w / va
+    want[0x0042] = _angle(w, var)
+    want[0x0046] = r["frequency_hz"]
+    want[0x0048] = e["net_import_mwh"] / 1e6
+    want[0x004A] = e["net_export_mwh"] / 1e6
+    want[0x0156] = (e["net_import_mwh"] + e["net_export_mwh"]) / 1e6
+    return want

@@ -1,52 +1,11 @@
 # The SDM630 register map and the Modbus TCP framing: what a reader gets for each register, and the
 # exception or silence for frames it gets wrong. The network side is tests/host/test_modbus_tcp.py.
-import math
 import struct
 
 import modbus_tcp
-from sample_readings import readings
+from sample_readings import readings, sdm630_registers
 
 from firmware import sdm630
-
-
-def _angle(w, var):
-    return math.degrees(math.atan2(var, w))
-
-
-def expected_input():
-    """Eastron's SDM630 input registers, written out from the protocol document (independently of the
-    firmware's own table): address -> value for the sample readings."""
-    r = readings()
-    ph = r["phases"]
-    e = r["energy_mwh"]
-    want = {}
-    for p in range(3):
-        want[0x0000 + 2 * p] = ph[p]["vrms"]
-        want[0x0006 + 2 * p] = ph[p]["irms"]
-        want[0x000C + 2 * p] = ph[p]["real_power_w"]
-        want[0x0012 + 2 * p] = ph[p]["apparent_power_va"]
-        want[0x0018 + 2 * p] = ph[p]["reactive_power_var"]
-        want[0x001E + 2 * p] = ph[p]["power_factor"]
-        want[0x0024 + 2 * p] = _angle(ph[p]["real_power_w"], ph[p]["reactive_power_var"])
-        want[0x015A + 2 * p] = e["import_mwh"][p] / 1e6
-        want[0x0160 + 2 * p] = e["export_mwh"][p] / 1e6
-        want[0x0166 + 2 * p] = (e["import_mwh"][p] + e["export_mwh"][p]) / 1e6
-    w = sum(x["real_power_w"] for x in ph)
-    var = sum(x["reactive_power_var"] for x in ph)
-    va = sum(x["apparent_power_va"] for x in ph)
-    want[0x002A] = sum(x["vrms"] for x in ph) / 3
-    want[0x002E] = sum(x["irms"] for x in ph) / 3
-    want[0x0030] = sum(x["irms"] for x in ph)
-    want[0x0034] = w
-    want[0x0038] = va
-    want[0x003C] = var
-    want[0x003E] = w / va
-    want[0x0042] = _angle(w, var)
-    want[0x0046] = r["frequency_hz"]
-    want[0x0048] = e["net_import_mwh"] / 1e6
-    want[0x004A] = e["net_export_mwh"] / 1e6
-    want[0x0156] = (e["net_import_mwh"] + e["net_export_mwh"]) / 1e6
-    return want
 
 
 def _f32(x):
@@ -72,7 +31,7 @@ def _map(r=None):
 
 def test_every_mapped_register_reads_as_the_sdm630_holds_it():
     m = _map()
-    for addr, value in expected_input().items():
+    for addr, value in sdm630_registers(readings()).items():
         resp = _ask(m, _frame(4, addr, 2))
         tid, proto, length, unit, func, nbytes = struct.unpack(">HHHBBB", resp[:9])
         assert (tid, proto, length, unit, func, nbytes) == (0x1234, 0, 7, 1, 4, 4), hex(addr)
@@ -82,7 +41,7 @@ def test_every_mapped_register_reads_as_the_sdm630_holds_it():
 
 def test_a_block_read_matches_the_single_reads_and_undefined_words_read_zero():
     m = _map()
-    want = expected_input()
+    want = sdm630_registers(readings())
     resp = _ask(m, _frame(4, 0x0000, 0x4C))  # 76 registers: the SDM630's first block, as readers poll it
     assert resp[8] == 2 * 0x4C
     for addr in range(0, 0x4C, 2):
