@@ -91,8 +91,9 @@ class Client:
     async def publish(self, topic, payload, retain=False):
         if isinstance(payload, str):
             payload = payload.encode()
-        self.writer.write(publish_header(topic, len(payload), retain))
-        await self._send(payload)
+        # One write per message: with Nagle's algorithm on (lwIP on the ESP32 has no TCP_NODELAY
+        # option), a second small write waits for the broker's delayed ACK.
+        await self._send(publish_header(topic, len(payload), retain) + payload)
 
     async def ping(self):
         await self._send(b"\xc0\x00")
