@@ -162,9 +162,7 @@ class Sdm630Output:
         delay_s = 1
         while True:
             try:
-                await self.server.start(self.host, self.settings["port"])
-                self.log("modbus: SDM630 on port %d, unit id %d" % (self.settings["port"], self.settings["unit_id"]))
-                await self.server.server.task  # serves until closed
+                await self.server.serve(self.host, self.settings["port"])  # until closed
                 return
             except OSError as e:  # the port is taken, or the interface is not up yet: try again later
                 self.log("modbus: cannot listen on port %d (%r); trying again in %d s"

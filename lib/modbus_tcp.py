@@ -87,9 +87,11 @@ class Server:
         self.dropped = 0  # connections closed for a bad frame, silence or not reading
         self.server = None
 
-    async def start(self, host, port):
-        self.server = await asyncio.start_server(self._client, host, port, backlog=max(2, self.max_clients))
-        return self.server
+    async def serve(self, host, port):
+        """Listen on host:port and serve until close() (OSError when the port cannot be had)."""
+        srv = self.server = await asyncio.start_server(self._client, host, port, backlog=max(2, self.max_clients))
+        self.log("modbus: listening on port %d, unit id %d" % (port, self.unit_id))
+        await srv.wait_closed()
 
     def close(self):
         if self.server is not None:

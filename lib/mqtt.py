@@ -124,10 +124,13 @@ class Client:
             return None
 
     async def _read_packet(self):
-        head = await self.reader.readexactly(1)
+        r = self.reader
+        if r is None:
+            raise EOFError
+        head = await r.readexactly(1)
         n = shift = 0
         while True:
-            b = (await self.reader.readexactly(1))[0]
+            b = (await r.readexactly(1))[0]
             n |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
@@ -136,12 +139,15 @@ class Client:
                 raise MqttError("a packet longer than MQTT allows")
         if n > 1024:  # we subscribe to nothing: only small acknowledgements come
             raise MqttError("an unexpected %d-byte packet from the broker" % n)
-        body = await self.reader.readexactly(n) if n else b""
+        body = await r.readexactly(n) if n else b""
         return head[0] >> 4, body
 
     async def _send(self, data):
-        self.writer.write(data)
+        w = self.writer
+        if w is None:
+            raise EOFError
+        w.write(data)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.timeout_s)
+            await asyncio.wait_for(w.drain(), self.timeout_s)
         except asyncio.TimeoutError:
             raise OSError(ETIMEDOUT)
