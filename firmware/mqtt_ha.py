@@ -200,19 +200,22 @@ class MqttOutput:
         self.message = message
 
 
-def connector(settings):
+def connector(settings, resolve=None):
     """open_connection(host, port, tls) for MqttOutput over the board's own TCP/IP: TLS trusts exactly
-    the CA in settings["ca_cert"] (base64 DER) and checks the broker's name (as lib/https.py does)."""
+    the CA in settings["ca_cert"] (base64 DER) and checks the broker's name (as lib/https.py does).
+    resolve(host, port) -> address: the board's DNS seam (firmware/board.py), as the uploader uses;
+    without it asyncio.open_connection resolves the name itself."""
     async def open_connection(host, port, tls):
+        addr = resolve(host, port) if resolve else host
         if not tls:
-            return await asyncio.open_connection(host, port)
+            return await asyncio.open_connection(addr, port)
         import binascii
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # MicroPython's default for a client context is CERT_NONE
         ctx.load_verify_locations(cadata=binascii.a2b_base64(settings["ca_cert"]))
-        return await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+        return await asyncio.open_connection(addr, port, ssl=ctx, server_hostname=host)
 
     return open_connection
 

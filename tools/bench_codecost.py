@@ -81,13 +81,14 @@ def _mpy_tree(march, dest):
         build.compile_file(src, rel, os.path.join(dest, rel[:-3] + ".mpy"), march)
 
 
-def measure(source, exe=None):
-    """{"source", "bytes", "word_bytes", "modules": [[name, bytes]...], "files": {...}} for one source."""
+def measure(source, exe=None, modules=None):
+    """{"source", "bytes", "word_bytes", "modules": [[name, bytes]...], "files": {...}} for one source:
+    every device module, or those named (in that order: a module's share holds what it imports first)."""
     exe = exe or mp.micropython_exe()
     word_bytes, march = mp.describe(exe)
     if march is None:
         raise SystemExit("%s has no native code emitter: the device's viper code cannot run on it" % exe)
-    modules = device_modules()
+    modules = modules or device_modules()
     with tempfile.TemporaryDirectory(prefix="meter-codecost-") as tmp:
         if source == "lib":
             where = os.path.join(tmp, "flash")

@@ -5,8 +5,9 @@
 #
 # A stand-in for the meter calls on_readings() every 50 ms with the readings in READINGS_JSON (re-read
 # when the file changes) and counts its calls: if the output ever blocked the event loop, the count
-# would stop. The output's state and counters go to STATS_JSON whenever they change.
+# would stop. The output's state, counters and the live heap go to STATS_JSON whenever they change.
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -16,7 +17,13 @@ from firmware.mqtt_ha import MqttOutput, connector
 with open(sys.argv[1]) as f:
     settings = json.load(f)
 readings_path, stats_path = sys.argv[2], sys.argv[3]
-out = MqttOutput(settings, "TEST-0042", connector(settings), model="Home", sw_version="test")
+# The board's DNS seam, as the simulator answers it: a name only it knows, so a name that gets through
+# went through resolve().
+def resolve(host, port):
+    return {"mqtt-broker.test": "127.0.0.1"}.get(host, host)
+
+
+out = MqttOutput(settings, "TEST-0042", connector(settings, resolve), model="Home", sw_version="test")
 feeds = [0]
 
 
@@ -36,8 +43,9 @@ async def meter():
 async def report():
     last = None
     while True:
+        gc.collect()
         stats = {"feeds": feeds[0], "state": out.state, "message": out.message, "published": out.published,
-                 "connects": out.connects}
+                 "connects": out.connects, "heap_alloc": gc.mem_alloc()}
         if stats != last:
             last = stats
             with open(stats_path + ".tmp", "w") as f:
