@@ -31,8 +31,8 @@ def plain_env():
 
 
 class Child:
-    def __init__(self, tmp_path, idle_ms=IDLE_MS):
-        self.port = free_port()
+    def __init__(self, tmp_path, idle_ms=IDLE_MS, port=None, wait=True):
+        self.port = port or free_port()
         self.readings_path = str(tmp_path / "readings.json")
         self.stats_path = str(tmp_path / "stats.json")
         self.feed(readings())
@@ -40,7 +40,8 @@ class Child:
                          heapsize="96wK")
         self.proc = subprocess.Popen(cmd, env=plain_env(), cwd=mp.ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
-        self.wait_for(lambda s: s["listening"], "the server listens")
+        if wait:
+            self.wait_for(lambda s: s["listening"], "the server listens")
 
     def feed(self, r):
         with open(self.readings_path + ".tmp", "w") as f:
@@ -283,3 +284,32 @@ def test_an_idle_client_is_closed_so_its_place_is_free_again(tmp_path):
         _still_answers(child)
     finally:
         assert "Traceback" not in child.stop()
+
+
+def test_a_port_in_use_is_retried_until_it_is_free(tmp_path):
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    child = Child(tmp_path, port=taken.getsockname()[1], wait=False)
+    try:
+        child.wait_for(lambda s: not s["listening"], "running without its port")
+        said = ""
+        for _ in range(100):  # bounded: the first try fails at once, then waits 1 s
+            said = _read_some(child)
+            if "cannot listen on port" in said:
+                break
+        assert "cannot listen on port %d" % child.port in said and "trying again in 1 s" in said, said
+        taken.close()
+        child.wait_for(lambda s: s["listening"], "listening once the port is free", tries=1500)
+        _still_answers(child)
+    finally:
+        taken.close()
+        assert "Traceback" not in child.stop()
+
+
+def _read_some(child):
+    import select
+
+    r, _, _ = select.select([child.proc.stdout], [], [], 0.05)
+    return child.proc.stdout.readline() if r else ""
