@@ -76,23 +76,29 @@ def has_frozen_firmware(exe=None):
     return r.returncode == 0 and _came_from("frozen", r.stdout.strip())
 
 
-def _mpy_tree(march, dest):
+def _mpy_tree(march, dest, everything=False):
     """The device's .mpy tree as `make build` lays it out (firmware/, lib/), compiled for march."""
-    for rel, src in romfs.sources():
+    for rel, src in romfs.sources(everything):
         build.compile_file(src, rel, os.path.join(dest, rel[:-3] + ".mpy"), march)
 
 
-def measure(source, exe=None):
-    """{"source", "bytes", "word_bytes", "modules": [[name, bytes]...], "files": {...}} for one source."""
+def measure(source, exe=None, modules=None, everything=False):
+    """{"source", "bytes", "word_bytes", "modules": [[name, bytes]...], "files": {...}} for one source:
+    every device module, or those named (in that order: a module's share holds what it imports first);
+    everything: with the modules not yet wired in (tools/romfs.py NOT_YET_WIRED) in the tree or image."""
     exe = exe or mp.micropython_exe()
     word_bytes, march = mp.describe(exe)
     if march is None:
         raise SystemExit("%s has no native code emitter: the device's viper code cannot run on it" % exe)
-    modules = device_modules()
+    modules = modules or device_modules()
     with tempfile.TemporaryDirectory(prefix="meter-codecost-") as tmp:
         if source == "lib":
             where = os.path.join(tmp, "flash")
-            _mpy_tree(march, where)
+            _mpy_tree(march, where, everything)
+        elif source == "romfs" and everything:
+            where = os.path.join(tmp, "everything.romfs")
+            with open(where, "wb") as f:
+                f.write(romfs.make_image(march, romfs.sources(everything=True)))
         elif source == "romfs":
             where = romfs.image_path(march)
         elif source == "frozen":

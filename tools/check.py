@@ -41,6 +41,7 @@ def main(argv=None):
     results = []
     if not quick:
         ensure_chromium()  # the setup page's phone-flow test drives Debian's headless Chromium
+        ensure_mosquitto()  # the MQTT output is tested against Debian's mosquitto broker
 
     rc, _, dt = _run("ruff", [os.path.join(BIN, "ruff"), "check", "."])
     results.append(("ruff", rc, "clean" if rc == 0 else "problems found", dt))
@@ -87,6 +88,22 @@ def ensure_chromium():
     print("=== chromium is missing: apt-get install -y chromium", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if subprocess.run(cmd, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env)
+        subprocess.run(cmd, env=env)
+
+
+def ensure_mosquitto():
+    """Install Debian's mosquitto (the broker, not its service) when it is missing and we may, as for chromium."""
+    import shutil
+
+    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    print("=== mosquitto is missing: apt-get install -y mosquitto", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "mosquitto"]
     if subprocess.run(cmd, env=env).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env)
         subprocess.run(cmd, env=env)
