@@ -87,6 +87,56 @@ def merge(base, changes):
     return _checks("merge")(base, changes)
 
 
+def section(name, given=None):
+    """Section `name` with `given` (some of its keys, or none) over the defaults. The schema
+    (firmware/configcheck.py) is the one owner of defaults; the parts themselves take complete
+    sections (the device hands them its validated settings), so this is for tools and tests."""
+    out = defaults()[name]
+    out.update(given or {})
+    return out
+
+
+def changed(before, after):
+    """{section: {key: value}} of the settings `after` holds differently from `before` (Configs or
+    documents): what a save changed, and all the running parts need to hear about."""
+    out = {}
+    for name in SECTIONS:
+        old, new = before[name], after[name]
+        for key in new:
+            if key not in old or old[key] != new[key]:
+                out.setdefault(name, {})[key] = new[key]
+    return out
+
+
+def apply(store, parts, changes, reset=False):
+    """The one way a changed setting reaches the running device (firmware/app.py, Device.apply):
+    changes {section: {key: value}} validated and saved (reset: every setting back to its default
+    but the board profile, as ConfigStore.factory_reset), then handed to each part's
+    on_settings(changed), which takes what it can live and returns the keys it took ("section.key").
+    `changed` holds what the save changed, and what was asked for even where the file held it
+    already (a running part may differ from the file: the simulator's meter_overrides). Raises
+    ConfigError or OSError having saved and changed nothing. Returns the settings the save changed
+    that no part took: saved, and in force after a restart."""
+    before = store.config
+    cfg = store.factory_reset() if reset else store.update(changes)
+    diff = changed(before, cfg) if before is not None else {}
+    later = ["%s.%s" % (name, key) for name in diff for key in diff[name]]
+    for name in changes:
+        if name in SECTIONS:
+            for key in changes[name]:
+                diff.setdefault(name, {})[key] = cfg[name][key]
+    taken = []
+    for part in parts:
+        take = getattr(part, "on_settings", None)
+        if take is None:
+            continue
+        try:
+            taken += take(diff) or ()
+        except Exception as e:  # saved all the same: in force after a restart, and said
+            store.log("config: a running part could not take the change (%s: %s)" % (type(e).__name__, e))
+    return sorted(k for k in later if k not in taken)
+
+
 def migrate(doc):
     """(document at VERSION, the version it was stored as). Raises ConfigError if it cannot be."""
     return _checks("migrate")(doc)
