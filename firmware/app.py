@@ -164,9 +164,9 @@ class Device:
     """Everything the firmware builds at power-up, in the order it needs it.
 
     Each window's readings go to the console, the energy persister, then every output in
-    self.outputs (docs/DESIGN.md, "Outputs"): an object with on_readings(readings) and, if it needs
-    them, an async run() (a supervised task), on_settings(changed) (settings taken live, see apply)
-    and shutdown() (an orderly stop). outputs_extra: more of them, after the device's own (the
+    self.outputs (docs/DESIGN.md, "Outputs"): an object with a name and on_readings(readings) and,
+    if it needs them, an async run() (a supervised task), on_settings(changed) (settings taken live,
+    see apply) and shutdown() (an orderly stop). outputs_extra: more of them, after the device's own (the
     simulator's report)."""
 
     def __init__(self, board=None, meter_overrides=None, log=print, board_profile=None, outputs_extra=()):
@@ -281,17 +281,12 @@ class Device:
             try:
                 out.on_readings(readings)
             except Exception as e:  # whatever goes wrong in an output, the meter and the others go on
-                self._output_failed(out, e)
+                n = self.output_failures.get(out.name, 0)
+                self.output_failures[out.name] = n + 1
+                if not n:  # said the first time, not once a window
+                    self.log("meter: the %s output cannot take the readings (%s: %s): the meter and the other "
+                             "outputs go on (said once)" % (out.name, type(e).__name__, e))
         self.heap.collect()
-
-    def _output_failed(self, out, e):
-        """Count it; say it the first time only (not once a window)."""
-        name = output_name(out)
-        n = self.output_failures.get(name, 0)
-        self.output_failures[name] = n + 1
-        if not n:
-            self.log("meter: the %s output cannot take the readings (%s: %s): the meter and the other outputs "
-                     "go on (said once)" % (name, type(e).__name__, e))
 
     def shutdown(self):
         self.meter.stop()
@@ -301,14 +296,8 @@ class Device:
                 try:
                     stop()
                 except Exception as e:  # one output's fault must not keep the energy counters from being saved
-                    self.log("meter: the %s output did not stop cleanly (%s: %s)" % (output_name(out),
-                                                                                    type(e).__name__, e))
+                    self.log("meter: the %s output did not stop cleanly (%s: %s)" % (out.name, type(e).__name__, e))
         self.persister.save(self.energy.snapshot(), time.ticks_ms())  # an orderly stop loses nothing
-
-
-def output_name(out):
-    """An output's name (its `name`, else its class's): in messages, task names and output_failures."""
-    return getattr(out, "name", None) or type(out).__name__
 
 
 TASK_RESTART_MS = (1000, 60000)  # first and longest pause before a failed task starts again
@@ -337,7 +326,7 @@ async def _run(device, run_ms, extra_tasks=()):
               ("links", device.links.run), ("portal", lambda: device.portal.run(**device.portal_options))]
     for out in device.outputs:  # the outputs' own tasks (the uploader's), supervised like the rest
         if hasattr(out, "run"):
-            starts.append((output_name(out), out.run))
+            starts.append((out.name, out.run))
     if device.use_watchdog:
         starts.append(("watchdog", lambda: _watchdog(device)))
     for fn in extra_tasks:  # the simulator's own (e.g. watching the heap), beside the device's

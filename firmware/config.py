@@ -87,27 +87,6 @@ def merge(base, changes):
     return _checks("merge")(base, changes)
 
 
-def section(name, given=None):
-    """Section `name` with `given` (some of its keys, or none) over the defaults. The schema
-    (firmware/configcheck.py) is the one owner of defaults; the parts themselves take complete
-    sections (the device hands them its validated settings), so this is for tools and tests."""
-    out = defaults()[name]
-    out.update(given or {})
-    return out
-
-
-def changed(before, after):
-    """{section: {key: value}} of the settings `after` holds differently from `before` (Configs or
-    documents): what a save changed, and all the running parts need to hear about."""
-    out = {}
-    for name in SECTIONS:
-        old, new = before[name], after[name]
-        for key in new:
-            if key not in old or old[key] != new[key]:
-                out.setdefault(name, {})[key] = new[key]
-    return out
-
-
 def apply(store, parts, changes, reset=False):
     """The one way a changed setting reaches the running device (firmware/app.py, Device.apply):
     changes {section: {key: value}} validated and saved (reset: every setting back to its default
@@ -119,7 +98,7 @@ def apply(store, parts, changes, reset=False):
     that no part took: saved, and in force after a restart."""
     before = store.config
     cfg = store.factory_reset() if reset else store.update(changes)
-    diff = changed(before, cfg) if before is not None else {}
+    diff = _checks("changed")(before, cfg) if before is not None else {}
     later = ["%s.%s" % (name, key) for name in diff for key in diff[name]]
     for name in changes:
         if name in SECTIONS:
@@ -148,8 +127,10 @@ def wifi_problem(ssid, password):
 
 
 def __getattr__(name):
-    """config.SCHEMA and config.MIGRATIONS, the tables themselves (for tools and tests)."""
-    if name in ("SCHEMA", "MIGRATIONS"):
+    """config.SCHEMA and config.MIGRATIONS, the tables themselves (for tools and tests), and
+    config.section(name, given) and config.changed(before, after) (configcheck's: see there), held
+    only while they are used (the device itself needs section() never, changed() only in apply())."""
+    if name in ("SCHEMA", "MIGRATIONS", "section", "changed"):
         return _checks(name)
     raise AttributeError(name)
 

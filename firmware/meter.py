@@ -120,11 +120,10 @@ class Meter:
         (they are taken from the heap while it is still in one piece, and would not fit later).
         The keys taken, as "meter.key"."""
         live = dict(changed.get("meter") or {})
-        live.pop("burst_cycles", None)
-        if not live:
-            return ()
-        self.change_settings(live)
-        return ["meter." + k for k in live]
+        same = live.pop("burst_cycles", self.cycles) == self.cycles  # (back to the one in force: nothing to do)
+        if live:
+            self.change_settings(live)
+        return ["meter." + k for k in live] + (["meter.burst_cycles"] if same else [])
 
     def change_settings(self, changes):
         """Measure with changed settings (a software fix from the setup page) from the next burst on.

@@ -115,7 +115,7 @@ async def _tasks():
     starts = [("meter", lambda: device.meter.run(device.on_readings)), ("links", device.links.run),
               ("portal", lambda: device.portal.run(host="127.0.0.1", http_port=PORT, dns_port=PORT + 1,
                                                     always=True))]
-    starts += [(app.output_name(out), out.run) for out in device.outputs if hasattr(out, "run")]
+    starts += [(out.name, out.run) for out in device.outputs if hasattr(out, "run")]
     running = []
     for name, start in starts:
         gc.collect()
