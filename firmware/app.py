@@ -13,7 +13,7 @@ from firmware.energy import Energy, kwh_text
 from firmware.energy_store import EnergyPersister, EnergyStore, checked
 from firmware.meter import Meter
 
-# The network side (links, portal, uploader) is imported by Device, once the meter's buffers exist.
+# The network side (links, portal, the outputs) is imported by Device, once the meter's buffers exist.
 
 
 def format_readings(r):
@@ -161,9 +161,15 @@ class HeapWatch:
 
 
 class Device:
-    """Everything the firmware builds at power-up, in the order it needs it."""
+    """Everything the firmware builds at power-up, in the order it needs it.
 
-    def __init__(self, board=None, meter_overrides=None, log=print, board_profile=None):
+    Each window's readings go to the console, the energy persister, then every output in
+    self.outputs (docs/DESIGN.md, "Outputs"): an object with a name and on_readings(readings) and,
+    if it needs them, an async run() (a supervised task), on_settings(changed) (settings taken live,
+    see apply) and shutdown() (an orderly stop). outputs_extra: more of them, after the device's own (the
+    simulator's report)."""
+
+    def __init__(self, board=None, meter_overrides=None, log=print, board_profile=None, outputs_extra=()):
         self.log = log
         self.store = config.ConfigStore(log=log)
         self.config = self.store.load()
@@ -187,7 +193,7 @@ class Device:
         restored = self.energy_store.restored_line()
         if restored is not None:  # a restart: the counters go on from the saved ones, and from where
             log("energy: " + restored)
-        self.persister = EnergyPersister.from_config(self.energy_store, self.config["energy"])
+        self.persister = EnergyPersister(self.energy_store, self.config["energy"])
         settings = dict(self.config["meter"])
         settings.update(meter_overrides or {})
         self.meter = Meter(self.board, settings, self.energy)
@@ -195,6 +201,7 @@ class Device:
         # heap is still in one piece. Importing creates hundreds of small objects, and the holes
         # they leave behind would not hold a buffer that size later.
         from firmware import links, portal
+        from firmware.recorder import Recorder
         from firmware.spool import Spool
         from firmware.uploader import Uploader
 
@@ -210,16 +217,26 @@ class Device:
         self.windows = 0  # measurement windows handled
         self.uptime_ms = 0  # set when main() returns
         self.task_failures = {}  # task name -> how often it failed and was started again
-        # Uploads (firmware/uploader.py): one task in _run, fed from on_readings; off, with the reason
-        # in uploader.status, without an identity or an upload URL.
+        self.output_failures = {}  # output name -> windows whose readings it could not take
+        # Uploads: the interval recorder (firmware/recorder.py) makes records into the spool, the
+        # HTTPS transport (firmware/uploader.py) sends them and the live frames. Both off, with the
+        # reason in uploader.status, without an identity, an https:// upload URL or a CA.
         spool = Spool(log=log)
         self._catch_up_energy(spool, log)
-        self.uploader = Uploader(self.config["upload"], self.identity, self.energy, spool,
-                                 resolve=self.board.resolve, clock_ready=self.board.clock_ready,
-                                 sync_clock=self.board.sync_clock, log=log)
+        upload = self.config["upload"]
+        self.uploader = Uploader(upload, self.identity, spool, resolve=self.board.resolve,
+                                 clock_ready=self.board.clock_ready, sync_clock=self.board.sync_clock, log=log)
+        recorder = Recorder(upload, self.energy, spool, self.board.clock_ready, self.uploader.enabled, log)
+        self.uploader.on_clock_step = recorder.clock_stepped  # the next record says NTP moved the clock
+        # The outputs, in the order they get each window's readings. Adding one: its module, its
+        # section in the settings (firmware/configcheck.py) and a line here (docs/DESIGN.md).
+        self.outputs = [recorder, self.uploader]
+        self.outputs.extend(outputs_extra)
         self.portal = portal.Portal(self.board.sta, self.store, self.identity, self.meter, self.links,
-                                    self.uploader, log=log)
+                                    self.uploader, log=log, apply=self.apply)
         self.links.on_long_press = self._factory_reset_by_button
+        # Every part that takes changed settings live (apply), in the order they hear of them.
+        self.parts = [self.meter, self.persister, self.links] + self.outputs
 
     def _catch_up_energy(self, spool, log):
         """The counters never go back on the wire: if the newest spooled record carries more than was
@@ -234,6 +251,20 @@ class Device:
                 "import %s kWh, net export %s kWh" % (found[0], kwh_text(self.energy.net_import_mwh),
                                                       kwh_text(self.energy.net_export_mwh)))
 
+    def apply(self, changes, reset=False):
+        """The one way a changed setting reaches the running device: the setup page's WiFi, fixes,
+        calibration and factory reset (reset=True: every setting back to its default but the board
+        profile) all come here. changes {section: {key: value}} are validated and saved, then each
+        part in self.parts takes what really changed, as far as it can live (firmware/config.py
+        apply()). Raises ConfigError or OSError having saved and changed nothing. Returns the
+        settings ("section.key") saved but in force only after a restart, also said on the console
+        (docs/CONFIG.md says which, and why)."""
+        later = config.apply(self.store, self.parts, changes, reset)
+        self.config = self.store.config
+        if later:
+            self.log("config: in force after a restart: %s" % ", ".join(later))
+        return later
+
     def _factory_reset_by_button(self):
         ok, message = self.portal.factory_reset()  # what the setup page's confirmed reset does
         self.log("button: " + message)
@@ -246,15 +277,26 @@ class Device:
         news = self.persister.news()  # a save failing, or going to the other slot: said once, not every window
         if news:
             self.log("meter: " + news)
-        try:
-            self.uploader.on_readings(readings)
-        except Exception as e:  # whatever goes wrong with uploads, the meter keeps measuring
-            print("upload: cannot take these readings (%s: %s)" % (type(e).__name__, e))
+        for out in self.outputs:
+            try:
+                out.on_readings(readings)
+            except Exception as e:  # whatever goes wrong in an output, the meter and the others go on
+                n = self.output_failures.get(out.name, 0)
+                self.output_failures[out.name] = n + 1
+                if not n:  # said the first time, not once a window
+                    self.log("meter: the %s output cannot take the readings (%s: %s): the meter and the other "
+                             "outputs go on (said once)" % (out.name, type(e).__name__, e))
         self.heap.collect()
 
     def shutdown(self):
         self.meter.stop()
-        self.uploader.shutdown()  # records waiting in RAM go to the flash spool
+        for out in self.outputs:  # the recorder's records waiting in RAM go to the flash spool
+            stop = getattr(out, "shutdown", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception as e:  # one output's fault must not keep the energy counters from being saved
+                    self.log("meter: the %s output did not stop cleanly (%s: %s)" % (out.name, type(e).__name__, e))
         self.persister.save(self.energy.snapshot(), time.ticks_ms())  # an orderly stop loses nothing
 
 
@@ -281,8 +323,10 @@ async def _supervise(device, name, start):
 
 async def _run(device, run_ms, extra_tasks=()):
     starts = [("meter", lambda: device.meter.run(device.on_readings)), ("status LED", lambda: _status_led(device)),
-              ("links", device.links.run), ("portal", lambda: device.portal.run(**device.portal_options)),
-              ("uploader", device.uploader.run)]
+              ("links", device.links.run), ("portal", lambda: device.portal.run(**device.portal_options))]
+    for out in device.outputs:  # the outputs' own tasks (the uploader's), supervised like the rest
+        if hasattr(out, "run"):
+            starts.append((out.name, out.run))
     if device.use_watchdog:
         starts.append(("watchdog", lambda: _watchdog(device)))
     for fn in extra_tasks:  # the simulator's own (e.g. watching the heap), beside the device's
@@ -299,10 +343,11 @@ async def _run(device, run_ms, extra_tasks=()):
 
 
 def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, watchdog=False, extra_tasks=(),
-         boot_guard=None, board_profile=None):
-    """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator)."""
+         boot_guard=None, board_profile=None, outputs_extra=()):
+    """Run the meter until Ctrl-C (or for run_ms, in tests and the simulator). outputs_extra: more
+    outputs beside the device's own (Device), e.g. the simulator's report."""
     print("meter: firmware %s starting" % VERSION)
-    device = Device(board, meter_overrides, board_profile=board_profile)
+    device = Device(board, meter_overrides, board_profile=board_profile, outputs_extra=outputs_extra)
     print("meter: board %s" % device.board.name)
     device.use_watchdog = watchdog
     device.boot_guard = boot_guard

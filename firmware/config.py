@@ -87,6 +87,35 @@ def merge(base, changes):
     return _checks("merge")(base, changes)
 
 
+def apply(store, parts, changes, reset=False):
+    """The one way a changed setting reaches the running device (firmware/app.py, Device.apply):
+    changes {section: {key: value}} validated and saved (reset: every setting back to its default
+    but the board profile, as ConfigStore.factory_reset), then handed to each part's
+    on_settings(changed), which takes what it can live and returns the keys it took ("section.key").
+    `changed` holds what the save changed, and what was asked for even where the file held it
+    already (a running part may differ from the file: the simulator's meter_overrides). Raises
+    ConfigError or OSError having saved and changed nothing. Returns the settings the save changed
+    that no part took: saved, and in force after a restart."""
+    before = store.config
+    cfg = store.factory_reset() if reset else store.update(changes)
+    diff = _checks("changed")(before, cfg) if before is not None else {}
+    later = ["%s.%s" % (name, key) for name in diff for key in diff[name]]
+    for name in changes:
+        if name in SECTIONS:
+            for key in changes[name]:
+                diff.setdefault(name, {})[key] = cfg[name][key]
+    taken = []
+    for part in parts:
+        take = getattr(part, "on_settings", None)
+        if take is None:
+            continue
+        try:
+            taken += take(diff) or ()
+        except Exception as e:  # saved all the same: in force after a restart, and said
+            store.log("config: a running part could not take the change (%s: %s)" % (type(e).__name__, e))
+    return sorted(k for k in later if k not in taken)
+
+
 def migrate(doc):
     """(document at VERSION, the version it was stored as). Raises ConfigError if it cannot be."""
     return _checks("migrate")(doc)
@@ -98,8 +127,10 @@ def wifi_problem(ssid, password):
 
 
 def __getattr__(name):
-    """config.SCHEMA and config.MIGRATIONS, the tables themselves (for tools and tests)."""
-    if name in ("SCHEMA", "MIGRATIONS"):
+    """config.SCHEMA and config.MIGRATIONS, the tables themselves (for tools and tests), and
+    config.section(name, given) and config.changed(before, after) (configcheck's: see there), held
+    only while they are used (the device itself needs section() never, changed() only in apply())."""
+    if name in ("SCHEMA", "MIGRATIONS", "section", "changed"):
         return _checks(name)
     raise AttributeError(name)
 

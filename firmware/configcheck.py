@@ -84,6 +84,27 @@ def defaults():
     return validate({})
 
 
+def section(name, given=None):
+    """Section `name` with `given` (some of its keys, or none) over the defaults: SCHEMA is the one
+    owner of defaults. The parts themselves take complete sections (the device hands them its
+    validated settings), so this is for tools and tests."""
+    out = defaults()[name]
+    out.update(given or {})
+    return out
+
+
+def changed(before, after):
+    """{section: {key: value}} of the settings `after` holds differently from `before` (Configs or
+    documents): what a save changed, that the running parts hear of (config.apply)."""
+    out = {}
+    for name in SECTIONS:
+        old, new = before[name], after[name]
+        for key in new:
+            if key not in old or old[key] != new[key]:
+                out.setdefault(name, {})[key] = new[key]
+    return out
+
+
 def validate(doc):
     """The complete, normalised settings document for doc, or ConfigError naming the first bad field.
 

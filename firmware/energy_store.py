@@ -14,9 +14,10 @@
 # save, how much net import and export, so a restart never looks like lost energy on the console.
 #
 # EnergyPersister decides when to save: once max_unsaved_wh has accumulated or max_interval_ms has
-# passed with unsaved energy (default 10 Wh or 5 minutes, whichever first), but never sooner than
-# min_interval_ms after the previous write (default 10 s: at most 8640 writes a day), and never when
-# nothing changed. Call maybe_save(snapshot, now_ms) with every reading.
+# passed with unsaved energy (by default 10 Wh or 5 minutes, whichever first), but never sooner than
+# min_interval_ms after the previous write (by default 10 s: at most 8640 writes a day), and never when
+# nothing changed: the "energy" section of the settings, taken live when it changes. Call
+# maybe_save(snapshot, now_ms) with every reading.
 
 import hashlib
 import struct
@@ -24,6 +25,7 @@ import time
 
 import atomicfile
 
+from firmware import config
 from firmware.config import Diagnostic
 from firmware.energy import kwh_text
 
@@ -183,22 +185,27 @@ class EnergyStore:
 class EnergyPersister:
     """When to save: bounded loss (Wh or time, whichever first) and at most one write per min_interval_ms."""
 
-    def __init__(self, store, max_interval_ms=300000, max_unsaved_wh=10, min_interval_ms=10000):
+    def __init__(self, store, settings=None):
+        """settings: the "energy" section of the settings, complete (None: the defaults, whose one
+        owner is the schema, firmware/configcheck.py)."""
         self.store = store
-        self.max_interval_ms = max_interval_ms
-        self.max_unsaved_mwh = max_unsaved_wh * 1000
-        self.min_interval_ms = min_interval_ms
+        self.on_settings({"energy": settings if settings is not None else config.section("energy")})
         self.error = None  # why the last save failed, or that it went to the other slot; None if all is well
         self.writes = 0
         self._told = None  # the error last returned by news()
         self._since_ms = None  # when the unsaved energy started to accumulate
         self._write_ms = None  # the last write attempt, until min_interval_ms has passed
 
-    @classmethod
-    def from_config(cls, store, energy):
-        """From the config's "energy" section."""
-        return cls(store, energy["save_max_interval_s"] * 1000, energy["save_max_unsaved_wh"],
-                   energy["save_min_interval_s"] * 1000)
+    def on_settings(self, changed):
+        """Settings changed (firmware/config.py apply()): the "energy" keys, all taken at once."""
+        e = changed.get("energy") or {}
+        if "save_max_interval_s" in e:
+            self.max_interval_ms = e["save_max_interval_s"] * 1000
+        if "save_max_unsaved_wh" in e:
+            self.max_unsaved_mwh = e["save_max_unsaved_wh"] * 1000
+        if "save_min_interval_s" in e:
+            self.min_interval_ms = e["save_min_interval_s"] * 1000
+        return ["energy." + k for k in e]
 
     def unsaved_mwh(self, snapshot):
         """Energy through the meter since the last save: every phase's import and export together."""

@@ -39,13 +39,18 @@ def button_held(pin, hold_ms=HOLD_MS, clock=time, led=None):
             return False
 
 
-def factory_reset(store, log=print):
+def factory_reset(store, log=print, apply=None):
     """Clear WiFi and settings (config.json to defaults); keep identity and energy counters.
 
-    The setup page calls this after the installer confirmed. Returns the new (default) Config.
+    The setup page calls this after the installer confirmed, with apply, the device's one live path
+    for settings (firmware/app.py Device.apply): the running parts take the defaults at once. At
+    power-up (apply None) nothing runs yet: the defaults are only saved. Returns the new Config.
     """
     log("factory reset: WiFi and settings cleared; identity and energy counters kept")
-    return store.factory_reset()
+    if apply is None:
+        return store.factory_reset()
+    apply({}, True)
+    return store.config
 
 
 def check_button(pin, store, led=None, hold_ms=HOLD_MS, clock=time, log=print):

@@ -299,6 +299,17 @@ class Links:
         tick, keeping the retry backoff (unlike reconnect(), for new settings)."""
         self._sta_started = False
 
+    def on_settings(self, changed):
+        """Settings changed (firmware/config.py apply()): wifi and ap are read at every tick, and a
+        changed network is joined from the next one; so is lan.enabled. The other lan keys (PHY and
+        pins) are in force after a restart: the ESP32 port builds network.LAN once (board.lan)."""
+        taken = ["%s.%s" % (name, k) for name in ("wifi", "ap") for k in changed.get(name) or {}]
+        if "enabled" in (changed.get("lan") or {}):
+            taken.append("lan.enabled")
+        if "wifi" in changed or "lan" in changed:
+            self.reconnect()
+        return taken
+
     def reconnect(self):
         """The settings changed (the setup page saved a network): join it on the next tick."""
         self._sta_started = False

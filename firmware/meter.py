@@ -28,22 +28,9 @@ import math
 import time
 from array import array
 
-from firmware import diagnostics, dsp, metering, profiles
+from firmware import config, diagnostics, dsp, metering, profiles
 from firmware.energy import Energy
 from firmware.sampler import NO_CROSSING, OK, Sampler, chip_line
-
-METER_DEFAULTS = {
-    "model": "home",
-    "wiring": "auto",  # auto | three-phase | single-phase
-    "nominal_hz": 0,  # 0: whichever of 50/60 is nearer
-    "generation": False,  # solar/wind on site: export is normal, not a reversed CT
-    "ct_reversed": [False, False, False],
-    "ct_phase": [1, 2, 3],  # the phase whose conductor each CT clamps
-    "calibration": {},  # per-channel overrides of the model's defaults (profiles.py)
-    "window_ms": 1000,
-    "burst_period_ms": 100,
-    "burst_cycles": 2,
-}
 
 MIN_READ_US = 18  # fastest ADC conversion we size buffers for (measured 20-35 us on the ESP32)
 MIN_HZ = 45
@@ -60,8 +47,9 @@ Q10 = 1024
 
 class Meter:
     def __init__(self, board, settings=None, energy=None):
-        s = dict(METER_DEFAULTS)
-        s.update(settings or {})
+        # The "meter" section of the settings, complete (firmware/app.py hands it the validated one);
+        # None: the defaults, whose one owner is the schema (firmware/configcheck.py).
+        s = dict(settings) if settings is not None else config.section("meter")
         self.settings = s
         # A board with L1's voltage input alone (firmware/boards.py) measures single-phase: L2 and L3
         # are derived from L1, whatever the settings say.
@@ -126,6 +114,17 @@ class Meter:
         # zero crossings are detected at, whatever the chip's offset (the channel's is a start).
         self._vbias = [v.bias for v in self.v_cal]
 
+    def on_settings(self, changed):
+        """Settings changed (firmware/config.py apply(), the one live path): the "meter" keys taken
+        from the next burst on, all but burst_cycles, which sized the sample buffers at start-up
+        (they are taken from the heap while it is still in one piece, and would not fit later).
+        The keys taken, as "meter.key"."""
+        live = dict(changed.get("meter") or {})
+        same = live.pop("burst_cycles", self.cycles) == self.cycles  # (back to the one in force: nothing to do)
+        if live:
+            self.change_settings(live)
+        return ["meter." + k for k in live] + (["meter.burst_cycles"] if same else [])
+
     def change_settings(self, changes):
         """Measure with changed settings (a software fix from the setup page) from the next burst on.
 
@@ -135,7 +134,9 @@ class Meter:
         self.settings.update(changes)
         if getattr(self._board, "voltage_inputs", 3) < 3:
             self.settings["wiring"] = "single-phase"
-        if "calibration" in changes:  # an installer's calibration: the channels anew, same chip line
+        if "model" in changes:  # the CTs' range, and their channels (below)
+            self.ct_range_a = profiles.ct_range_a(self.settings["model"])
+        if "calibration" in changes or "model" in changes:  # the channels anew, same chip line
             vbias = self._vbias
             self._use_line(self.adc_line)
             self._vbias = vbias

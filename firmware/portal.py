@@ -84,16 +84,18 @@ def fix_changes(form, settings):
 
 class Portal:
     """The setup page's web app. parts: the WiFi station (for scans), store, identity, meter, links,
-    uploader (firmware/app.py)."""
+    uploader (firmware/app.py). apply(changes, reset=False): the one way its changes are saved and
+    reach the running device (firmware/app.py Device.apply); None: to the meter and the links only."""
 
     def __init__(self, sta, store, identity, meter, net, uploader, ap_addr=links.AP_ADDR, known_hosts=(),
-                 log=print):
+                 log=print, apply=None):
         self.sta = sta
         self.store = store
         self.identity = identity
         self.meter = meter
         self.net = net
         self.uploader = uploader
+        self.apply = apply or (lambda changes, reset=False: config.apply(store, (meter, net), changes, reset))
         self.ap_addr = ap_addr
         self.home = "http://%s/" % ap_addr
         self.known_hosts = (ap_addr,) + tuple(known_hosts)
@@ -241,7 +243,7 @@ class Portal:
             self.net.restart_attempt()
             return False, message
         try:
-            self.store.update({"wifi": {"ssid": ssid, "password": password}})
+            self.apply({"wifi": {"ssid": ssid, "password": password}})
         except (ConfigError, OSError) as e:
             return False, "Connected, but the settings could not be saved (%s)." % e
         self.net.reconnect()
@@ -264,10 +266,9 @@ class Portal:
         if changes is None:
             return False, words
         try:
-            self.store.update({"meter": changes})
+            self.apply({"meter": changes})  # saved, and the running meter measures with it
         except (ConfigError, OSError) as e:
             return False, "The change could not be saved (%s): nothing was changed." % e
-        self.meter.change_settings(changes)
         self.log("portal: meter settings changed: %s" % words)
         return True, words + " The wiring is checked again over the next readings."
 
@@ -313,10 +314,9 @@ class Portal:
                 delattr(firmware, "calibrate")
         old = self.meter.settings["calibration"]
         try:
-            self.store.update({"meter": {"calibration": cal}})
+            self.apply({"meter": {"calibration": cal}})
         except (ConfigError, OSError) as e:
             return False, "The calibration could not be saved (%s): nothing was changed." % e
-        self.meter.change_settings({"calibration": cal})
         self.cal_undo = old
         self.cal_changes = [[what, round(a, 5), round(b, 5)] for what, a, b in changes]
         words = "; ".join("%s %.4f to %.4f" % (what, a, b) for what, a, b in changes)
@@ -329,10 +329,9 @@ class Portal:
         if self.cal_undo is None:
             return False, "There is no calibration to undo."
         try:
-            self.store.update({"meter": {"calibration": self.cal_undo}})
+            self.apply({"meter": {"calibration": self.cal_undo}})
         except (ConfigError, OSError) as e:
             return False, "The undo could not be saved (%s): nothing was changed." % e
-        self.meter.change_settings({"calibration": self.cal_undo})
         self.cal_undo = None
         self.cal_changes = []
         self.log("portal: calibration undone")
@@ -346,10 +345,8 @@ class Portal:
         """Clear WiFi and settings (identity and energy stay). (ok, message)."""
         if self.joining:  # it would save its network after the reset
             return False, "Wait until the WiFi attempt is over, then reset: nothing was changed."
-        factory.factory_reset(self.store, self.log)
+        factory.factory_reset(self.store, self.log, self.apply)  # the running meter drops the fixes too, at once
         self.net.reconnect()
-        m = self.store.config["meter"]  # the running meter drops the software fixes too, at once
-        self.meter.change_settings({"ct_reversed": m["ct_reversed"], "ct_phase": m["ct_phase"]})
         self.join_notice = [0, None, None, ""]
         return True, "Factory reset done: WiFi, software fixes and settings cleared."
 

@@ -1,16 +1,17 @@
-# uploader — sends live frames and interval records to the cloud over HTTPS (docs/PROTOCOL.md).
+# uploader — the HTTPS transport: live frames and the spool's interval records to the cloud
+# (docs/PROTOCOL.md).
 #
-# on_readings(r) is called by the meter every window and only does arithmetic: it keeps the newest
-# live frame (latest wins; a frame older than stale_ms is dropped, never queued) and sums the
-# per-phase values; every record_interval_ms it closes an interval record (averages, energy
-# counters, diagnostics) into the spool (firmware/spool.py), which numbers it and keeps it until the
-# server acknowledges its seq. run() is one asyncio task: it waits for the clock (NTP) before the
-# first TLS connection, sends the newest live frame every live_interval_ms, and backfills spooled
-# records oldest-first in batches. Errors: 2xx done; 401/403 stop, status "credentials", and ask
-# again every 15 min; 400 drop that record (or frame) and say so; 429, 5xx, timeouts, resets: retry
-# with capped, jittered exponential backoff. Every request is signed (X-Meter-Serial, X-Meter-Signature: HMAC-SHA256 of
-# the body with the upload key); the key and signatures are never logged. `status` is a dict for
-# the setup page.
+# An output of the composition root (firmware/app.py), beside the interval recorder
+# (firmware/recorder.py), which makes the records this one sends. on_readings(r) is called every
+# window and only keeps the newest live frame (latest wins; a frame older than stale_ms is dropped,
+# never queued). run() is one asyncio task: it waits for the clock (NTP) before the first TLS
+# connection, sends the newest live frame every live_interval_ms, and backfills spooled records
+# oldest-first in batches, with the sequence floor and the gap declarations of protocol version 2.
+# Errors: 2xx done; 401/403 stop, status "credentials", and ask again every 15 min; 400 drop that
+# record (or frame) and say so; 429, 5xx, timeouts, resets: retry with capped, jittered exponential
+# backoff (and a server's Retry-After, within reason). Every request is signed (X-Meter-Serial,
+# X-Meter-Signature: HMAC-SHA256 of the body with the upload key); the key and signatures are never
+# logged. `status` is a dict for the setup page (firmware/status.py).
 
 import asyncio
 import binascii
@@ -20,13 +21,11 @@ import time
 
 from https import Client, HttpError
 
+from firmware.recorder import EPOCH_TO_UNIX_S, _r
 from firmware.spool import LOST, MAX_SEQ, SKIPPED
 
 LIVE_KEYS = ("vrms", "irms", "real_power_w")
-AVG_KEYS = ("vrms", "irms", "real_power_w", "reactive_power_var", "apparent_power_va")
 _sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))  # CPython tests
-# The ESP32 port counts time from 2000-01-01, the unix port (and the protocol) from 1970-01-01.
-EPOCH_TO_UNIX_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CREDENTIALS_RETRY_MS = 15 * 60 * 1000  # after a 401/403, try again this much later
 CLOCK_SYNC_MS = 24 * 3600 * 1000  # NTP again once a day: the RTC drifts by seconds a day
 CLOCK_RETRY_MS = 60 * 1000  # a failed check is tried again after this, doubling up to a day
@@ -34,10 +33,6 @@ CLOCK_STEP_S = 2  # a correction larger than this is logged and carried by the n
 RETRY_AFTER_MAX_MS = 10 * 60 * 1000  # a server's Retry-After (429, 503) is honoured up to this
 _MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
 CREDENTIALS = "pairing or credentials: the server refused this device (HTTP %d); pair it again in the cloud"
-
-
-def _r(x, digits):
-    return round(x, digits) if isinstance(x, float) else x
 
 
 def _utc_s(y, mo, d, h, mi, s):
@@ -67,21 +62,24 @@ def retry_after_ms(value, now=None):
 
 
 class Uploader:
-    def __init__(self, settings, identity_status, energy, spool, resolve=None, clock_ready=None,
-                 sync_clock=None, log=print, batch_records=20, batch_bytes=8192, backoff_ms=(1000, 60000),
-                 timeout_ms=10000, stale_ms=None):
-        self.url = settings.get("url") or ""
-        ca = settings.get("ca_cert") or b""
+    name = "uploader"
+
+    def __init__(self, settings, identity_status, spool, resolve=None, clock_ready=None, sync_clock=None,
+                 log=print, batch_records=20, batch_bytes=8192, backoff_ms=(1000, 60000), timeout_ms=10000,
+                 stale_ms=None, on_clock_step=None):
+        """settings: the "upload" section, complete. on_clock_step(step_s): NTP corrected the clock by
+        more than CLOCK_STEP_S (the recorder's clock_stepped: the next record carries it)."""
+        self.url = settings["url"]
+        ca = settings["ca_cert"]
         self.ca = binascii.a2b_base64(ca) if isinstance(ca, str) else ca  # config keeps it as base64 DER
-        self.live_interval_ms = settings.get("live_interval_ms", 1000)
-        self.record_interval_ms = settings.get("record_interval_ms") or settings.get("record_interval_s", 60) * 1000
+        self.live_interval_ms = settings["live_interval_ms"]
         self.stale_ms = stale_ms or max(2000, 2 * self.live_interval_ms)
         self.identity = identity_status.identity
-        self.energy = energy
         self.spool = spool
         self.resolve = resolve
         self.clock_ready = clock_ready or (lambda: time.gmtime()[0] >= 2024)
         self.sync_clock = sync_clock
+        self.on_clock_step = on_clock_step
         self.log = log
         self.batch_records, self.batch_bytes = batch_records, batch_bytes
         self.backoff_min_ms, self.backoff_max_ms = backoff_ms
@@ -89,15 +87,11 @@ class Uploader:
         self._live = None  # (ticks_ms, frame dict): only the newest
         self._fresh = asyncio.Event()  # set by on_readings: a new frame is waiting
         self._live_sent_ms = time.ticks_ms()
-        self._sums = None
-        self._n = 0
-        self._start_ms = time.ticks_ms()
         self._failures = 0
         self._server_version = None  # 2 once a reply carried next_seq; 1 if it did not (docs/PROTOCOL.md)
         self._single = False  # after a 400 on a batch: send one record at a time to find the bad one
         self._synced_ms = None  # ticks of the last NTP attempt
         self._sync_every_ms = CLOCK_SYNC_MS  # until the next one: a day, or less after a failure
-        self._clock_step_s = 0  # NTP corrections not yet carried by a record
         refusal = identity_status.upload_refusal() if self.identity is None else None
         if refusal is None and self.identity is None:
             refusal = "no device identity: uploads are off"
@@ -117,20 +111,19 @@ class Uploader:
     def on_readings(self, r):
         if not self.enabled:
             return
-        now = time.ticks_ms()
-        self._live = (now, r)
+        self._live = (time.ticks_ms(), r)
         self._fresh.set()
-        if self._sums is None:
-            self._sums = [[0.0] * len(AVG_KEYS) for _ in r["phases"]]
-            self._n = 0
-        for s, ph in zip(self._sums, r["phases"]):
-            for i, k in enumerate(AVG_KEYS):
-                s[i] += ph[k]
-        self._n += 1
-        self._diag = [d["code"] for d in r["diagnostics"]]
-        self._freq = r["frequency_hz"]
-        if time.ticks_diff(now, self._start_ms) >= self.record_interval_ms:
-            self._close_interval(now)
+
+    def on_settings(self, changed):
+        """Settings changed (firmware/config.py apply()): live_interval_ms taken from the next frame
+        on. url and ca_cert are not: whether uploads are on at all was decided at start-up, and with
+        it whether the recorder makes records (firmware/app.py); they are in force after a restart."""
+        up = changed.get("upload") or {}
+        if "live_interval_ms" not in up:
+            return ()
+        self.live_interval_ms = up["live_interval_ms"]
+        self.stale_ms = max(2000, 2 * self.live_interval_ms)
+        return ("upload.live_interval_ms",)
 
     # -- the clock: NTP at start and then daily (the RTC drifts, and a deploy sets it from a computer) --
     def clock_sync_due(self):
@@ -159,32 +152,11 @@ class Uploader:
         if ok and was_set:
             step_s = time.time() - before_s - time.ticks_diff(time.ticks_ms(), before_ms) // 1000
             if step_s > CLOCK_STEP_S or step_s < -CLOCK_STEP_S:
-                self._clock_step_s += step_s
+                if self.on_clock_step is not None:
+                    self.on_clock_step(step_s)
                 self.log("clock: corrected by %+d s from NTP (records before this one have times off by that)"
                          % step_s)
         return ok or self.clock_ready()
-
-    def _close_interval(self, now):
-        n = self._n
-        phases = []
-        for p, s in enumerate(self._sums or []):
-            ph = {"phase": p + 1}
-            for i, k in enumerate(AVG_KEYS):
-                ph[k] = _r(s[i] / n, 3)
-            phases.append(ph)
-        rec = {"t": int(time.time()) + EPOCH_TO_UNIX_S if self.clock_ready() else None,
-               "interval_ms": time.ticks_diff(now, self._start_ms), "windows": n,
-               "frequency_hz": _r(self._freq, 3), "phases": phases, "energy_mwh": self.energy.snapshot(),
-               "diagnostics": self._diag}
-        if self._clock_step_s:  # the clock was corrected since the last record: say by how much
-            rec["clock_step_s"] = self._clock_step_s
-            self._clock_step_s = 0
-        self._sums = None
-        self._start_ms = now
-        try:
-            self.spool.add(rec)
-        except OSError as e:  # flash full or failing: say so, keep measuring
-            self.log("upload: cannot spool a record (%s)" % e)
 
     def _live_body(self):
         now = time.ticks_ms()
@@ -366,9 +338,3 @@ class Uploader:
                 await asyncio.wait_for(self._fresh.wait(), self.live_interval_ms / 1000)
             except asyncio.TimeoutError:
                 pass
-
-    def shutdown(self):
-        try:
-            self.spool.shutdown()
-        except OSError as e:  # flash full or failing: say so; the rest of the shutdown goes on
-            self.log("upload: cannot spool the records in RAM (%s)" % e)

@@ -39,7 +39,7 @@ def run(block_s, step_load=False):
     world.reset()
     mains.connect(world, _scenario(10.0))
     energy = Energy()
-    meter = Meter(Board(), {}, energy)
+    meter = Meter(Board(), None, energy)
     meter.start()
     t0 = world.now_us()
     end = t0 + DURATION_S * 1_000_000

@@ -13,6 +13,7 @@ import json
 import sys
 
 import simworld
+from firmware import config
 from firmware.board import Board
 from firmware.meter import Meter
 from tools.sim import mains
@@ -23,7 +24,7 @@ def main(seconds, settings):
     world.reset()
     s = mains.load_scenario({"noise_lsb": 1.0, "phases": [{"irms": 10.0, "phase_deg": 15.0} for _ in range(3)]})
     mains.connect(world, s)
-    meter = Meter(Board(), settings)
+    meter = Meter(Board(), config.section("meter", settings))
     meter.start()
     end = world.now_us() + seconds * 1_000_000
     busy_us = 0

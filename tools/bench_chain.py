@@ -14,7 +14,7 @@ import sys
 import time
 from array import array
 
-from firmware import profiles
+from firmware import config, profiles
 from firmware.meter import Meter
 
 HZ = 50.0
@@ -57,7 +57,7 @@ def main(seconds):
     n = 4000  # a burst needs < 800 samples per channel; rewound before each
     board = BenchBoard(n)
     # Windows are closed here once per simulated second (the default window_ms), not by the clock.
-    meter = Meter(board, {"window_ms": 3_600_000})
+    meter = Meter(board, config.section("meter", {"window_ms": 3_600_000}))
     bursts_per_s = 1000 // meter.settings["burst_period_ms"]
     spent_us = 0
     bursts = 0

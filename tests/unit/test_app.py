@@ -87,7 +87,7 @@ def test_ctrl_c_leaves_the_developer_at_the_repl():
 def test_the_watchdog_is_fed_only_while_windows_keep_closing():
     mains.connect(world, mains.load_scenario({"phases": [{"irms": 10.0}] * 3}))
     board = Board()
-    meter = Meter(board, {})
+    meter = Meter(board)
     meter.start()
     wdt = board.watchdog(app.WDT_TIMEOUT_MS)
     fed = 0
@@ -123,7 +123,7 @@ def test_the_status_led_says_setup_connecting_online_and_fault():
 
     mains.connect(world, mains.load_scenario({"phases": [{"irms": 10.0}] * 3}))
     d = Dev()
-    d.meter, d.links, d.uploader = Meter(Board(), {}), Links(), Uploader()
+    d.meter, d.links, d.uploader = Meter(Board()), Links(), Uploader()
     assert app.led_state(d) == "connecting"
     d.links.ap_up = True
     assert app.led_state(d) == "setup"

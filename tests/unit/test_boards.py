@@ -111,7 +111,7 @@ def test_the_board_gives_network_lan_the_profiles_clock_and_power():
 
 def _measure(name, scenario):
     mains.connect(world, mains.load_scenario(scenario), name)
-    m = Meter(Board(name), {})
+    m = Meter(Board(name))
     m.start()
     r = None
     end = world.now_us() + 3_000_000

@@ -33,7 +33,7 @@ def _average(meter, seconds):
 
 def test_calibration_makes_the_meter_read_what_the_instruments_read():
     _connect()
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     _average(m, 2.0)  # settle
     before = _average(m, 4.0)
@@ -60,7 +60,7 @@ def test_calibration_makes_the_meter_read_what_the_instruments_read():
 
 def test_references_that_cannot_be_right_change_nothing():
     _connect()
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     avg = _average(m, 3.0)
     m.stop()

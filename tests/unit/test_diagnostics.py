@@ -1,6 +1,5 @@
 # Wiring diagnostics judge CT direction and placement for the whole panel at once.
-from firmware import diagnostics
-from firmware.meter import METER_DEFAULTS
+from firmware import config, diagnostics
 
 IDENTITY = [1, 2, 3]
 
@@ -51,7 +50,7 @@ def _phase(vrms=230.0, irms=10.0, p=2300.0, q=0.0, own=True, ct=0, code=2048):
 
 
 def test_evaluate_names_each_fault_on_its_phase_with_a_fix():
-    s = dict(METER_DEFAULTS)
+    s = config.section("meter")
     phases = [_phase(ct=0), _phase(p=-2300.0, ct=1), _phase(vrms=0.0, own=False, ct=2)]
     out = diagnostics.evaluate(phases, 50.0, s, 100.0, False)
     codes = sorted((d["code"], d["phase"]) for d in out)
@@ -62,7 +61,7 @@ def test_evaluate_names_each_fault_on_its_phase_with_a_fix():
 
 
 def test_evaluate_frequency_unplugged_ct_and_quiet_single_phase():
-    s = dict(METER_DEFAULTS)
+    s = config.section("meter")
     phases = [_phase(ct=0), _phase(vrms=0.0, own=False, ct=1, code=3), _phase(vrms=0.0, own=False, ct=2)]
     out = diagnostics.evaluate(phases, 45.0, s, 100.0, True)  # single-phase: no voltage on L2/L3 is fine
     assert sorted((d["code"], d["phase"]) for d in out) == [("ct_unplugged", 2), ("frequency_out_of_range", None)]

@@ -3,7 +3,7 @@ import time
 
 from powercut import Flash, PowerCut, files, restore, steps_of
 
-from firmware import energy_store
+from firmware import config, energy_store
 from firmware.energy_store import EnergyPersister, EnergyStore
 from support import raises, tmpdir
 
@@ -167,7 +167,7 @@ def test_persister_saves_a_trickle_after_5_minutes_and_nothing_when_idle():
 
 
 def test_persister_counts_export_and_every_phase():
-    p = EnergyPersister(CountingStore(), max_unsaved_wh=10)
+    p = EnergyPersister(CountingStore(), config.section("energy", {"save_max_unsaved_wh": 10}))
     t = time.ticks_ms()
     assert not p.due(snap([0, 0, 0]), t)
     assert not p.due(snap([3000, 3000, 0], [3000, 0, 0], net_imp=3000), t)  # 9 Wh in all
@@ -176,7 +176,7 @@ def test_persister_counts_export_and_every_phase():
 
 def test_persister_follows_the_config_and_survives_a_flash_error():
     store = CountingStore()
-    p = EnergyPersister.from_config(store, {"save_max_interval_s": 600, "save_max_unsaved_wh": 50,
+    p = EnergyPersister(store, {"save_max_interval_s": 600, "save_max_unsaved_wh": 50,
                                             "save_min_interval_s": 30})
     assert (p.max_interval_ms, p.max_unsaved_mwh, p.min_interval_ms) == (600000, 50000, 30000)
     t = time.ticks_ms()
@@ -205,7 +205,7 @@ def test_a_slot_that_cannot_be_written_does_not_stop_the_saves():
     store = EnergyStore(d + "/energy")
     store.save(snap([100, 0, 0]))  # energy.a
     os.mkdir(d + "/energy.b")  # energy.b can no longer be written: a folder stands in its place
-    p = EnergyPersister(store, min_interval_ms=0)
+    p = EnergyPersister(store, config.section("energy", {"save_min_interval_s": 0}))
     for k in range(4):
         assert p.save(snap([200 + k, 0, 0]), time.ticks_ms())
         assert "energy.b cannot be written (I/O error" in p.error and p.error.endswith("saving to %s/energy.a" % d)

@@ -1,4 +1,5 @@
 # The meter as a whole on simulated mains: readings per window, frequency changes, single-phase, fixes.
+from firmware import config
 from firmware.board import Board
 from firmware.meter import Meter
 from simworld import world
@@ -25,7 +26,7 @@ def _run(meter, seconds):
 
 def test_windows_of_readings_follow_the_mains():
     _connect(50.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     rs = _run(m, 3.05)
     m.stop()
@@ -42,7 +43,7 @@ def test_windows_of_readings_follow_the_mains():
 
 def test_a_longer_cycle_than_expected_is_not_taken_for_missing_voltage():
     _connect(61.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     _run(m, 2.0)  # the meter has learnt ~229 pairs per cycle
     _connect(45.5)  # the frequency drops: cycles now hold ~314 pairs, more than the extra pairs allow
@@ -56,7 +57,7 @@ def test_a_longer_cycle_than_expected_is_not_taken_for_missing_voltage():
 
 def test_single_phase_wiring_is_detected_and_said():
     _connect(50.0, wiring="single-phase")
-    m = Meter(Board(), {})  # wiring "auto"
+    m = Meter(Board())  # wiring "auto"
     m.start()
     rs = _run(m, 4.0)
     m.stop()
@@ -72,7 +73,7 @@ def test_applying_a_diagnostic_fix_corrects_the_readings():
     s = {"noise_lsb": 1.0, "phases": [{"vrms": 230.0, "irms": 10.0, "phase_deg": 10.0} for _ in range(3)]}
     s["phases"][1]["ct_reversed"] = True
     mains.connect(world, mains.load_scenario(s))
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     last = _run(m, 2.0)[-1]
     diag = [d for d in last["diagnostics"] if d["code"] == "ct_reversed"]
@@ -95,7 +96,8 @@ def test_after_a_settings_change_each_phase_is_judged_only_once_measured_wholly_
     s = {"noise_lsb": 1.0, "phases": [{"vrms": 230.0, "irms": 10.0, "phase_deg": 10.0} for _ in range(3)]}
     s["phases"][0]["ct_reversed"] = True
     mains.connect(world, mains.load_scenario(s))
-    m = Meter(Board(), {"window_ms": 250, "burst_period_ms": 200})  # 1-2 bursts a window: 1-2 of 3 phases
+    # 1-2 bursts a window: 1-2 of 3 phases
+    m = Meter(Board(), config.section("meter", {"window_ms": 250, "burst_period_ms": 200}))
     m.start()
     assert any(d["code"] == "ct_reversed" for d in _run(m, 2.0)[-1]["diagnostics"])
     m.change_settings({"ct_reversed": [True, False, False]})
@@ -112,7 +114,7 @@ def test_a_burst_without_enough_pairs_for_its_shifts_is_skipped_not_misread():
     from firmware.sampler import OK
 
     _connect(50.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m._pairs_per_cycle_q10 = 100 << 10  # as if the last burst had seen a far shorter cycle
     assert m._reduce(0, 0, 0) == SHORT  # a quarter cycle of 286 pairs is past the 29 extra pairs taken
     assert m._reduce(0, 0, 0) == OK  # the burst itself taught the meter the real cycle length
@@ -125,7 +127,7 @@ def test_noise_on_unwired_voltage_inputs_is_not_mains():
     # An L1-only site whose L2/L3 voltage inputs pick up 10 LSB of noise (common on an ESP32 board):
     # noise "crosses zero" all the time, but never in mains-length cycles.
     _connect(50.0, wiring="single-phase", noise_lsb=10.0)
-    m = Meter(Board(), {})  # wiring "auto"
+    m = Meter(Board())  # wiring "auto"
     m.start()
     last = _run(m, 5.0)[-1]
     m.stop()
@@ -140,7 +142,7 @@ def test_any_calibrated_bias_fits_the_result_arrays():
     # adc_offset far from mid-scale makes blocks small (128 pairs at 0): the arrays must still fit.
     _connect(50.0)
     cal = {"current": [{"adc_offset": 0}, {"adc_offset": 4095}, {}]}
-    m = Meter(Board(), {"calibration": cal, "burst_cycles": 3, "burst_period_ms": 200})
+    m = Meter(Board(), config.section("meter", {"calibration": cal, "burst_cycles": 3, "burst_period_ms": 200}))
     for _ in range(6):
         m.measure_next()  # raised IndexError (after writing past the arrays) before the fix
     assert m.close_window()["phases"][2]["irms"] > 9.0
@@ -148,7 +150,7 @@ def test_any_calibrated_bias_fits_the_result_arrays():
 
 def test_a_failing_window_does_not_stop_the_meter():
     _connect(50.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     seen = []
 
     def on_readings(r):
@@ -167,7 +169,7 @@ def test_a_failing_window_does_not_stop_the_meter():
 
 def test_readings_carry_the_exact_integer_energy_counters():
     _connect(50.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     last = _run(m, 2.0)[-1]
     m.stop()
@@ -179,7 +181,7 @@ def test_readings_carry_the_exact_integer_energy_counters():
 def test_the_first_window_waits_for_every_phase():
     # Three phases at one burst per 400 ms take longer than the 1 s window to measure once each.
     _connect(50.0)
-    m = Meter(Board(), {"burst_period_ms": 400})
+    m = Meter(Board(), config.section("meter", {"burst_period_ms": 400}))
     m.start()
     rs = _run(m, 2.5)
     m.stop()
@@ -194,7 +196,7 @@ def test_the_live_current_follows_a_step_within_two_windows():
     mains.connect(world, s)
     world.advance_us(mains.run_origin_us(world, s) - world.now_us())  # the run's time 0: steps count from it
     t0 = world.now_us()
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m.start()
     rs = []  # (simulated seconds when the window closed, readings)
     while world.now_us() - t0 < 5_000_000:

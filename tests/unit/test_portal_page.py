@@ -1,9 +1,7 @@
 # The setup page and /api/status: what an installer reads, escaped, in pieces; fixes as targets; notices once.
 from firmware import config, identity, links, portal, portal_page, status
 from firmware.board import Board
-from firmware.energy import Energy
 from firmware.identity import IdentityStatus
-from firmware.meter import METER_DEFAULTS
 from firmware.schema import Diagnostic
 from firmware.spool import Spool
 from firmware.uploader import Uploader
@@ -13,9 +11,14 @@ from support import tmpdir
 class _Meter:
     def __init__(self, readings=None, **settings):
         self.readings = readings
-        self.settings = dict(METER_DEFAULTS)
+        self.settings = config.section("meter")
         self.settings.update(settings)
         self.changed = []
+
+    def on_settings(self, changed):  # as firmware/meter.py's: the changed "meter" keys, taken
+        if "meter" in changed:
+            self.change_settings(changed["meter"])
+        return ["meter." + k for k in changed.get("meter", ())]
 
     def change_settings(self, changes):
         self.settings.update(changes)
@@ -36,7 +39,8 @@ def _portal(ident=None, meter=None, upload=None):
     board = Board()
     st = ident or IdentityStatus(None, Diagnostic("IDENTITY_MISSING", "no device identity <here>"))
     net = links.Links(board, store, st, log=lambda m: None)
-    up = Uploader(upload or {}, st, Energy(), Spool(folder + "/spool", log=lambda m: None), log=lambda m: None)
+    spool = Spool(folder + "/spool", log=lambda m: None)
+    up = Uploader(config.section("upload", upload), st, spool, log=lambda m: None)
     return portal.Portal(board.sta, store, st, meter or _Meter(), net, up, log=lambda m: None)
 
 

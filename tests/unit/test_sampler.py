@@ -58,7 +58,7 @@ def test_acquisition_and_kernels_allocate_nothing():
     if not MICROPYTHON:
         skip("heap_lock only means something on MicroPython")
     _connect(50.0, lag_deg=30.0)
-    m = Meter(Board(), {})
+    m = Meter(Board())
     m._reduce(0, 0, 0)  # first call warms up: nothing is created lazily after this
     statuses = array("i", [9, 9, 9])
     micropython.heap_lock()

@@ -7,7 +7,7 @@ import os
 
 from powercut import Flash, PowerCut, steps_of
 
-from firmware import identity
+from firmware import config, identity
 from firmware.spool import MAX_RECORD_BYTES, SEQ_BLOCK, Spool
 from firmware.uploader import Uploader
 from simworld import world
@@ -67,7 +67,7 @@ class Server:
 def _uploader(spool):
     st = identity.IdentityStatus(identity.derive(b"k" * 32, SERIAL))
     cfg = {"url": "https://localhost:1", "ca_cert": b"\x30\x03\x02\x01\x00", "record_interval_s": 10}
-    return Uploader(cfg, st, None, spool, log=lambda m: None)
+    return Uploader(config.section("upload", cfg), st, spool, log=lambda m: None)
 
 
 def _upload(up, server, rounds=40):

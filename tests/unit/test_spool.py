@@ -3,6 +3,7 @@ import json
 import os
 
 from firmware import identity
+from firmware.recorder import Recorder
 from firmware.spool import SEQ_BLOCK, Spool
 from firmware.uploader import Uploader
 from simworld import world
@@ -108,6 +109,15 @@ class _Energy:
         return {"import_mwh": [5, 6, 7], "export_mwh": [0, 0, 0], "net_import_mwh": 18, "net_export_mwh": 0}
 
 
+class _Uploader(Uploader):
+    """The HTTPS transport with the interval recorder beside it, wired and fed each window's readings
+    as the composition root does (firmware/app.py: the recorder first, then the transport)."""
+
+    def on_readings(self, r):
+        self.recorder.on_readings(r)
+        Uploader.on_readings(self, r)
+
+
 def _uploader(settings=None, ident=True, settled=True):
     """An uploader on a fresh spool; settled: whose numbering the server has confirmed already (else it
     asks the server first, as after a first start)."""
@@ -118,7 +128,10 @@ def _uploader(settings=None, ident=True, settled=True):
     spool = _spool(tmpdir() + "/spool")
     if settled:
         spool.floor(0)
-    return Uploader(cfg, st, _Energy(), spool, log=lambda m: None)
+    up = _Uploader(cfg, st, spool, log=lambda m: None)
+    up.recorder = Recorder(cfg, _Energy(), spool, enabled=up.enabled, log=lambda m: None)
+    up.on_clock_step = up.recorder.clock_stepped
+    return up
 
 
 def test_an_interval_record_averages_the_windows_and_carries_the_counters():

@@ -43,7 +43,7 @@ MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile",
            "firmware.bootguard", "firmware.energy", "firmware.energy_store", "firmware.metering",
            "firmware.diagnostics", "firmware.dsp", "firmware.sampler", "firmware.meter", "firmware.app",
            "firmware.links", "httpd", "dnscatch", "firmware.status", "firmware.portal_page",
-           "firmware.portal", "firmware.spool", "https", "firmware.uploader")
+           "firmware.portal", "firmware.spool", "https", "firmware.recorder", "firmware.uploader")
 
 imports = [None] * len(MODULES)
 device_parts = []  # (label, bytes): filled in after each measurement, outside it
@@ -73,7 +73,7 @@ with open(SCENARIO) as f:
     scenario = mains.load_scenario(json.load(f))
 mains.connect(world, scenario)
 
-from firmware import app, config, identity, links, portal, spool, uploader  # noqa: E402
+from firmware import app, config, identity, links, portal, recorder, spool, uploader  # noqa: E402
 
 
 def _wrap(owner, name, label):
@@ -99,6 +99,7 @@ _wrap(app, "Meter", "Meter (sampler and kernel buffers, windows)")
 _wrap(links, "Links", "Links (AP, WiFi, LAN)")
 _wrap(spool, "Spool", "Spool (records waiting)")
 _wrap(uploader, "Uploader", "Uploader")
+_wrap(recorder, "Recorder", "Recorder")
 _wrap(portal, "Portal", "Portal (setup page, DNS)")
 
 _before()
@@ -111,10 +112,10 @@ tasks = []
 
 
 async def _tasks():
-    starts = (("meter", lambda: device.meter.run(device.on_readings)), ("links", device.links.run),
+    starts = [("meter", lambda: device.meter.run(device.on_readings)), ("links", device.links.run),
               ("portal", lambda: device.portal.run(host="127.0.0.1", http_port=PORT, dns_port=PORT + 1,
-                                                    always=True)),
-              ("uploader", device.uploader.run))
+                                                    always=True))]
+    starts += [(out.name, out.run) for out in device.outputs if hasattr(out, "run")]
     running = []
     for name, start in starts:
         gc.collect()
@@ -142,9 +143,9 @@ buffers = [("sampler: samples (array 'H', 2 per pair)", _bytes(meter.sampler.buf
            ("meter: shifted products", _bytes(meter._crossbuf)),
            # atomicfile.read asks for the file's size + 1 (at most MAX_BYTES + 1): here a saved default one
            ("config.json read: the file's size + 1 (the defaults saved)", len(json.dumps(config.defaults())) + 1)]
-# An interval record as Uploader._close_interval makes it (typical values: 7-digit floats).
+# An interval record as Recorder._close_interval makes it (typical values: 7-digit floats).
 record = {"t": 1765000000, "interval_ms": 10000, "windows": 10, "frequency_hz": 49.987,
-          "phases": [dict([("phase", p)] + [(k, 1234.567) for k in uploader.AVG_KEYS]) for p in (1, 2, 3)],
+          "phases": [dict([("phase", p)] + [(k, 1234.567) for k in recorder.AVG_KEYS]) for p in (1, 2, 3)],
           "energy_mwh": device.energy.snapshot(), "diagnostics": []}
 buffers.append(("JSON of an interval record", len(json.dumps(record))))
 print(json.dumps({"word_bytes": struct.calcsize("P"), "imports": imports, "device": device_parts, "tasks": tasks,

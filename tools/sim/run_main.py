@@ -59,7 +59,7 @@ def run(scenario, duration_s, board=None):
     world = simworld.world
     mains.connect(world, scenario, board)
     try:
-        from firmware import boards
+        from firmware import boards, config
         from firmware.board import Board
         from firmware.energy import Energy
         from firmware.energy_store import EnergyPersister, EnergyStore
@@ -74,10 +74,10 @@ def run(scenario, duration_s, board=None):
     if store.restored_line() is not None:  # a later run on the same state dir, as a rebooted board says it
         print("energy: " + store.restored_line())
     persister = EnergyPersister(store)
-    # The device's own settings first (as app.py takes them), the scenario's on top.
+    # The device's own settings first (as app.py takes them), the scenario's on top, over the defaults.
     settings = saved_settings()
     settings.update(settings_for(scenario))
-    meter = Meter(Board(board or boards.DEFAULT), settings, energy)
+    meter = Meter(Board(board or boards.DEFAULT), config.section("meter", settings), energy)
     # The run starts at a rising zero crossing of L1: mains cycle 0 of cycle patterns, time 0 of steps.
     world.advance_us(max(0, mains.run_origin_us(world, scenario) - world.now_us()))
     meter.start()
@@ -116,25 +116,32 @@ def run_uploading(scenario, duration_s, board=None):
     from firmware import app
     from tools.sim.simnet import SimBoard
 
-    # Count the measurement windows and the longest gap between two: the network must never stall them.
-    seen = {"windows": 0, "last_ms": None, "max_gap_ms": 0}
-    on_readings = app.Device.on_readings
-
-    def counting(self, readings):
-        now = time.ticks_ms()
-        if seen["last_ms"] is not None:
-            seen["max_gap_ms"] = max(seen["max_gap_ms"], time.ticks_diff(now, seen["last_ms"]))
-        seen["last_ms"] = now
-        seen["windows"] += 1
-        on_readings(self, readings)
-
-    app.Device.on_readings = counting
+    windows = WindowCount()  # an output of the device's own, beside the recorder and the uploader
     device = app.main(board=SimBoard(board) if board else SimBoard(), run_ms=int(duration_s * 1000),
-                      meter_overrides=settings_for(scenario), board_profile=board)
+                      meter_overrides=settings_for(scenario), board_profile=board, outputs_extra=[windows])
     report = device.meter.report()
     report["upload"] = device.uploader.status
-    report["windows"] = {"count": seen["windows"], "max_gap_ms": seen["max_gap_ms"]}
+    report["windows"] = {"count": windows.count, "max_gap_ms": windows.max_gap_ms}
     return report
+
+
+class WindowCount:
+    """The report's output (firmware/app.py, Device's outputs): counts the measurement windows and
+    the longest gap between two, since the network must never stall them."""
+
+    name = "sim report"
+
+    def __init__(self):
+        self.count = 0
+        self.max_gap_ms = 0
+        self._last_ms = None
+
+    def on_readings(self, readings):
+        now = time.ticks_ms()
+        if self._last_ms is not None:
+            self.max_gap_ms = max(self.max_gap_ms, time.ticks_diff(now, self._last_ms))
+        self._last_ms = now
+        self.count += 1
 
 
 def main(argv):

@@ -6,10 +6,11 @@
 # PLAN: {"state_dir", "url", "ca_der" (path), "fleet_key" (hex), "serial", "run_ms", "drain_ms",
 # "window_ms", "record_ms", "live_ms", "spool_files", "ram_max", "backoff_ms", "timeout_ms",
 # "report" (path), "phases": [[at_ms, server_fault, device_fault], ...], "fault_file"}.
-# A stand-in meter task produces a readings dict every window_ms (real time) and hands it to
-# Uploader.on_readings, as the meter does; it records how late each window came (a stalled event
-# loop shows up there). device_fault "dns" makes the DNS seam fail, "clock" makes the clock seam
-# report an unset clock (and NTP fail). server_fault is written to the ingest server's fault file.
+# A stand-in meter task produces a readings dict every window_ms (real time) and hands it to the
+# two upload outputs, the interval recorder and the HTTPS transport, as the device does; it records
+# how late each window came (a stalled event loop shows up there). device_fault "dns" makes the DNS
+# seam fail, "clock" makes the clock seam report an unset clock (and NTP fail). server_fault is
+# written to the ingest server's fault file.
 # After run_ms no more records are made and the device drains its spool (up to drain_ms), shuts
 # down in order (RAM spilled to flash) and writes a JSON report. "prefill": N puts N records in the
 # spool first (an outage's backlog); the report then says when the backlog was gone ("drained_ms").
@@ -29,6 +30,7 @@ import time
 import https
 
 from firmware import identity
+from firmware.recorder import Recorder
 from firmware.spool import Spool
 from firmware.uploader import Uploader
 
@@ -88,7 +90,7 @@ async def _measured_request(self, method, path, body=b"", headers=None):
 https.Client.request = _measured_request
 
 
-async def meter(up, energy, window_ms):
+async def meter(outputs, energy, window_ms):
     due = time.ticks_add(time.ticks_ms(), window_ms)
     k = 0
     while not stats["stop"]:
@@ -101,7 +103,9 @@ async def meter(up, energy, window_ms):
         due = time.ticks_add(due, window_ms)
         k += 1
         energy.mwh += 7
-        up.on_readings(readings(time.ticks_ms(), k))
+        r = readings(time.ticks_ms(), k)
+        for out in outputs:  # as firmware/app.py's Device: the recorder, then the transport
+            out.on_readings(r)
         stats["windows"] += 1
 
 
@@ -111,27 +115,30 @@ def set_server_fault(mode):
     f.close()
 
 
-async def main():
-    ident = identity.derive(bytes.fromhex(plan["fleet_key"]), plan["serial"])
-    ca = open(plan["ca_der"], "rb").read()
-    spool = Spool(max_files=plan.get("spool_files", 144), ram_max=plan.get("ram_max", 10))
-    first_seq = spool.next_seq
-    spool_add, made = spool.add, [0]
+class MadeSpool(Spool):
+    """The spool, with each record marked as the fault matrix wants it (see the top)."""
 
-    def add(rec):
-        n = made[0]
-        made[0] += 1
+    made = 0
+
+    def add(self, rec):
+        n = self.made
+        self.made += 1
         rec["made"] = "%s-%d" % (plan.get("run", "run"), n)
         if n == plan.get("oversized_at"):
             rec["pad"] = "x" * 3000
-        seq = spool_add(rec)
+        seq = Spool.add(self, rec)
         if plan.get("made_log"):
             f = open(plan["made_log"], "a")
             f.write("%s %d\n" % (rec["made"], seq))
             f.close()
         return seq
 
-    spool.add = add
+
+async def main():
+    ident = identity.derive(bytes.fromhex(plan["fleet_key"]), plan["serial"])
+    ca = open(plan["ca_der"], "rb").read()
+    spool = MadeSpool(max_files=plan.get("spool_files", 144), ram_max=plan.get("ram_max", 10))
+    first_seq = spool.next_seq
     for k in range(plan.get("prefill", 0)):
         spool.add({"t": None, "interval_ms": 60000, "windows": 60, "frequency_hz": 50.0, "diagnostics": [],
                    "phases": readings(0, k)["phases"], "energy_mwh": Energy().snapshot()})
@@ -141,10 +148,13 @@ async def main():
     settings = {"url": plan["url"], "ca_cert": ca, "live_interval_ms": plan.get("live_ms", 300),
                 "record_interval_ms": plan.get("record_ms", 500)}
     energy = Energy()
-    up = Uploader(settings, identity.IdentityStatus(ident), energy, spool, resolve=resolve,
+    up = Uploader(settings, identity.IdentityStatus(ident), spool, resolve=resolve,
                   clock_ready=clock_ready, sync_clock=sync_clock, backoff_ms=tuple(plan.get("backoff_ms", (100, 800))),
                   timeout_ms=plan.get("timeout_ms", 1500), stale_ms=plan.get("stale_ms", 1000))
-    tasks = [asyncio.create_task(meter(up, energy, plan.get("window_ms", 100))), asyncio.create_task(up.run())]
+    recorder = Recorder(settings, energy, spool, clock_ready=clock_ready, enabled=up.enabled)
+    up.on_clock_step = recorder.clock_stepped
+    tasks = [asyncio.create_task(meter((recorder, up), energy, plan.get("window_ms", 100))),
+             asyncio.create_task(up.run())]
     t0 = time.ticks_ms()
     phases = list(plan.get("phases", []))
     states = []
@@ -161,7 +171,7 @@ async def main():
         if up.status["state"] not in states:
             states.append(up.status["state"])
         if now >= plan["run_ms"]:
-            up.record_interval_ms = 1 << 29  # no more records: drain what is waiting
+            recorder.record_interval_ms = 1 << 29  # no more records: drain what is waiting
             if settled or now >= plan["run_ms"] + plan.get("drain_ms", 5000):
                 break
         await asyncio.sleep_ms(20)
@@ -169,7 +179,7 @@ async def main():
     await asyncio.sleep_ms(plan.get("window_ms", 100) + 20)
     for t in tasks:
         t.cancel()
-    up.shutdown()
+    recorder.shutdown()
     report = {"first_seq": first_seq, "next_seq": spool.next_seq, "pending": spool.pending(), "lost": spool.lost,
               "rejected": spool.rejected, "status": up.status, "states": states, "windows": stats["windows"],
               "max_late_ms": stats["max_late_ms"], "elapsed_ms": time.ticks_diff(time.ticks_ms(), t0),
