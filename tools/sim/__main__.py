@@ -182,7 +182,9 @@ def heap_bytes(spec, word_bytes=None):
     return n * (word_bytes or mp.describe()[0]) // 4
 
 
-SIM_HEAP_BYTES = 256 * 1024  # the simulated mains and board beside the firmware's heap (a ballast takes the rest)
+# The simulated mains and board beside the firmware's heap (a ballast takes the rest), with room for the
+# pool the firmware's names go into (14 KB on x64: tools/sim/namepool.py).
+SIM_HEAP_BYTES = 288 * 1024
 
 
 def heap_areas(spec, heapsize):

@@ -45,6 +45,7 @@ def _option(name, default=None):
 
 RUN_MS = _option("--run-ms")
 WALL_BYTES = 256  # room for one wall between two heap areas (--heap-areas)
+NAMES_ROOM_BYTES = 32 * 1024  # room for a name pool of 2,560 entries on x64 (tools/sim/namepool.py)
 HTTP_PORT = int(_option("--port", "8080"))
 DNS_PORT = int(_option("--dns-port", "8053"))
 REPORT = _option("--report")
@@ -89,6 +90,9 @@ if ROM is not None:
     _areas = [int(n) for n in HEAP_AREAS.split(",")] if HEAP_AREAS is not None else []
     # (with areas, room for their walls too: WALL_BYTES each, split off once the ballast has filled the rest)
     _reserve = bytearray(int(HEAP_BYTES) - PRELOADED + WALL_BYTES * len(_areas)) if HEAP_BYTES is not None else None
+    # room kept in one piece for the pool the firmware's names will go into (made before the ballast, below),
+    # which the simulator's setup would otherwise leave in pieces too small for it
+    _names_room = bytearray(NAMES_ROOM_BYTES) if HEAP_BYTES is not None and ROM != "frozen" else None
 else:
     PRELOADED = 0
 
@@ -378,12 +382,24 @@ class Soak:
 probe = None
 _held = None
 _excess = 0
-_walls = _pieces = None
+_walls = _pieces = _names_pool = None
+NAMES_POOL_BYTES = 0
 app = SimBoard = overrides = soak = extra = device = None
 if HEAP_BYTES is not None:
+    if ROM != "frozen":  # (frozen, the firmware's names are in the binary, as in the meter's image)
+        # The pool the firmware's names go into, made now outside its heap and charged to it below
+        # (tools/sim/namepool.py says why): the simulator's own names no longer hide the firmware's.
+        from tools.sim import namepool
+
+        _names_room = None
+        NAMES_POOL_BYTES = namepool.fill_and_grow()
     _held = _ballast()
     _reserve = None  # the firmware's heap: one free region
     gc.collect()
+    if NAMES_POOL_BYTES:  # ...less a block the size of that pool, first in it, as the board's would be
+        _excess = gc.mem_alloc()
+        _names_pool = bytearray(NAMES_POOL_BYTES - (32 if sys.maxsize > 1 << 32 else 16))  # (less its header's block)
+        PRELOADED += gc.mem_alloc() - _excess
     if _areas:  # ...or one per area, walls between them
         _areas[0] -= PRELOADED  # the first area holds what was preloaded, as the board's would
         _walls, _pieces = _split_into_areas(_areas)
@@ -451,6 +467,7 @@ if REPORT is not None:
             "heap_given_largest_bytes": probe.given_largest_bytes,
             "heap_areas_bytes": [int(n) for n in HEAP_AREAS.split(",")] if HEAP_AREAS else [probe.budget],
             "heap_preloaded_bytes": PRELOADED,
+            "heap_names_pool_bytes": NAMES_POOL_BYTES,
             "heap_peak_bytes": probe.peak_bytes,
             "heap_live_peak_bytes": device.heap.live_peak_bytes - probe.base,
             "heap_free_min_bytes": probe.free_min_bytes,

@@ -8,8 +8,9 @@
 # What the board has built in (asyncio, json, socket, ssl...) and the simulated board's modules are
 # loaded first and not counted. Then each task runs for 2 s, started one after another beside the
 # ones before (the meter, the links, the portal, the uploader), and what the heap holds more is its
-# row. Prints one JSON object: {"imports": [[module, bytes]...], "device": [[part, bytes]...],
-# "tasks": [[task, bytes]...], "buffers": [[what, bytes]...], "word_bytes": 4 or 8}.
+# row. The firmware's names get a pool of their own, as in the budget run (tools/sim/namepool.py).
+# Prints one JSON object: {"imports": [[module or the names' pool, bytes]...], "device": [[part,
+# bytes]...], "tasks": [[task, bytes]...], "buffers": [[what, bytes]...], "word_bytes": 4 or 8}.
 import gc
 import sys
 
@@ -35,6 +36,7 @@ import machine  # noqa: E402, F401  (the simulated board's: the port's own on th
 import network  # noqa: E402, F401
 
 import simworld  # noqa: E402
+from tools.sim import namepool  # noqa: E402
 
 # Leaf first, in the order firmware/app.py needs them: each row is the module and whatever of its
 # imports no earlier row loaded.
@@ -45,7 +47,7 @@ MODULES = ("firmware", "firmware.boards", "firmware.profiles", "atomicfile",
            "firmware.links", "httpd", "dnscatch", "firmware.status", "firmware.portal_page",
            "firmware.portal", "firmware.spool", "https", "firmware.recorder", "firmware.uploader")
 
-imports = [None] * len(MODULES)
+imports = [None] * len(MODULES)  # (and the names' pool)
 device_parts = []  # (label, bytes): filled in after each measurement, outside it
 _marks = [0]
 
@@ -60,12 +62,17 @@ def _after():
     return gc.mem_alloc() - _marks[0]
 
 
+PRELOADED = 3  # the firmware's modules the simulated mains needs (tools/sim/device_main.py loads them first too)
 for k in range(len(MODULES)):
+    if k == PRELOADED:  # the simulated mains, then the pool the firmware's names go into, made now that
+        # the simulator's names are in, as the budget run makes it (tools/sim/namepool.py): no module's
+        # row is charged with a pool its names happen to overflow
+        from tools.sim import mains  # noqa: E402  (the simulated mains: not the firmware's)
+
+        imports.insert(k, ("names: the pool the firmware's names (qstrs) go into", namepool.fill_and_grow()))
     _before()
     __import__(MODULES[k])
-    imports[k] = (MODULES[k], _after())
-
-from tools.sim import mains  # noqa: E402  (the simulated mains: not the firmware's)
+    imports[k + (k >= PRELOADED)] = (MODULES[k], _after())
 
 os.chdir(STATE_DIR)
 world = simworld.world
