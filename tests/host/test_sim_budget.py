@@ -19,9 +19,11 @@ BUDGET = "96wK"
 # And no more in use at the peak than reached (issue #16): 156,896 bytes at 9af6969; 138,272-141,568
 # at 038eba0, the setup page's server our own lib/httpd.py instead of microdot; 142,240-143,456 once
 # the firmware's names were charged a pool of their own (tools/sim/namepool.py; it had been charged
-# the same pool by chance). The target is 112 KB (BENCHMARKS.md, "Where the bytes go"); runs vary by
-# a few KB.
-PEAK_MAX_BYTES = 144 * 1024
+# the same pool by chance); 144,256-146,016 at e644d10, once the readings went through the outputs
+# seam and the uploader was split in two (firmware/recorder.py: +2.4 KB). The limit sits 4 KB above
+# the highest: runs vary by a few KB. The target is 112 KB (BENCHMARKS.md, "Where the bytes go"), and
+# the code frozen in as the meter's image has it already peaks at 99,840 here (57,312 on 32-bit).
+PEAK_MAX_BYTES = 150 * 1024
 # The pool the firmware's names go into (1,280 entries on this port: 14,144 bytes) is charged to it,
 # as the board charges the pools its names fill.
 NAMES_POOL_MIN_BYTES = 7 * 1024
