@@ -230,13 +230,44 @@ class Device:
         self.uploader.on_clock_step = recorder.clock_stepped  # the next record says NTP moved the clock
         # The outputs, in the order they get each window's readings. Adding one: its module, its
         # section in the settings (firmware/configcheck.py) and a line here (docs/DESIGN.md).
-        self.outputs = [recorder, self.uploader]
+        self.outputs = [recorder, self.uploader] + self._local_outputs(self.config, log)
         self.outputs.extend(outputs_extra)
         self.portal = portal.Portal(self.board.sta, self.store, self.identity, self.meter, self.links,
                                     self.uploader, log=log, apply=self.apply)
         self.links.on_long_press = self._factory_reset_by_button
         # Every part that takes changed settings live (apply), in the order they hear of them.
         self.parts = [self.meter, self.persister, self.links] + self.outputs
+
+    def _local_outputs(self, cfg, log):
+        """The local outputs that are on (docs/API.md): Modbus TCP as an SDM630, MQTT with Home
+        Assistant discovery. Their modules are imported only then, so an output that is off takes no
+        heap; an image without one (the ROMFS variant leaves them out) says so and measures on."""
+        ident = self.identity.identity
+        serial = ident.serial if ident is not None else "unprovisioned"
+        out = []
+        try:
+            if cfg["modbus"]["enabled"]:
+                from firmware.sdm630 import Sdm630Output
+
+                out.append(Sdm630Output(cfg["modbus"], serial, log=log))
+            if cfg["mqtt"]["enabled"]:
+                from firmware.mqtt_ha import MqttOutput, connector
+
+                tls = cfg["mqtt"]["tls"]
+                board, links = self.board, self.links
+                model = "Public" if cfg["meter"]["model"] == "public" else "Home"
+                out.append(MqttOutput(cfg["mqtt"], serial, connector(cfg["mqtt"], resolve=board.resolve),
+                                      online=lambda: links.online_via is not None and (not tls or board.clock_ready()),
+                                      model=model, sw_version=VERSION, log=log))
+        except ImportError as e:
+            log("outputs: this image does not carry the local outputs (%s): Modbus and MQTT are off" % e)
+        return out
+
+    def listen_on(self, host):
+        """Where the local outputs' servers listen (the simulator: 127.0.0.1; the board: every interface)."""
+        for out in self.outputs:
+            if getattr(out, "host", None) is not None:
+                out.host = host
 
     def _catch_up_energy(self, spool, log):
         """The counters never go back on the wire: if the newest spooled record carries more than was
@@ -352,6 +383,8 @@ def main(board=None, run_ms=None, meter_overrides=None, portal_options=None, wat
     device.use_watchdog = watchdog
     device.boot_guard = boot_guard
     device.portal_options = portal_options or {}
+    if device.portal_options.get("host"):
+        device.listen_on(device.portal_options["host"])
     device.heap.collect()
     gc.threshold(gc.mem_free() // GC_THRESHOLD_DIVISOR)
     print("meter: %d bytes of heap free" % gc.mem_free())

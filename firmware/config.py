@@ -22,7 +22,7 @@ import atomicfile
 VERSION = 1
 PATH = "config.json"
 MAX_BYTES = 16384
-SECTIONS = ("board", "wifi", "lan", "meter", "upload", "ap", "energy")
+SECTIONS = ("board", "wifi", "lan", "meter", "upload", "ap", "energy", "mqtt", "modbus")
 SECRETS = (("wifi", "password"),)  # never shown: summary() and repr() blank them
 
 
@@ -49,7 +49,7 @@ class Diagnostic:
         return self.__repr__()
 
 
-_CHECKS = ("firmware.configcheck", "firmware.schema", "firmware.pincheck")
+_CHECKS = ("firmware.configcheck", "firmware.schema", "firmware.pincheck", "firmware.outputs_schema")
 
 
 def _checks(name):

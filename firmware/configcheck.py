@@ -5,7 +5,7 @@
 # page saves), and lets it go afterwards: its tables and rules would take heap for good
 # (docs/MEMORY.md). What the firmware calls at run time stays in config.py.
 
-from firmware import boards, profiles
+from firmware import boards, outputs_schema, profiles
 from firmware.config import SECTIONS, VERSION, ConfigError
 from firmware.schema import (
     BOARD,
@@ -77,6 +77,7 @@ SCHEMA = {
         "save_min_interval_s": (10, integer(10, 3600)),
     },
 }
+SCHEMA.update(outputs_schema.SCHEMA)  # the local outputs: "mqtt" and "modbus" (docs/API.md)
 
 
 def defaults():
@@ -152,6 +153,7 @@ def _check_across(doc):
     if meter["burst_period_ms"] < longest_ms:
         raise ConfigError("meter.burst_period_ms", "must be at least %d ms for %d-cycle bursts"
                           % (longest_ms, meter["burst_cycles"]))
+    outputs_schema.check_across(doc)
     try:
         profiles.channels(meter["model"], meter["calibration"])
     except (ValueError, TypeError, ZeroDivisionError):

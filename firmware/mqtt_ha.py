@@ -82,6 +82,8 @@ class MqttOutput:
     open_connection(host, port, tls) -> (reader, writer), awaited (TLS with the CA in the settings:
     the composition root builds it); online() -> True when a link is up (and, for TLS, the clock set)."""
 
+    name = "mqtt"  # (firmware/app.py: the outputs' names in console lines and task names)
+
     def __init__(self, settings, serial, open_connection, online=lambda: True, model="Home", sw_version="",
                  log=print):
         self.settings = settings

@@ -1,9 +1,9 @@
 # outputs_schema — the rules of the local outputs' settings sections, "mqtt" and "modbus", in the
 # {key: (default, rule)} form of firmware/configcheck.py's SCHEMA, with the rules of firmware/schema.py.
 #
-# Kept apart until the outputs are wired into the device (issue 19, part 1): then SCHEMA below is
-# merged into configcheck.SCHEMA and "mqtt", "modbus" into config.SECTIONS. Like schema.py, it is
-# imported only while settings are checked. A password is a secret like the WiFi password: rules
+# firmware/configcheck.py merges SCHEMA into its own and calls check_across(); "mqtt" and "modbus"
+# are sections of config.json (firmware/config.py SECTIONS). Like schema.py, it is imported only while
+# settings are checked. A password is a secret like the WiFi password: rules
 # never repeat a rejected value (schema.Rule), and the setup page never shows it again.
 
 from firmware.schema import CaCert, ConfigError, Rule, boolean, check_section, integer
@@ -68,9 +68,14 @@ def check(doc):
     """Both sections of doc (a dict holding "mqtt" and/or "modbus"), defaults filled in, checked
     across keys: TLS needs a CA (the device trusts exactly that one, as for uploads)."""
     out = {name: check_section(name, spec, doc.get(name, {})) for name, spec in SCHEMA.items()}
-    m = out["mqtt"]
+    check_across(out)
+    return out
+
+
+def check_across(doc):
+    """The rules across keys of the checked sections in doc."""
+    m = doc["mqtt"]
     if m["enabled"] and not m["host"]:
         raise ConfigError("mqtt.host", "must name the broker when mqtt.enabled is true")
     if m["tls"] and not m["ca_cert"]:
         raise ConfigError("mqtt.ca_cert", "must hold the broker's CA certificate when mqtt.tls is true")
-    return out

@@ -143,6 +143,8 @@ class Sdm630Output:
     start_server: asyncio.start_server or a stand-in; log: a print-like function.
     """
 
+    name = "modbus"  # (firmware/app.py: the outputs' names in console lines and task names)
+
     def __init__(self, settings, serial, host="0.0.0.0", log=print, max_clients=3, idle_ms=120_000,
                  timeout_ms=5000):
         self.settings = settings

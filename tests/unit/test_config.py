@@ -70,9 +70,20 @@ def test_wifi_passphrase_rules_of_wpa2():
 def test_unknown_fields_and_sections_are_named():
     rejected({"wifi": {"sid": "x"}}, "wifi.sid", "unknown setting")
     rejected({"meter": {"window": 5}}, "meter.window", "unknown setting (known: burst_cycles")
-    rejected({"mqtt": {}}, "mqtt", "unknown section")
+    rejected({"mqqt": {}}, "mqqt", "unknown section")
     with raises(ConfigError, "unknown section"):
         config.validate({"version": 1, "extra": 1})
+
+
+def test_the_local_outputs_sections():
+    # Off by default; their rules are outputs_schema's (tested in test_mqtt_ha.py), checked with the rest.
+    d = config.defaults()
+    assert d["modbus"] == {"enabled": False, "port": 502, "unit_id": 1}
+    assert d["mqtt"]["enabled"] is False and d["mqtt"]["port"] == 1883 and d["mqtt"]["base_topic"] == "meter"
+    rejected({"modbus": {"unit_id": 0}}, "modbus.unit_id", "from 1 to 247")
+    rejected({"mqtt": {"enabled": True}}, "mqtt.host", "must name the broker")
+    rejected({"mqtt": {"host": "b.lan", "tls": True}}, "mqtt.ca_cert", "CA certificate")
+    assert config.validate({"mqtt": {"enabled": True, "host": "10.0.0.5"}})["mqtt"]["host"] == "10.0.0.5"
 
 
 def test_meter_rules():

@@ -4,6 +4,7 @@
                                [--ingest INGEST] [--heapsize 96wK [--heap-areas 56wK,40wK] [--frozen]]
                                [--report json]
                                [--port 8080] [--lan-fault] [--board NAME] [--networks FILE.json]
+                               [--modbus-port P] [--mqtt HOST:PORT]
                                 the whole device, in real time, until Ctrl-C (`make sim` is
                                 `device --ingest build/sim-ingest`). The device's flash
                                 filesystem (config.json, identity.json, energy counters) is the
@@ -249,6 +250,20 @@ def cmd_device(args):
                          *extra, heapsize=heapsize)
         srv = stored = None
         try:
+            outputs = {}
+            if args.modbus_port:  # the local outputs (docs/API.md), on 127.0.0.1 as the setup page is
+                outputs["modbus"] = {"enabled": True, "port": args.modbus_port}
+            if args.mqtt:
+                host, _, port = args.mqtt.rpartition(":")
+                if not host or not port.isdigit():
+                    raise UsageError("--mqtt: give the broker as HOST:PORT, e.g. 127.0.0.1:1883 (got %r)" % args.mqtt)
+                outputs["mqtt"] = {"enabled": True, "host": host, "port": int(port)}
+            if outputs:
+                from tools.sim.runner import save_settings
+
+                outputs["lan"] = {"enabled": True}  # an installed meter on Ethernet, online: the cable is in
+
+                save_settings(state_dir, outputs, "--modbus-port/--mqtt")
             if args.ingest:
                 from tools.sim.runner import prepare_upload
 
@@ -441,6 +456,11 @@ def build_parser():
                                                       "temporary folder)")
     d.add_argument("--ingest", metavar="INGEST", help="also run a local ingest server (python -m tools.ingest; "
                                                       "CA, fleet key and records.sqlite in INGEST) and upload to it")
+    d.add_argument("--modbus-port", type=int, metavar="P", help="also serve Modbus TCP as an Eastron SDM630 on "
+                                                               "127.0.0.1:P (saved in the device's config.json; "
+                                                               "docs/API.md)")
+    d.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker, with Home Assistant "
+                                                      "discovery (saved in the device's config.json; docs/API.md)")
     d.add_argument("--lan-fault", action="store_true",
                    help="no Ethernet PHY answers: network.LAN raises OSError, as on a board whose PHY is "
                         "missing or at another address; the setup access point and WiFi must carry on")

@@ -163,8 +163,6 @@ def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval
     """
     from tools import provision  # puts lib/ on sys.path for firmware.config and firmware.identity
 
-    config = importlib.import_module("firmware.config")  # after that
-
     try:
         with open(ca_path, "rb") as f:
             der = f.read()
@@ -179,19 +177,29 @@ def prepare_upload(state_dir, url, ca_path, fleet_key_path=None, record_interval
         os.replace(produced, ident_path)
     elif os.path.exists(key_path):
         _check_fleet_key(ident_path, provision.read_fleet_key(key_path), key_path)
+    # An installed meter on Ethernet: LAN preferred, so no setup access point (and no WiFi scan).
+    save_settings(state_dir, {"lan": {"enabled": True},
+                              "upload": {"url": url, "ca_cert": base64.b64encode(der).decode(),
+                                         "record_interval_s": record_interval_s}}, "upload settings")
+
+
+def save_settings(state_dir, changes, what="settings"):
+    """Set {section: {key: value}} in the state dir's config.json (and its copy), over what is there:
+    checked by the device's own rules first (UsageError naming the field)."""
+    from tools import provision  # noqa: F401  (puts lib/ on sys.path for firmware.config)
+
+    config = importlib.import_module("firmware.config")
     cfg_path = os.path.join(state_dir, "config.json")
     doc = {}
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
             doc = json.load(f)
-    # An installed meter on Ethernet: LAN preferred, so no setup access point (and no WiFi scan).
-    doc.setdefault("lan", {})["enabled"] = True
-    doc.setdefault("upload", {}).update({"url": url, "ca_cert": base64.b64encode(der).decode(),
-                                         "record_interval_s": record_interval_s})
+    for section, keys in changes.items():
+        doc.setdefault(section, {}).update(keys)
     try:
         doc = config.validate(doc)
     except config.ConfigError as e:
-        raise UsageError("upload settings: %s" % e) from None
+        raise UsageError("%s: %s" % (what, e)) from None
     text = json.dumps(doc)
     for path in (cfg_path, cfg_path + ".bak"):
         with open(path, "w") as f:
