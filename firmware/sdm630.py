@@ -24,6 +24,8 @@ import struct
 
 from modbus_tcp import BUSY, ILLEGAL_ADDRESS, Server
 
+from firmware.links import AP_ADDR
+
 # Blocks of input registers (function 04): [start, end) in register addresses.
 INPUT_BLOCKS = ((0x0000, 0x004C), (0x0156, 0x0158), (0x015A, 0x016C))
 # Holding registers (function 03) that readers ask for: system type, node address, serial number.
@@ -136,6 +138,16 @@ class Sdm630Map:
         return 0
 
 
+AP_NET = AP_ADDR[:AP_ADDR.rindex(".") + 1]  # the setup access point's network
+
+
+def _on_the_lan(peer):
+    """Readers on the LAN only, not phones on the setup access point. On the ESP32 a peer is ("a.b.c.d",
+    port) (ports/esp32/modsocket.c socket_accept: netutils_format_inet_addr; extmod/asyncio/stream.py
+    hands it on as "peername"); the unix port gives a raw sockaddr, never from that network."""
+    return not (isinstance(peer, tuple) and isinstance(peer[0], str) and peer[0].startswith(AP_NET))
+
+
 class Sdm630Output:
     """A readings consumer: on_readings() keeps the newest window, run() serves Modbus TCP.
 
@@ -151,7 +163,7 @@ class Sdm630Output:
         self.host = host
         self.log = log
         self.map = Sdm630Map(serial, settings["unit_id"])
-        self.server = Server(self.map.read, settings["unit_id"], max_clients, idle_ms, timeout_ms, log)
+        self.server = Server(self.map.read, settings["unit_id"], max_clients, idle_ms, timeout_ms, log, _on_the_lan)
 
     def on_readings(self, readings):
         self.map.readings = readings  # the meter makes a new dict every window: keeping it is enough

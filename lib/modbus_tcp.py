@@ -74,8 +74,9 @@ def _exception(resp, func, code):
 
 
 class Server:
-    def __init__(self, read, unit_id=1, max_clients=3, idle_ms=120_000, timeout_ms=5000, log=print):
+    def __init__(self, read, unit_id=1, max_clients=3, idle_ms=120_000, timeout_ms=5000, log=print, allow=None):
         self.read = read
+        self.allow = allow  # allow(peername) -> False closes that client at once (None: everyone)
         self.unit_id = unit_id
         self.max_clients = max_clients
         self.idle_ms = idle_ms
@@ -99,6 +100,10 @@ class Server:
             self.server = None
 
     async def _client(self, reader, writer):
+        if self.allow is not None and not self.allow(writer.get_extra_info("peername")):
+            self.refused += 1
+            await _close(writer)
+            return
         if self.clients >= self.max_clients:
             self.refused += 1
             await _close(writer)

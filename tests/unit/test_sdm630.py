@@ -133,3 +133,31 @@ def test_no_load_gives_zero_angles_and_power_factor():
     m = _map(r)
     for addr in (0x0024, 0x003E, 0x0042):
         assert struct.unpack(">f", _ask(m, _frame(4, addr, 2))[9:13])[0] == 0.0, hex(addr)
+
+
+def test_a_phone_on_the_setup_access_point_is_not_served():
+    # Readers on the LAN only: a peer from the AP's network (as the ESP32 gives it: ("a.b.c.d", port))
+    # is closed at once and counted; the LAN's and the unix port's (raw sockaddr bytes) are served.
+    class Writer:
+        def __init__(self, peer):
+            self.peer = peer
+            self.closed = False
+
+        def get_extra_info(self, key):
+            return self.peer if key == "peername" else None
+
+        def close(self):
+            self.closed = True
+
+        async def wait_closed(self):
+            pass
+
+    out = sdm630.Sdm630Output({"enabled": True, "port": 5020, "unit_id": 1}, "TEST-1", log=lambda m: None)
+    w = Writer(("192.168.251.7", 50123))
+    coro = out.server._client(None, w)  # it never waits on anything here: run it by hand
+    try:
+        coro.send(None)
+    except StopIteration:
+        pass
+    assert w.closed and out.server.refused == 1 and out.server.clients == 0 and out.server.requests == 0
+    assert out.server.allow(("192.168.1.20", 50123)) and out.server.allow(b"\x02\x00\xc3\x50\x7f\x00\x00\x01")
