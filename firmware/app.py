@@ -266,8 +266,8 @@ class Device:
     def listen_on(self, host):
         """Where the local outputs' servers listen (the simulator: 127.0.0.1; the board: every interface)."""
         for out in self.outputs:
-            if getattr(out, "host", None) is not None:
-                out.host = host
+            if getattr(out, "listen_host", None) is not None:
+                out.listen_host = host
 
     def _catch_up_energy(self, spool, log):
         """The counters never go back on the wire: if the newest spooled record carries more than was

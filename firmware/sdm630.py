@@ -160,7 +160,7 @@ class Sdm630Output:
     def __init__(self, settings, serial, host="0.0.0.0", log=print, max_clients=3, idle_ms=120_000,
                  timeout_ms=5000):
         self.settings = settings
-        self.host = host
+        self.listen_host = host
         self.log = log
         self.map = Sdm630Map(serial, settings["unit_id"])
         self.server = Server(self.map.read, settings["unit_id"], max_clients, idle_ms, timeout_ms, log, _on_the_lan)
@@ -176,7 +176,7 @@ class Sdm630Output:
         delay_s = 1
         while True:
             try:
-                await self.server.serve(self.host, self.settings["port"])  # until closed
+                await self.server.serve(self.listen_host, self.settings["port"])  # until closed
                 return
             except OSError as e:  # the port is taken, or the interface is not up yet: try again later
                 self.log("modbus: cannot listen on port %d (%r); trying again in %d s"
