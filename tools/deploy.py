@@ -390,7 +390,10 @@ def plan_only(args):
     except deploy_method.BoardInfoError as e:
         raise SystemExit("%s: %s" % (args.board_info or "the board's answer", e))
     build_dir = args.build_dir or BUILD
-    here = build_here(build_dir) if os.path.isdir(os.path.join(build_dir, "device")) else expected_build()
+    # A whole build (`make build`: device/ and device.romfs) if there is one; else what it would be.
+    # (`tools.build --check`, the test command's compile step, leaves device/ alone, without the image.)
+    whole = os.path.isdir(os.path.join(build_dir, "device")) and os.path.exists(os.path.join(build_dir, "device.romfs"))
+    here = build_here(build_dir) if whole else expected_build()
     decision = deploy_method.decide(board, here)
     print(decision.text())
     print("the board: " + "\n           ".join(board.lines()))
