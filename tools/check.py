@@ -85,9 +85,14 @@ def ensure_chromium():
 
     if shutil.which("chromium") or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
-    print("=== chromium is missing: apt-get install -y chromium", flush=True)
+    _apt_install("chromium")
+
+
+def _apt_install(package):
+    """apt-get install the Debian package (updating the lists once if that fails)."""
+    print("=== %s is missing: apt-get install -y %s" % (package, package), flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
     if subprocess.run(cmd, env=env).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env)
         subprocess.run(cmd, env=env)
@@ -101,12 +106,7 @@ def ensure_mosquitto():
         return
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
-    print("=== mosquitto is missing: apt-get install -y mosquitto", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "mosquitto"]
-    if subprocess.run(cmd, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env)
-        subprocess.run(cmd, env=env)
+    _apt_install("mosquitto")
 
 
 def _tail(out):
